@@ -1,0 +1,54 @@
+"""The audit record of one call, built from the guard chain's :class:`Call`.
+
+Modelled on OPA decision logs (decision id, input summary, result, determining
+policies, revision, metrics) with the fields the signing and SIEM work will use. It
+never holds the token, the API key, or prompt/completion text: bodies are represented
+by their SHA-256 and size.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from ..guard._call import Call
+
+__all__ = ["RECORD_SCHEMA", "build_record"]
+
+RECORD_SCHEMA = "secure-ds.audit/1"
+
+
+def build_record(call: Call) -> dict[str, Any]:
+    request = call.request
+    url = call.url or request.url
+    return {
+        "schema": RECORD_SCHEMA,
+        "event_id": call.event_id,
+        "time": datetime.fromtimestamp(call.started_at, UTC).isoformat(timespec="milliseconds"),
+        "trace_id": call.trace_id,
+        "outcome": call.outcome,
+        "action": call.action,
+        "actor": call.identity.as_record() if call.identity else None,
+        "request": {
+            "method": request.method,
+            "endpoint": f"{url.scheme}://{url.netloc.decode('ascii')}",
+            "path": url.path,
+            "model": call.model,
+            "model_requested": call.requested_model,
+            "model_pin": call.model_pin,
+            "stream": call.stream,
+            "max_tokens": call.body.get("max_tokens") if call.body else None,
+            "body_sha256": hashlib.sha256(call.body_bytes).hexdigest(),
+            "body_bytes": len(call.body_bytes),
+        },
+        "classify": call.classification.as_record() if call.classification else None,
+        "decide": call.decision.as_record() if call.decision else None,
+        "enforce": {"applied": list(call.enforcement)},
+        "meter": call.metering.as_record() if call.metering else None,
+        "attempts": call.attempts,
+        "response": call.response or None,
+        "latency_ms": round(call.elapsed_ms(), 3),
+        "error": call.error,
+    }

@@ -1,0 +1,304 @@
+"""``SecureDeepSeek`` and ``AsyncSecureDeepSeek``: ``openai.OpenAI`` with the guard chain.
+
+They *are* openai clients (subclasses), configured with an httpx2 client whose
+transport runs the guard chain, so every SDK feature works unchanged and every
+response is the SDK's own type::
+
+    from secure_ds import SecureDeepSeek
+
+    client = SecureDeepSeek()                       # settings from the environment
+    reply = client.chat.completions.create(
+        model=client.default_model,
+        messages=[{"role": "user", "content": "Hello"}],
+    )
+
+What differs from ``openai.OpenAI``: the bearer token is a short-lived
+certificate-bound JWT (or the DeepSeek API key in ``api-key`` mode) over mutual TLS;
+retries (5 attempts, backoff 0.3 s with jitter, ``Retry-After`` honoured), the circuit
+breaker and timeouts (connect 3.05 s, read 30 s) are secure-ds's; errors are
+``SecureDSError`` subclasses that also derive from the matching ``openai`` error; and
+every call leaves one audit record. ``with_options(max_retries=N)`` means N retries
+(N + 1 attempts).
+"""
+
+from __future__ import annotations
+
+import contextlib
+from pathlib import Path
+from typing import Any, NoReturn
+
+import httpx2
+import openai
+from cryptography import x509
+from cryptography.hazmat.primitives import serialization
+from openai import BaseModel
+
+from ._secret import Secret
+from .audit import AuditLog
+from .config import Settings
+from .errors import ConfigError
+from .guard import AsyncGuardedTransport, Classifier, Guard, GuardedTransport, Meter, PolicyDecider
+from .identity import (
+    TokenProvider,
+    build_ssl_context,
+    cert_thumbprint,
+    token_provider_from_settings,
+)
+
+__all__ = ["AsyncSecureDeepSeek", "BalanceInfo", "SecureDeepSeek", "UserBalance"]
+
+# The SDK insists on an api_key; the real credential is set per request by the guard.
+_PLACEHOLDER_KEY = "secure-ds-managed-credential"
+_MAX_ATTEMPTS_EXTENSION = "secure_ds.max_attempts"
+_LIMITS = httpx2.Limits(max_connections=1000, max_keepalive_connections=100)
+
+
+class BalanceInfo(BaseModel):
+    currency: str
+    total_balance: str
+    granted_balance: str
+    topped_up_balance: str
+
+
+class UserBalance(BaseModel):
+    """DeepSeek's ``GET /user/balance``."""
+
+    is_available: bool
+    balance_infos: list[BalanceInfo]
+
+
+class _SecureHttpClient(httpx2.Client):
+    secure_guard: Guard
+
+
+class _AsyncSecureHttpClient(httpx2.AsyncClient):
+    secure_guard: Guard
+
+
+def _build_guard(
+    settings: Settings,
+    *,
+    token_provider: TokenProvider | None,
+    classifier: Classifier | None,
+    decider: PolicyDecider | None,
+    meter: Meter | None,
+) -> Guard:
+    thumbprint = None
+    if settings.client_cert is not None:
+        cert = x509.load_pem_x509_certificates(Path(settings.client_cert).read_bytes())[0]
+        thumbprint = cert_thumbprint(cert.public_bytes(serialization.Encoding.DER))
+    return Guard.create(
+        settings,
+        token_provider=token_provider or token_provider_from_settings(settings),
+        audit_log=AuditLog(settings.audit_path, fsync=settings.audit_fsync),
+        cert_thumbprint=thumbprint,
+        classifier=classifier,
+        decider=decider,
+        meter=meter,
+    )
+
+
+def _resolve(
+    settings: Settings | None,
+    api_key: object,
+    base_url: object,
+) -> tuple[Settings, str]:
+    """Settings for a new client, with an explicit api_key/base_url applied."""
+    resolved = settings if settings is not None else Settings.from_env()
+    if isinstance(api_key, str) and api_key and api_key != _PLACEHOLDER_KEY:
+        resolved = resolved.replace(api_key=Secret(api_key))
+    if base_url is not None and not isinstance(base_url, openai.NotGiven):
+        resolved = resolved.replace(endpoint=str(base_url).rstrip("/"), api_version=None)
+    return resolved, resolved.base_url
+
+
+def _check_copy_base_url(base_url: object) -> None:
+    """A copy may point elsewhere; the same https-or-loopback rule applies."""
+    if base_url is None or isinstance(base_url, openai.NotGiven):
+        return
+    Settings(endpoint=str(base_url).rstrip("/"), token_provider="api-key", api_key=Secret("x"))
+
+
+def _reject_foreign_client(http_client: object) -> NoReturn:
+    raise ConfigError(
+        "http_client",
+        "a client not built by secure-ds would bypass the guard chain",
+        fix="Leave http_client out; secure-ds builds its own from the settings.",
+    )
+
+
+class SecureDeepSeek(openai.OpenAI):
+    """A drop-in ``openai.OpenAI`` whose every call passes the guard chain."""
+
+    guard: Guard
+
+    def __init__(
+        self,
+        *,
+        settings: Settings | None = None,
+        token_provider: TokenProvider | None = None,
+        classifier: Classifier | None = None,
+        decider: PolicyDecider | None = None,
+        meter: Meter | None = None,
+        http_client: httpx2.Client | None = None,
+        api_key: Any = None,
+        base_url: Any = openai.NOT_GIVEN,
+        max_retries: int | openai.NotGiven = openai.NOT_GIVEN,
+        timeout: Any = openai.NOT_GIVEN,
+        **kwargs: Any,
+    ) -> None:
+        if http_client is not None:
+            if not isinstance(http_client, _SecureHttpClient):
+                _reject_foreign_client(http_client)
+            guard = http_client.secure_guard  # a with_options() copy shares the chain
+            _check_copy_base_url(base_url)
+            url = base_url if not isinstance(base_url, openai.NotGiven) else guard.settings.base_url
+        else:
+            resolved, url = _resolve(settings, api_key, base_url)
+            guard = _build_guard(
+                resolved,
+                token_provider=token_provider,
+                classifier=classifier,
+                decider=decider,
+                meter=meter,
+            )
+            http_client = _SecureHttpClient(
+                transport=GuardedTransport(
+                    guard,
+                    httpx2.HTTPTransport(
+                        verify=build_ssl_context(resolved), limits=_LIMITS, trust_env=False
+                    ),
+                ),
+                follow_redirects=False,
+                trust_env=False,
+            )
+            http_client.secure_guard = guard
+        self.guard = guard
+        settings = guard.settings
+        super().__init__(
+            api_key=_PLACEHOLDER_KEY,
+            base_url=url,
+            http_client=http_client,
+            max_retries=settings.max_attempts - 1
+            if isinstance(max_retries, openai.NotGiven)
+            else max_retries,
+            timeout=httpx2.Timeout(settings.read_timeout, connect=settings.connect_timeout)
+            if isinstance(timeout, openai.NotGiven)
+            else timeout,
+            **kwargs,
+        )
+
+    @property
+    def settings(self) -> Settings:
+        return self.guard.settings
+
+    @property
+    def default_model(self) -> str:
+        """``DEEPSEEK_MODEL`` (a pin such as ``@2026-10-17`` is recorded, not sent)."""
+        return self.guard.settings.model
+
+    @property
+    def audit_path(self) -> Path:
+        return self.guard.audit_log.path
+
+    def user_balance(self) -> UserBalance:
+        """DeepSeek's account balance (``GET /user/balance``), through the guard chain."""
+        return self.get("/user/balance", cast_to=UserBalance)
+
+    def _prepare_request(self, request: httpx2.Request) -> None:
+        super()._prepare_request(request)
+        request.extensions[_MAX_ATTEMPTS_EXTENSION] = self.max_retries + 1
+
+    def close(self) -> None:
+        try:
+            super().close()
+        finally:
+            self.guard.audit_log.close()
+
+
+class AsyncSecureDeepSeek(openai.AsyncOpenAI):
+    """A drop-in ``openai.AsyncOpenAI`` whose every call passes the guard chain."""
+
+    guard: Guard
+
+    def __init__(
+        self,
+        *,
+        settings: Settings | None = None,
+        token_provider: TokenProvider | None = None,
+        classifier: Classifier | None = None,
+        decider: PolicyDecider | None = None,
+        meter: Meter | None = None,
+        http_client: httpx2.AsyncClient | None = None,
+        api_key: Any = None,
+        base_url: Any = openai.NOT_GIVEN,
+        max_retries: int | openai.NotGiven = openai.NOT_GIVEN,
+        timeout: Any = openai.NOT_GIVEN,
+        **kwargs: Any,
+    ) -> None:
+        if http_client is not None:
+            if not isinstance(http_client, _AsyncSecureHttpClient):
+                _reject_foreign_client(http_client)
+            guard = http_client.secure_guard
+            _check_copy_base_url(base_url)
+            url = base_url if not isinstance(base_url, openai.NotGiven) else guard.settings.base_url
+        else:
+            resolved, url = _resolve(settings, api_key, base_url)
+            guard = _build_guard(
+                resolved,
+                token_provider=token_provider,
+                classifier=classifier,
+                decider=decider,
+                meter=meter,
+            )
+            http_client = _AsyncSecureHttpClient(
+                transport=AsyncGuardedTransport(
+                    guard,
+                    httpx2.AsyncHTTPTransport(
+                        verify=build_ssl_context(resolved), limits=_LIMITS, trust_env=False
+                    ),
+                ),
+                follow_redirects=False,
+                trust_env=False,
+            )
+            http_client.secure_guard = guard
+        self.guard = guard
+        settings = guard.settings
+        super().__init__(
+            api_key=_PLACEHOLDER_KEY,
+            base_url=url,
+            http_client=http_client,
+            max_retries=settings.max_attempts - 1
+            if isinstance(max_retries, openai.NotGiven)
+            else max_retries,
+            timeout=httpx2.Timeout(settings.read_timeout, connect=settings.connect_timeout)
+            if isinstance(timeout, openai.NotGiven)
+            else timeout,
+            **kwargs,
+        )
+
+    @property
+    def settings(self) -> Settings:
+        return self.guard.settings
+
+    @property
+    def default_model(self) -> str:
+        return self.guard.settings.model
+
+    @property
+    def audit_path(self) -> Path:
+        return self.guard.audit_log.path
+
+    async def user_balance(self) -> UserBalance:
+        return await self.get("/user/balance", cast_to=UserBalance)
+
+    async def _prepare_request(self, request: httpx2.Request) -> None:
+        await super()._prepare_request(request)
+        request.extensions[_MAX_ATTEMPTS_EXTENSION] = self.max_retries + 1
+
+    async def close(self) -> None:
+        try:
+            await super().close()
+        finally:
+            with contextlib.suppress(Exception):
+                self.guard.audit_log.close()

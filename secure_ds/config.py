@@ -1,0 +1,480 @@
+"""Settings, read from the environment the way DeepSeek users write it, and validated.
+
+``Settings.from_env()`` reads ``DEEPSEEK_*``, ``AI_PROVIDER`` and ``SECURE_DS_*``;
+``Settings(...)`` takes the same values as keywords. Either way every value is checked
+when the object is built: a malformed or out-of-range value, an unreadable file, a key
+that does not match its certificate or a certificate outside its validity period raises
+:class:`~secure_ds.errors.ConfigError`, whose message names the variable and says what
+to put there. Secrets are held in :class:`~secure_ds.Secret` and never printed.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import ipaddress
+import json
+import os
+import re
+from collections.abc import Mapping
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, Literal
+from urllib.parse import urlsplit
+
+from cryptography import x509
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ec, ed25519
+
+from ._secret import Secret
+from .errors import ConfigError
+
+__all__ = ["ENV_VARS", "Settings", "TokenProviderName"]
+
+TokenProviderName = Literal["embedded", "api-key"]
+
+# field name -> environment variable
+ENV_VARS: dict[str, str] = {
+    "provider": "AI_PROVIDER",
+    "api_key": "DEEPSEEK_API_KEY",
+    "endpoint": "DEEPSEEK_ENDPOINT",
+    "api_version": "DEEPSEEK_API_VERSION",
+    "model": "DEEPSEEK_MODEL",
+    "max_tokens": "DEEPSEEK_MAX_TOKENS",
+    "temperature": "DEEPSEEK_TEMPERATURE",
+    "top_p": "DEEPSEEK_TOP_P",
+    "frequency_penalty": "DEEPSEEK_FREQUENCY_PENALTY",
+    "client_cert": "SECURE_DS_CLIENT_CERT",
+    "client_key": "SECURE_DS_CLIENT_KEY",
+    "client_key_password": "SECURE_DS_CLIENT_KEY_PASSWORD",
+    "ca_bundle": "SECURE_DS_CA_BUNDLE",
+    "spki_pin": "SECURE_DS_SPKI_PIN",
+    "tls_min_version": "SECURE_DS_TLS_MIN_VERSION",
+    "token_provider": "SECURE_DS_TOKEN_PROVIDER",
+    "issuer_key": "SECURE_DS_ISSUER_KEY",
+    "issuer": "SECURE_DS_ISSUER",
+    "audience": "SECURE_DS_AUDIENCE",
+    "token_ttl": "SECURE_DS_TOKEN_TTL",
+    "subject": "SECURE_DS_SUBJECT",
+    "roles": "SECURE_DS_ROLES",
+    "attributes": "SECURE_DS_ATTRIBUTES",
+    "policy_dir": "SECURE_DS_POLICY_DIR",
+    "audit_path": "SECURE_DS_AUDIT_PATH",
+    "audit_fsync": "SECURE_DS_AUDIT_FSYNC",
+    "max_attempts": "SECURE_DS_MAX_ATTEMPTS",
+    "backoff_factor": "SECURE_DS_BACKOFF_FACTOR",
+    "backoff_max": "SECURE_DS_BACKOFF_MAX",
+    "breaker_threshold": "SECURE_DS_BREAKER_THRESHOLD",
+    "breaker_cooldown": "SECURE_DS_BREAKER_COOLDOWN",
+    "connect_timeout": "SECURE_DS_CONNECT_TIMEOUT",
+    "read_timeout": "SECURE_DS_READ_TIMEOUT",
+}
+
+_MODEL_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:/-]{0,127}(@[A-Za-z0-9][A-Za-z0-9._-]{0,63})?$")
+_API_VERSION_RE = re.compile(r"^v[0-9]{1,3}$")
+_SPKI_PIN_RE = re.compile(r"^sha256/[A-Za-z0-9+/]{43}=$")
+_LOOPBACK_NAMES = {"localhost", "localhost.localdomain"}
+
+
+def _default_audit_path() -> Path:
+    state = os.environ.get("XDG_STATE_HOME") or str(Path.home() / ".local" / "state")
+    return Path(state) / "secure-ds" / "audit.jsonl"
+
+
+def _err(field: str, problem: str, fix: str) -> ConfigError:
+    return ConfigError(ENV_VARS.get(field, field), problem, fix=fix)
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class Settings:
+    """Everything a secure client needs, validated on construction.
+
+    Paths are kept as given; files are read and checked here (readable, parseable,
+    within their validity period, key matching certificate) and read again by the
+    identity layer when it builds TLS contexts, so a rotated file is picked up.
+    """
+
+    provider: str = "deepseek"
+    api_key: Secret | None = None
+    endpoint: str = "https://api.deepseek.com"
+    api_version: str | None = None
+    model: str = "deepseek-flash"
+    max_tokens: int | None = None
+    temperature: float | None = None
+    top_p: float | None = None
+    frequency_penalty: float | None = None
+
+    client_cert: Path | None = None
+    client_key: Path | None = None
+    client_key_password: Secret | None = None
+    ca_bundle: Path | None = None
+    spki_pin: str | None = None
+    tls_min_version: Literal["1.2", "1.3"] = "1.3"
+
+    token_provider: TokenProviderName = "embedded"
+    issuer_key: Path | None = None
+    issuer: str = "secure-ds-embedded"
+    audience: str | None = None
+    token_ttl: int = 300
+    subject: str | None = None
+    roles: tuple[str, ...] = ()
+    attributes: Mapping[str, Any] = dataclasses.field(default_factory=dict)
+
+    policy_dir: Path | None = None
+    audit_path: Path = dataclasses.field(default_factory=_default_audit_path)
+    audit_fsync: bool = True
+
+    max_attempts: int = 5
+    backoff_factor: float = 0.3
+    backoff_max: float = 30.0
+    breaker_threshold: int = 3
+    breaker_cooldown: float = 300.0
+    connect_timeout: float = 3.05
+    read_timeout: float = 30.0
+
+    def __post_init__(self) -> None:
+        self._validate_scalars()
+        self._validate_endpoint()
+        self._validate_tls_files()
+        self._validate_identity()
+
+    # ------------------------------------------------------------------ derived values
+
+    @property
+    def model_name(self) -> str:
+        """The model as sent: a pin like ``deepseek-flash@2026-10-17`` loses its ``@...``."""
+        return self.model.split("@", 1)[0]
+
+    @property
+    def model_pin(self) -> str | None:
+        """The pinned version of :attr:`model`, if any (kept in the audit record)."""
+        return self.model.split("@", 1)[1] if "@" in self.model else None
+
+    @property
+    def base_url(self) -> str:
+        """The URL the openai SDK is pointed at (endpoint plus the API version, if set)."""
+        base = self.endpoint.rstrip("/")
+        return f"{base}/{self.api_version}" if self.api_version else base
+
+    @property
+    def effective_audience(self) -> str:
+        """Token audience: SECURE_DS_AUDIENCE, else the endpoint's origin (RFC 8707 style)."""
+        if self.audience:
+            return self.audience
+        parts = urlsplit(self.endpoint)
+        return f"{parts.scheme}://{parts.netloc}"
+
+    # ------------------------------------------------------------------ construction
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None, **overrides: Any) -> Settings:
+        """Build settings from environment variables (``os.environ`` by default).
+
+        Keyword ``overrides`` win over the environment. Empty variables count as unset.
+        """
+        source = os.environ if env is None else env
+        values: dict[str, Any] = {}
+        for field in dataclasses.fields(cls):
+            var = ENV_VARS[field.name]
+            raw = source.get(var, "").strip()
+            if raw:
+                values[field.name] = _parse(field.name, raw)
+        values.update(overrides)
+        return cls(**values)
+
+    def replace(self, **changes: Any) -> Settings:
+        """A copy with some values changed (validated again)."""
+        return dataclasses.replace(self, **changes)
+
+    # ------------------------------------------------------------------ validation
+
+    def _validate_scalars(self) -> None:
+        if self.provider != "deepseek":
+            raise _err(
+                "provider",
+                f"unsupported provider {self.provider!r}",
+                "Set AI_PROVIDER=deepseek (the only provider this version supports), or unset it.",
+            )
+        if not _MODEL_RE.match(self.model):
+            raise _err(
+                "model",
+                f"{self.model!r} is not a model name",
+                "Use a name like deepseek-flash, optionally pinned: deepseek-flash@2026-10-17.",
+            )
+        if self.api_version is not None and not _API_VERSION_RE.match(self.api_version):
+            raise _err(
+                "api_version",
+                f"{self.api_version!r} is not an API version",
+                "Use a path version such as v1, or unset it.",
+            )
+        _check_range("max_tokens", self.max_tokens, 1, 1_000_000, "an integer such as 4096")
+        _check_range("temperature", self.temperature, 0.0, 2.0, "a number from 0 to 2, e.g. 0.7")
+        _check_range("top_p", self.top_p, 0.0, 1.0, "a number from 0 to 1, e.g. 0.95")
+        if self.top_p is not None and self.top_p == 0:
+            raise _err("top_p", "must be greater than 0", "Use a number in (0, 1], e.g. 0.95.")
+        _check_range(
+            "frequency_penalty", self.frequency_penalty, -2.0, 2.0, "a number from -2 to 2"
+        )
+        _check_range("token_ttl", self.token_ttl, 30, 3600, "seconds between 30 and 3600")
+        _check_range("max_attempts", self.max_attempts, 1, 10, "an integer from 1 to 10")
+        _check_range("backoff_factor", self.backoff_factor, 0.0, 10.0, "seconds, e.g. 0.3")
+        _check_range("backoff_max", self.backoff_max, 0.0, 600.0, "seconds, e.g. 30")
+        _check_range("breaker_threshold", self.breaker_threshold, 1, 1000, "an integer, e.g. 3")
+        _check_range("breaker_cooldown", self.breaker_cooldown, 0.0, 86400.0, "seconds, e.g. 300")
+        _check_range("connect_timeout", self.connect_timeout, 0.01, 600.0, "seconds, e.g. 3.05")
+        _check_range("read_timeout", self.read_timeout, 0.01, 3600.0, "seconds, e.g. 30")
+        if self.tls_min_version not in ("1.2", "1.3"):
+            raise _err(
+                "tls_min_version",
+                f"{self.tls_min_version!r} is not allowed",
+                "Use 1.3 (the default) or 1.2; older versions are refused.",
+            )
+        if self.token_provider not in ("embedded", "api-key"):
+            raise _err(
+                "token_provider",
+                f"unknown token provider {self.token_provider!r}",
+                "Use embedded (certificate-bound JWTs signed with SECURE_DS_ISSUER_KEY) "
+                "or api-key (send DEEPSEEK_API_KEY as the bearer token).",
+            )
+        if self.spki_pin is not None and not _SPKI_PIN_RE.match(self.spki_pin):
+            raise _err(
+                "spki_pin",
+                "is not a SHA-256 SPKI pin",
+                "Use sha256/<base64 of the SHA-256 of the server's SubjectPublicKeyInfo> "
+                "(secure-ds prints it for a certificate with `secure-ds pin CERT.pem`).",
+            )
+        for role in self.roles:
+            if not role or "," in role or role != role.strip():
+                raise _err(
+                    "roles", f"{role!r} is not a role name", "Use a comma-separated list: a,b."
+                )
+        if not isinstance(self.attributes, Mapping):
+            raise _err("attributes", "must be a JSON object", 'Use e.g. {"department": "eng"}.')
+        if self.subject is not None and not self.subject.strip():
+            raise _err("subject", "is empty", "Set a subject such as alice@example.com.")
+
+    def _validate_endpoint(self) -> None:
+        parts = urlsplit(self.endpoint)
+        if parts.scheme not in ("https", "http") or not parts.hostname:
+            raise _err(
+                "endpoint",
+                f"{self.endpoint!r} is not an http(s) URL",
+                "Use https://api.deepseek.com or your gateway's https URL.",
+            )
+        if parts.query or parts.fragment or parts.username or parts.password:
+            raise _err(
+                "endpoint",
+                "must not contain credentials, a query or a fragment",
+                "Use a plain base URL such as https://api.deepseek.com.",
+            )
+        if parts.scheme == "http" and not _is_loopback(parts.hostname):
+            raise _err(
+                "endpoint",
+                f"plain http to {parts.hostname} would send tokens unencrypted",
+                "Use an https:// URL (plain http is allowed only for loopback addresses).",
+            )
+
+    def _validate_tls_files(self) -> None:
+        if (self.client_cert is None) != (self.client_key is None):
+            missing = "client_key" if self.client_key is None else "client_cert"
+            raise _err(
+                missing,
+                "is not set, but its partner is",
+                "Set both SECURE_DS_CLIENT_CERT and SECURE_DS_CLIENT_KEY (PEM files), or neither.",
+            )
+        if self.client_cert is not None and self.client_key is not None:
+            certs = _load_cert_chain("client_cert", self.client_cert)
+            _check_validity("client_cert", certs[0])
+            key = _load_private_key("client_key", self.client_key, self.client_key_password)
+            if key.public_key().public_bytes(
+                serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
+            ) != certs[0].public_key().public_bytes(
+                serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
+            ):
+                raise _err(
+                    "client_key",
+                    f"the key in {self.client_key} does not belong to the certificate in "
+                    f"{self.client_cert}",
+                    "Point SECURE_DS_CLIENT_KEY at the private key the certificate was issued for.",
+                )
+        if self.ca_bundle is not None:
+            _load_cert_chain("ca_bundle", self.ca_bundle)
+
+    def _validate_identity(self) -> None:
+        if self.token_provider == "api-key":
+            if self.api_key is None or not self.api_key.reveal():
+                raise _err(
+                    "api_key",
+                    "is not set, but SECURE_DS_TOKEN_PROVIDER=api-key sends it as the bearer token",
+                    "Set DEEPSEEK_API_KEY, or use SECURE_DS_TOKEN_PROVIDER=embedded.",
+                )
+            return
+        if self.client_cert is None:
+            raise _err(
+                "client_cert",
+                "is not set, but the embedded issuer binds every token to a client certificate",
+                "Set SECURE_DS_CLIENT_CERT and SECURE_DS_CLIENT_KEY (try `secure-ds demo` to see "
+                "a working set-up), or use SECURE_DS_TOKEN_PROVIDER=api-key with DEEPSEEK_API_KEY.",
+            )
+        if self.issuer_key is None:
+            raise _err(
+                "issuer_key",
+                "is not set, but the embedded issuer needs a signing key",
+                "Set SECURE_DS_ISSUER_KEY to a PEM EC P-256 (ES256) or Ed25519 (EdDSA) "
+                "private key.",
+            )
+        key = _load_private_key("issuer_key", self.issuer_key, None)
+        if not isinstance(key, ed25519.Ed25519PrivateKey) and not (
+            isinstance(key, ec.EllipticCurvePrivateKey) and isinstance(key.curve, ec.SECP256R1)
+        ):
+            raise _err(
+                "issuer_key",
+                f"{type(key).__name__} keys are not supported for tokens",
+                "Use an EC P-256 key (ES256) or an Ed25519 key (EdDSA).",
+            )
+
+    def __repr__(self) -> str:
+        shown = ", ".join(f"{f.name}={getattr(self, f.name)!r}" for f in dataclasses.fields(self))
+        return f"Settings({shown})"
+
+
+# ---------------------------------------------------------------------- helpers
+
+
+def _is_loopback(host: str) -> bool:
+    if host.lower() in _LOOPBACK_NAMES:
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def _check_range(field: str, value: float | None, low: float, high: float, what: str) -> None:
+    if value is None:
+        return
+    if isinstance(value, bool) or not isinstance(value, int | float) or not low <= value <= high:
+        raise _err(field, f"{value!r} is outside [{low:g}, {high:g}]", f"Use {what}.")
+
+
+_INT_FIELDS = {"max_tokens", "token_ttl", "max_attempts", "breaker_threshold"}
+_FLOAT_FIELDS = {
+    "temperature",
+    "top_p",
+    "frequency_penalty",
+    "backoff_factor",
+    "backoff_max",
+    "breaker_cooldown",
+    "connect_timeout",
+    "read_timeout",
+}
+_PATH_FIELDS = {"client_cert", "client_key", "ca_bundle", "issuer_key", "policy_dir", "audit_path"}
+_SECRET_FIELDS = {"api_key", "client_key_password"}
+
+
+def _parse(field: str, raw: str) -> Any:
+    var = ENV_VARS[field]
+    if field in _INT_FIELDS:
+        try:
+            return int(raw)
+        except ValueError:
+            raise ConfigError(
+                var, f"{raw!r} is not an integer", fix=f"Set {var} to a whole number."
+            ) from None
+    if field in _FLOAT_FIELDS:
+        try:
+            return float(raw)
+        except ValueError:
+            raise ConfigError(
+                var, f"{raw!r} is not a number", fix=f"Set {var} to a number."
+            ) from None
+    if field in _PATH_FIELDS:
+        return Path(raw).expanduser()
+    if field in _SECRET_FIELDS:
+        return Secret(raw)
+    if field == "roles":
+        return tuple(r.strip() for r in raw.split(",") if r.strip())
+    if field == "attributes":
+        try:
+            value = json.loads(raw)
+        except json.JSONDecodeError as exc:
+            raise ConfigError(
+                var, f"is not valid JSON ({exc.msg})", fix='Use a JSON object, e.g. {"team": "ml"}.'
+            ) from None
+        if not isinstance(value, dict):
+            raise ConfigError(var, "must be a JSON object", fix='Use e.g. {"team": "ml"}.')
+        return value
+    if field == "audit_fsync":
+        lowered = raw.lower()
+        if lowered in ("1", "true", "yes", "on"):
+            return True
+        if lowered in ("0", "false", "no", "off"):
+            return False
+        raise ConfigError(var, f"{raw!r} is not a boolean", fix=f"Set {var} to true or false.")
+    return raw
+
+
+def _read_file(field: str, path: Path, what: str) -> bytes:
+    try:
+        return path.read_bytes()
+    except OSError as exc:
+        raise _err(
+            field,
+            f"cannot read {path} ({exc.strerror or exc.__class__.__name__})",
+            f"Point {ENV_VARS.get(field, field)} at a readable {what}.",
+        ) from None
+
+
+def _load_cert_chain(field: str, path: Path) -> list[x509.Certificate]:
+    data = _read_file(field, path, "PEM certificate file")
+    try:
+        certs = x509.load_pem_x509_certificates(data)
+    except ValueError:
+        certs = []
+    if not certs:
+        raise _err(
+            field,
+            f"{path} holds no PEM certificate",
+            "Use a PEM file that starts with -----BEGIN CERTIFICATE-----.",
+        )
+    return certs
+
+
+def _check_validity(field: str, cert: x509.Certificate) -> None:
+    now = datetime.now(UTC)
+    if cert.not_valid_after_utc <= now:
+        raise _err(
+            field,
+            f"the certificate expired on {cert.not_valid_after_utc:%Y-%m-%d %H:%M} UTC",
+            "Renew the client certificate and point the variable at the new file.",
+        )
+    if cert.not_valid_before_utc > now:
+        raise _err(
+            field,
+            f"the certificate is not valid until {cert.not_valid_before_utc:%Y-%m-%d %H:%M} UTC",
+            "Check the machine's clock, or use a certificate that is valid now.",
+        )
+
+
+def _load_private_key(field: str, path: Path, password: Secret | None) -> Any:
+    data = _read_file(field, path, "PEM private key file")
+    try:
+        return serialization.load_pem_private_key(
+            data, password.reveal().encode() if password else None
+        )
+    except TypeError:
+        if password is None:
+            raise _err(
+                field,
+                f"the key in {path} is encrypted",
+                "Set SECURE_DS_CLIENT_KEY_PASSWORD to its passphrase.",
+            ) from None
+        raise _err(
+            field, f"the key in {path} is not encrypted", "Unset SECURE_DS_CLIENT_KEY_PASSWORD."
+        ) from None
+    except ValueError:
+        hint = "Check SECURE_DS_CLIENT_KEY_PASSWORD, or " if password else ""
+        raise _err(
+            field,
+            f"{path} holds no usable PEM private key (or the passphrase is wrong)",
+            f"{hint}Use a PEM private key (-----BEGIN PRIVATE KEY-----).",
+        ) from None

@@ -1,0 +1,280 @@
+"""One error base for everything secure-ds raises, each subclass saying what to do.
+
+Every exception derives from :class:`SecureDSError`, which itself derives from
+``openai.OpenAIError``. Errors raised while a call is in flight also derive from the
+matching ``openai`` class (``openai.RateLimitError``, ``openai.APIConnectionError``,
+...), so code written against ``openai.OpenAI`` keeps catching what it caught before,
+and code written for secure-ds can catch ``SecureDSError`` alone.
+
+Why deriving from ``openai.OpenAIError`` matters: the openai SDK propagates an
+``OpenAIError`` raised by the HTTP transport unchanged (no wrapping in
+``APIConnectionError``, no SDK-level retry), which is what lets the guard chain, which
+runs inside the transport, raise typed errors to the caller.
+
+Messages never contain secrets: they are built only from settings names, status
+codes, server error texts and our own descriptions, never from header values, tokens,
+keys or request bodies.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import httpx2
+import openai
+
+__all__ = [
+    "AuditError",
+    "AuthenticationFailed",
+    "BadRequest",
+    "CallError",
+    "CircuitOpen",
+    "ConfigError",
+    "ConnectionFailed",
+    "IdentityError",
+    "InsufficientBalance",
+    "InvalidParameters",
+    "NotFound",
+    "PermissionDenied",
+    "PinMismatch",
+    "PolicyDenied",
+    "RateLimited",
+    "RequestTimedOut",
+    "SecureDSError",
+    "ServerError",
+    "ServiceOverloaded",
+    "StreamInterrupted",
+    "TLSFailed",
+    "UpstreamError",
+    "upstream_error_for",
+]
+
+
+class SecureDSError(openai.OpenAIError):
+    """Base of every secure-ds error. ``str(err)`` says what went wrong and what to do."""
+
+    hint: str
+
+    def __init__(self, message: str, *, hint: str = "") -> None:
+        self.hint = hint
+        text = f"{message} {hint}".strip() if hint else message
+        super().__init__(text)
+
+
+class ConfigError(SecureDSError):
+    """A setting is missing, malformed or unsafe; raised when a client is constructed.
+
+    ``variable`` names the environment variable (or keyword) that is wrong.
+    """
+
+    def __init__(self, variable: str, problem: str, *, fix: str) -> None:
+        self.variable = variable
+        super().__init__(f"{variable}: {problem}.", hint=fix)
+
+
+class IdentityError(SecureDSError):
+    """The caller's identity (token, certificate) could not be established."""
+
+
+class AuditError(SecureDSError):
+    """The audit log could not be written durably.
+
+    secure-ds fails closed: while the log is unwritable no call goes out.
+    """
+
+
+class CallError(SecureDSError, openai.APIError):
+    """An error raised for one call. ``event_id`` is the id of its audit record."""
+
+    event_id: str | None
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        request: httpx2.Request,
+        hint: str = "",
+        body: object | None = None,
+        event_id: str | None = None,
+    ) -> None:
+        SecureDSError.__init__(self, message, hint=hint)
+        # The attributes openai.APIError promises, set directly: its __init__ would
+        # replace our message with the bare one.
+        self.request = request
+        self.message = str(self)
+        self.body = body
+        self.event_id = event_id
+        error = body.get("error", body) if isinstance(body, dict) else None
+        if isinstance(error, dict):
+            code = error.get("code")
+            self.code = str(code) if code is not None else None
+            param = error.get("param")
+            self.param = str(param) if param is not None else None
+            kind = error.get("type")
+            self.type = str(kind) if kind is not None else None
+        else:
+            self.code = None
+            self.param = None
+            self.type = None
+
+
+class PolicyDenied(CallError):
+    """A guard stage (policy, budget, rate limit, DLP) refused the call before it went out."""
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        request: httpx2.Request,
+        policy: str,
+        hint: str = "",
+        event_id: str | None = None,
+    ) -> None:
+        self.policy = policy
+        super().__init__(message, request=request, hint=hint, event_id=event_id)
+
+
+class CircuitOpen(CallError):
+    """The endpoint failed repeatedly; calls are refused until the cool-down ends."""
+
+    def __init__(
+        self,
+        endpoint: str,
+        *,
+        request: httpx2.Request,
+        retry_in: float,
+        event_id: str | None = None,
+    ) -> None:
+        self.endpoint = endpoint
+        self.retry_in = retry_in
+        super().__init__(
+            f"Circuit breaker for {endpoint} is open after repeated failures; "
+            f"the call was not sent.",
+            request=request,
+            hint=f"Retry in {retry_in:.0f} s, or check the endpoint's health "
+            "(SECURE_DS_BREAKER_COOLDOWN sets the cool-down).",
+            event_id=event_id,
+        )
+
+
+class ConnectionFailed(CallError, openai.APIConnectionError):
+    """The endpoint could not be reached, or the connection broke, after all retries."""
+
+
+class RequestTimedOut(ConnectionFailed, openai.APITimeoutError):
+    """The endpoint did not answer in time, after all retries."""
+
+
+class TLSFailed(ConnectionFailed):
+    """The mutual-TLS handshake failed: wrong CA, a refused or expired client certificate."""
+
+
+class PinMismatch(TLSFailed):
+    """The server's public key does not match SECURE_DS_SPKI_PIN; nothing was sent to it."""
+
+
+class StreamInterrupted(ConnectionFailed):
+    """A streamed response broke off before it finished."""
+
+
+class UpstreamError(CallError, openai.APIStatusError):
+    """The endpoint answered with an error status (after retries, where retrying applies)."""
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        response: httpx2.Response,
+        body: object | None,
+        hint: str = "",
+        event_id: str | None = None,
+    ) -> None:
+        super().__init__(message, request=response.request, hint=hint, body=body, event_id=event_id)
+        self.response = response
+        self.status_code = response.status_code
+        self.request_id = response.headers.get("x-request-id")
+
+
+class BadRequest(UpstreamError, openai.BadRequestError):
+    """400: the request body is not valid for the API."""
+
+
+class AuthenticationFailed(UpstreamError, openai.AuthenticationError):
+    """401: the endpoint refused the token (after one refresh-and-retry)."""
+
+
+class InsufficientBalance(UpstreamError):
+    """402: the DeepSeek account has run out of balance."""
+
+
+class PermissionDenied(UpstreamError, openai.PermissionDeniedError):
+    """403: the endpoint (a gateway) refused the caller."""
+
+
+class NotFound(UpstreamError, openai.NotFoundError):
+    """404: no such endpoint or model."""
+
+
+class InvalidParameters(UpstreamError, openai.UnprocessableEntityError):
+    """422: a parameter has a value the API does not accept."""
+
+
+class RateLimited(UpstreamError, openai.RateLimitError):
+    """429: rate or concurrency limit reached (after retries honouring Retry-After)."""
+
+
+class ServerError(UpstreamError, openai.InternalServerError):
+    """500/502/504: the endpoint failed (after retries)."""
+
+
+class ServiceOverloaded(ServerError):
+    """503: the endpoint is overloaded (after retries)."""
+
+
+_HINTS: dict[int, tuple[type[UpstreamError], str]] = {
+    400: (BadRequest, "Fix the request body; the message above says which part is wrong."),
+    401: (
+        AuthenticationFailed,
+        "Check that the token issuer, audience and client certificate match what the "
+        "endpoint expects (secure-ds already refreshed the token once).",
+    ),
+    402: (InsufficientBalance, "Top up the DeepSeek account, then retry."),
+    403: (PermissionDenied, "Ask the gateway's owner to grant this identity access."),
+    404: (NotFound, "Check DEEPSEEK_ENDPOINT, DEEPSEEK_API_VERSION and the model name."),
+    422: (InvalidParameters, "Fix the parameter named in the message."),
+    429: (
+        RateLimited,
+        "Slow down or retry later; secure-ds already retried with backoff.",
+    ),
+    500: (ServerError, "The server failed; secure-ds retried. Try again later."),
+    502: (ServerError, "A gateway failed; secure-ds retried. Try again later."),
+    503: (ServiceOverloaded, "The server is overloaded; secure-ds retried. Try again later."),
+    504: (ServerError, "A gateway timed out; secure-ds retried. Try again later."),
+}
+
+
+def upstream_error_for(
+    response: httpx2.Response, body: object | None, *, event_id: str | None = None
+) -> UpstreamError:
+    """Build the typed error for an error response (status >= 400)."""
+    cls, hint = _HINTS.get(
+        response.status_code, (UpstreamError, "See the endpoint's error message above.")
+    )
+    detail = _server_message(body)
+    request = response.request
+    message = f"{request.method} {request.url.path} failed with HTTP {response.status_code}"
+    if detail:
+        message += f": {detail}"
+    if not message.endswith("."):
+        message += "."
+    return cls(message, response=response, body=body, hint=hint, event_id=event_id)
+
+
+def _server_message(body: object | None) -> str:
+    error: Any = body.get("error", body) if isinstance(body, dict) else None
+    if isinstance(error, dict):
+        text = error.get("message")
+        return str(text)[:500] if text else ""
+    if isinstance(body, str):
+        return body[:200]
+    return ""

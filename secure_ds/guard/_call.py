@@ -1,0 +1,187 @@
+"""The state of one call as it passes through the guard chain.
+
+A :class:`Call` is created from the request the openai SDK built, filled in by each
+stage (identify, classify, decide, enforce, meter, send, account) and finally turned
+into the audit record. Stages write only their own fields.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+import httpx2
+
+from .._ids import uuid7
+
+__all__ = ["Action", "Call", "Classification", "Decision", "Identity", "Metering", "action_for"]
+
+Action = Literal["chat", "stream", "fim", "list_models", "balance", "other"]
+Outcome = Literal["permit", "deny", "failure"]
+
+
+@dataclass(frozen=True)
+class Identity:
+    """Who is calling: from the token's claims and the client certificate."""
+
+    subject: str | None
+    roles: tuple[str, ...]
+    attributes: dict[str, Any]
+    auth: str  # "jwt" (certificate-bound when bound_thumbprint is set) or "api_key"
+    issuer: str | None
+    token_id: str | None
+    cert_thumbprint: str | None
+    bound_thumbprint: str | None
+
+    def as_record(self) -> dict[str, Any]:
+        return {
+            "subject": self.subject,
+            "roles": list(self.roles),
+            "attributes": self.attributes,
+            "auth": self.auth,
+            "issuer": self.issuer,
+            "token_jti": self.token_id,
+            "cert_sha256": self.cert_thumbprint,
+            "certificate_bound": self.bound_thumbprint is not None
+            and self.bound_thumbprint == self.cert_thumbprint,
+        }
+
+
+@dataclass(frozen=True)
+class Classification:
+    engine: str
+    level: str
+    findings: tuple[tuple[str, int], ...] = ()  # (kind, count): never the values
+
+    def as_record(self) -> dict[str, Any]:
+        return {
+            "engine": self.engine,
+            "classification": self.level,
+            "findings": [{"kind": k, "count": n} for k, n in self.findings],
+        }
+
+
+@dataclass(frozen=True)
+class Decision:
+    effect: Literal["permit", "deny"]
+    engine: str
+    policies: tuple[str, ...] = ()
+    obligations: tuple[str, ...] = ()
+    reason: str = ""
+    revision: str | None = None
+    eval_us: float = 0.0
+
+    def as_record(self) -> dict[str, Any]:
+        return {
+            "effect": self.effect,
+            "engine": self.engine,
+            "policies": list(self.policies),
+            "obligations": list(self.obligations),
+            "reason": self.reason,
+            "revision": self.revision,
+            "eval_us": round(self.eval_us, 1),
+        }
+
+
+@dataclass(frozen=True)
+class Metering:
+    engine: str
+    allowed: bool
+    reserved_usd: float | None = None
+    reason: str = ""
+
+    def as_record(self) -> dict[str, Any]:
+        return {
+            "engine": self.engine,
+            "allowed": self.allowed,
+            "reserved_usd": self.reserved_usd,
+            "reason": self.reason,
+        }
+
+
+def action_for(method: str, path: str, body: dict[str, Any] | None) -> Action:
+    """Map an API path to the action name policies and the audit record use."""
+    if path.endswith("/chat/completions"):
+        return "stream" if body is not None and body.get("stream") is True else "chat"
+    if path.endswith("/completions"):
+        return "fim"
+    if path.endswith("/models") and method == "GET":
+        return "list_models"
+    if path.endswith("/user/balance"):
+        return "balance"
+    return "other"
+
+
+@dataclass
+class Call:
+    """One call. ``request`` is what the SDK built; ``body`` is its parsed JSON, which
+    the enforce stage may change (the sent bytes are re-encoded from it)."""
+
+    request: httpx2.Request
+    action: Action
+    body: dict[str, Any] | None
+    body_bytes: bytes
+    stream: bool
+    event_id: str = field(default_factory=uuid7)
+    trace_id: str = field(default_factory=lambda: os.urandom(16).hex())
+    started_at: float = field(default_factory=time.time)
+    t0: float = field(default_factory=time.perf_counter)
+    requested_model: str | None = None
+    model_pin: str | None = None
+    body_changed: bool = False
+    url: httpx2.URL | None = None  # set by enforce when the path is rewritten
+    identity: Identity | None = None
+    token: Any = None  # identity.Token; kept off the record
+    classification: Classification | None = None
+    decision: Decision | None = None
+    enforcement: list[str] = field(default_factory=list)
+    metering: Metering | None = None
+    attempts: list[dict[str, Any]] = field(default_factory=list)
+    response: dict[str, Any] = field(default_factory=dict)
+    outcome: Outcome = "permit"
+    error: dict[str, str] | None = None
+    exception: BaseException | None = None  # raised to the caller once the call is audited
+
+    @classmethod
+    def from_request(cls, request: httpx2.Request) -> Call:
+        raw = request.content if request.method != "GET" else b""
+        body: dict[str, Any] | None = None
+        if raw:
+            try:
+                parsed = json.loads(raw)
+            except ValueError:
+                parsed = None
+            body = parsed if isinstance(parsed, dict) else None
+        action = action_for(request.method, request.url.path, body)
+        call = cls(
+            request=request,
+            action=action,
+            body=body,
+            body_bytes=raw,
+            stream=bool(body and body.get("stream") is True),
+        )
+        if body is not None and isinstance(body.get("model"), str):
+            call.requested_model = body["model"]
+        return call
+
+    @property
+    def model(self) -> str | None:
+        """The model as it will be (or was) sent."""
+        if self.body is not None and isinstance(self.body.get("model"), str):
+            return str(self.body["model"])
+        return None
+
+    def outgoing_content(self) -> bytes:
+        if not self.body_changed or self.body is None:
+            return self.body_bytes
+        return json.dumps(self.body, separators=(",", ":"), ensure_ascii=False).encode()
+
+    @property
+    def span_id(self) -> str:
+        return self.event_id.replace("-", "")[-16:]
+
+    def elapsed_ms(self) -> float:
+        return (time.perf_counter() - self.t0) * 1000.0

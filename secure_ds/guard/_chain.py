@@ -1,0 +1,305 @@
+"""The guard chain: identify → classify → decide → enforce → meter → send → account → audit.
+
+:class:`Guard` holds the stages and runs the ones that do no I/O (everything before
+*send*, plus *account*); the sync and async transports in ``_transport`` run *send*
+and *audit* with their own I/O primitives and call back here, so both clients share
+one implementation of every decision.
+
+Invariants:
+
+1. Every call that reaches :meth:`Guard.begin` yields exactly one audit record,
+   whether it is permitted, denied or fails (``Call.outcome``).
+2. Nothing is sent unless the audit log is healthy (:meth:`AuditLog.check` passes),
+   the decision is *permit* and every obligation was carried out.
+3. The request that goes out carries the bearer token of the identity that was
+   decided on, never the placeholder the SDK was given.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import httpx2
+
+from ..audit._log import AuditLog
+from ..audit._record import build_record
+from ..config import Settings
+from ..errors import PolicyDenied, SecureDSError
+from ..identity import Token, TokenProvider
+from ._call import Call, Identity
+from ._resilience import BreakerRegistry, RetryPolicy
+from ._stages import (
+    AllowAll,
+    Classifier,
+    Enforcer,
+    Meter,
+    NoClassification,
+    ObligationRefused,
+    PolicyDecider,
+    Unmetered,
+)
+
+__all__ = ["Guard", "SSEUsageTracker"]
+
+# Headers the guard sets itself; what the SDK put there is dropped.
+_OWN_HEADERS = ("authorization", "accept-encoding", "traceparent", "content-length")
+
+
+@dataclass
+class Guard:
+    settings: Settings
+    token_provider: TokenProvider
+    audit_log: AuditLog
+    cert_thumbprint: str | None
+    classifier: Classifier
+    decider: PolicyDecider
+    meter: Meter
+    enforcer: Enforcer
+    retry: RetryPolicy
+    breakers: BreakerRegistry
+
+    @classmethod
+    def create(
+        cls,
+        settings: Settings,
+        *,
+        token_provider: TokenProvider,
+        audit_log: AuditLog,
+        cert_thumbprint: str | None,
+        classifier: Classifier | None = None,
+        decider: PolicyDecider | None = None,
+        meter: Meter | None = None,
+    ) -> Guard:
+        return cls(
+            settings=settings,
+            token_provider=token_provider,
+            audit_log=audit_log,
+            cert_thumbprint=cert_thumbprint,
+            classifier=classifier or NoClassification(),
+            decider=decider or AllowAll(),
+            meter=meter or Unmetered(),
+            enforcer=Enforcer(settings),
+            retry=RetryPolicy.from_settings(settings),
+            breakers=BreakerRegistry(settings.breaker_threshold, settings.breaker_cooldown),
+        )
+
+    # ------------------------------------------------------------------ before send
+
+    def begin(self, request: httpx2.Request) -> Call:
+        """Run identify → meter. A refused call comes back with ``outcome == "deny"``
+        and ``exception`` set; the transport audits it, then raises that exception."""
+        self.audit_log.check()
+        call = Call.from_request(request)
+        try:
+            self._identify(call)
+        except SecureDSError as exc:
+            self.fail(call, exc)
+            return call
+        call.classification = self.classifier.classify(call)
+        decision = call.decision = self.decider.decide(call)
+        if decision.effect != "permit":
+            return self._deny(
+                call,
+                decision.policies[0] if decision.policies else "no permit matched",
+                decision.reason or "the policy denied the call",
+            )
+        self._rewrite_fim(call)
+        try:
+            self.enforcer.enforce(call, decision)
+        except ObligationRefused as exc:
+            return self._deny(
+                call, decision.policies[0] if decision.policies else "enforce", str(exc)
+            )
+        call.metering = self.meter.reserve(call)
+        if not call.metering.allowed:
+            return self._deny(call, f"meter:{call.metering.engine}", call.metering.reason)
+        return call
+
+    def _identify(self, call: Call) -> None:
+        token = self.token_provider.token()
+        call.token = token
+        call.identity = Identity(
+            subject=token.subject,
+            roles=token.roles,
+            attributes=dict(token.attributes),
+            auth=token.kind,
+            issuer=token.issuer,
+            token_id=token.jti,
+            cert_thumbprint=self.cert_thumbprint,
+            bound_thumbprint=token.bound_thumbprint,
+        )
+
+    def _rewrite_fim(self, call: Call) -> None:
+        """DeepSeek serves FIM only on the beta base URL: send ``/completions`` there."""
+        if call.action != "fim" or "/beta/" in call.request.url.path:
+            return
+        endpoint_path = httpx2.URL(self.settings.endpoint).path.rstrip("/")
+        call.url = call.request.url.copy_with(path=f"{endpoint_path}/beta/completions")
+        call.enforcement.append("fim_beta_base_url")
+
+    def _deny(self, call: Call, policy: str, reason: str) -> Call:
+        call.outcome = "deny"
+        call.error = {"type": "PolicyDenied", "policy": policy, "message": reason}
+        call.exception = PolicyDenied(
+            f"Call denied by {policy}: {reason}.",
+            request=call.request,
+            policy=policy,
+            hint="Ask the policy owner for access, or change the request "
+            f"(audit event {call.event_id}).",
+            event_id=call.event_id,
+        )
+        return call
+
+    # ------------------------------------------------------------------ send helpers
+
+    def outgoing(self, call: Call, token: Token) -> httpx2.Request:
+        """The request as it goes on the wire for one attempt."""
+        request = call.request
+        headers = [
+            (k, v) for k, v in request.headers.multi_items() if k.lower() not in _OWN_HEADERS
+        ]
+        content = call.outgoing_content()
+        headers.append(("authorization", token.authorization))
+        headers.append(("accept-encoding", "identity"))  # so the response can be hashed and read
+        headers.append(("traceparent", f"00-{call.trace_id}-{call.span_id}-01"))
+        if content or request.method != "GET":
+            headers.append(("content-length", str(len(content))))
+        return httpx2.Request(
+            request.method,
+            call.url or request.url,
+            headers=headers,
+            content=content if content else None,
+            extensions=request.extensions,
+        )
+
+    def refresh_token(self, call: Call) -> Token | None:
+        """After a 401: drop the token and fetch another, once. ``None`` if unchanged."""
+        old: Token = call.token
+        self.token_provider.invalidate(old)
+        fresh = self.token_provider.token()
+        if fresh is old:
+            return None
+        call.token = fresh
+        return fresh
+
+    @staticmethod
+    def note_attempt(
+        call: Call,
+        started: float,
+        *,
+        status: int | None = None,
+        error: str | None = None,
+        retry_in: float | None = None,
+    ) -> None:
+        entry: dict[str, Any] = {"ms": round((time.perf_counter() - started) * 1000.0, 3)}
+        if status is not None:
+            entry["status"] = status
+        if error is not None:
+            entry["error"] = error
+        if retry_in is not None:
+            entry["retry_in_s"] = round(retry_in, 3)
+        call.attempts.append(entry)
+
+    # ------------------------------------------------------------------ after send
+
+    def complete(self, call: Call, status: int, body: bytes) -> None:
+        """account: a non-streamed success; usage from the JSON body."""
+        parsed: Any = None
+        try:
+            parsed = json.loads(body) if body.strip() else None
+        except ValueError:
+            parsed = None
+        info: dict[str, Any] = {
+            "status": status,
+            "body_sha256": hashlib.sha256(body).hexdigest(),
+            "body_bytes": len(body),
+        }
+        if isinstance(parsed, dict):
+            _copy_response_fields(parsed, info)
+        call.response = info
+        self.meter.settle(call)
+
+    def complete_stream(self, call: Call, status: int, tracker: SSEUsageTracker) -> None:
+        """account: a streamed response that ended (normally or not)."""
+        info: dict[str, Any] = {
+            "status": status,
+            "body_sha256": tracker.sha256.hexdigest(),
+            "body_bytes": tracker.size,
+            "chunks": tracker.chunks,
+            "completed": tracker.done,
+        }
+        info.update(tracker.fields)
+        call.response = info
+        self.meter.settle(call)
+
+    def fail(self, call: Call, exc: BaseException) -> None:
+        call.outcome = "failure"
+        call.error = {"type": type(exc).__name__, "message": str(exc)[:1000]}
+        call.exception = exc
+
+    def record(self, call: Call) -> dict[str, Any]:
+        return build_record(call)
+
+
+def _copy_response_fields(parsed: dict[str, Any], info: dict[str, Any]) -> None:
+    for key in ("id", "model", "system_fingerprint"):
+        if isinstance(parsed.get(key), str):
+            info[key] = parsed[key]
+    usage = parsed.get("usage")
+    if isinstance(usage, dict):
+        info["usage"] = usage
+    choices = parsed.get("choices")
+    if isinstance(choices, list) and choices and isinstance(choices[0], dict):
+        reason = choices[0].get("finish_reason")
+        if isinstance(reason, str):
+            info["finish_reason"] = reason
+
+
+class SSEUsageTracker:
+    """Follows an SSE byte stream to learn what the audit record needs: id, model,
+    usage (DeepSeek sends it in a final chunk), finish reason, whether ``[DONE]`` came.
+
+    Only lines that can carry those fields are JSON-decoded, to keep the per-chunk
+    cost low; keep-alive comments and blank lines are skipped.
+    """
+
+    def __init__(self) -> None:
+        self.sha256 = hashlib.sha256()
+        self.size = 0
+        self.chunks = 0
+        self.done = False
+        self.fields: dict[str, Any] = {}
+        self._buffer = b""
+
+    def feed(self, data: bytes) -> None:
+        self.sha256.update(data)
+        self.size += len(data)
+        self._buffer += data
+        if b"\n" not in data:
+            return
+        *lines, self._buffer = self._buffer.split(b"\n")
+        for line in lines:
+            if line.startswith(b"data:"):
+                self._data(line[5:].strip())
+
+    def _data(self, payload: bytes) -> None:
+        if payload == b"[DONE]":
+            self.done = True
+            return
+        self.chunks += 1
+        first = "id" not in self.fields
+        if not (first or b'"usage"' in payload or b'"finish_reason":"' in payload):
+            return
+        try:
+            parsed = json.loads(payload)
+        except ValueError:
+            return
+        if isinstance(parsed, dict):
+            usage = parsed.get("usage")
+            if usage is None:
+                parsed.pop("usage", None)
+            _copy_response_fields(parsed, self.fields)

@@ -1,0 +1,156 @@
+"""The pluggable stages of the guard chain and their permissive defaults.
+
+Later work replaces the defaults (DLP classifier, Cedar decider, budget meter) without
+changing the shape: each stage is an object with one method taking the :class:`Call`.
+A default is never silent: its name and effect land in every audit record, so a log
+shows which calls ran without a real policy, classifier or budget.
+"""
+
+from __future__ import annotations
+
+from typing import Protocol, runtime_checkable
+
+from ..config import Settings
+from ._call import Call, Classification, Decision, Metering
+
+__all__ = [
+    "AllowAll",
+    "Classifier",
+    "Enforcer",
+    "Meter",
+    "NoClassification",
+    "PolicyDecider",
+    "Unmetered",
+]
+
+
+@runtime_checkable
+class Classifier(Protocol):
+    """classify: find sensitive data in the request and grade it."""
+
+    def classify(self, call: Call) -> Classification: ...
+
+
+@runtime_checkable
+class PolicyDecider(Protocol):
+    """decide: permit or deny the call, with the obligations a permit carries."""
+
+    def decide(self, call: Call) -> Decision: ...
+
+
+@runtime_checkable
+class Meter(Protocol):
+    """meter: rate limits and budget reservation before sending; settlement after."""
+
+    def reserve(self, call: Call) -> Metering: ...
+
+    def settle(self, call: Call) -> None: ...
+
+
+class NoClassification:
+    """Default classifier: scans nothing and says so in the record."""
+
+    _RESULT = Classification(engine="none", level="unclassified")
+
+    def classify(self, call: Call) -> Classification:
+        return self._RESULT
+
+
+class AllowAll:
+    """Default decider: permits everything and says so in the record."""
+
+    _RESULT = Decision(
+        effect="permit",
+        engine="allow-all",
+        policies=("secure-ds/default-allow",),
+        reason="no policy engine configured",
+    )
+
+    def decide(self, call: Call) -> Decision:
+        return self._RESULT
+
+
+class Unmetered:
+    """Default meter: no rate limit or budget, and says so in the record."""
+
+    _RESULT = Metering(engine="unmetered", allowed=True, reason="no budget configured")
+
+    def reserve(self, call: Call) -> Metering:
+        return self._RESULT
+
+    def settle(self, call: Call) -> None:
+        return None
+
+
+class ObligationRefused(Exception):
+    """The enforcer cannot carry out an obligation; the permit turns into a deny."""
+
+
+class Enforcer:
+    """enforce: carry out obligations and apply the configured request defaults.
+
+    Known obligations: ``cap_max_tokens:N`` and ``route:MODEL``. Any other obligation
+    raises :class:`ObligationRefused` (fail closed). Besides obligations it strips a
+    model pin (``name@version`` is recorded, the bare name sent) and fills
+    ``max_tokens``/``temperature``/``top_p``/``frequency_penalty`` from
+    ``DEEPSEEK_*`` when the request leaves them out.
+    """
+
+    _PARAMS = ("max_tokens", "temperature", "top_p", "frequency_penalty")
+
+    def __init__(self, settings: Settings) -> None:
+        self._defaults = {
+            name: getattr(settings, name)
+            for name in self._PARAMS
+            if getattr(settings, name) is not None
+        }
+        self._default_model = settings.model_name
+        self._default_pin = settings.model_pin
+
+    def enforce(self, call: Call, decision: Decision) -> None:
+        body = call.body
+        if body is None:
+            if decision.obligations:
+                raise ObligationRefused(
+                    f"obligation {decision.obligations[0]!r} needs a JSON request body"
+                )
+            return
+        self._pin(call, body)
+        if call.action in ("chat", "stream", "fim"):
+            for name, value in self._defaults.items():
+                if name not in body:
+                    body[name] = value
+                    call.body_changed = True
+                    call.enforcement.append(f"default:{name}")
+        for obligation in decision.obligations:
+            self._apply(call, body, obligation)
+
+    def _pin(self, call: Call, body: dict[str, object]) -> None:
+        model = body.get("model")
+        if not isinstance(model, str):
+            return
+        if "@" in model:
+            name, pin = model.split("@", 1)
+            body["model"] = name
+            call.model_pin = pin
+            call.body_changed = True
+            call.enforcement.append("model_pin")
+        elif model == self._default_model and self._default_pin:
+            call.model_pin = self._default_pin
+
+    def _apply(self, call: Call, body: dict[str, object], obligation: str) -> None:
+        kind, _, arg = obligation.partition(":")
+        if kind == "cap_max_tokens" and arg.isdigit() and int(arg) > 0:
+            cap = int(arg)
+            current = body.get("max_tokens")
+            if not isinstance(current, int) or current > cap:
+                body["max_tokens"] = cap
+                call.body_changed = True
+            call.enforcement.append(obligation)
+        elif kind == "route" and arg:
+            if body.get("model") != arg:
+                body["model"] = arg
+                call.body_changed = True
+            call.enforcement.append(obligation)
+        else:
+            raise ObligationRefused(f"obligation {obligation!r} is not one secure-ds can carry out")
