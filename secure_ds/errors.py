@@ -58,7 +58,9 @@ class SecureDSError(openai.OpenAIError):
     def __init__(self, message: str, *, hint: str = "") -> None:
         self.hint = hint
         text = f"{message} {hint}".strip() if hint else message
-        super().__init__(text)
+        # Exception.__init__ directly: with multiple inheritance the next class in the
+        # MRO may be an openai error whose __init__ wants other arguments.
+        Exception.__init__(self, text)
 
 
 class ConfigError(SecureDSError):
@@ -102,9 +104,10 @@ class CallError(SecureDSError, openai.APIError):
         # replace our message with the bare one.
         self.request = request
         self.message = str(self)
-        self.body = body
+        # like openai's errors: ``body`` is the API's error object, not the envelope
+        error = body.get("error", body) if isinstance(body, dict) else body
+        self.body = error
         self.event_id = event_id
-        error = body.get("error", body) if isinstance(body, dict) else None
         if isinstance(error, dict):
             code = error.get("code")
             self.code = str(code) if code is not None else None

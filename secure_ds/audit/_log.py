@@ -6,7 +6,9 @@ Invariants (the rest of secure-ds relies on them):
    ``fsync=False``, fsynced) before ``append`` returns; if it cannot be, ``append``
    raises :class:`~secure_ds.errors.AuditError` and the log turns *failed*.
 2. A failed log stays failed: :meth:`AuditLog.check` raises, so the guard chain sends
-   no further call (fail closed) until a new log is opened.
+   no further call (fail closed) until a new log is opened. ``check`` also refuses
+   while the log's filesystem has less than ``min_free_bytes`` available, so a full
+   disk stops calls *before* they go out rather than after.
 3. Lines are never half-written: a batch is written under an exclusive ``flock`` and,
    if the write fails part-way, the file is truncated back to where the batch began.
 4. Lines from several threads (and processes, through ``flock``) never interleave.
@@ -37,9 +39,10 @@ __all__ = ["AuditLog"]
 class AuditLog:
     """Append-only JSON-lines file (mode 0600 in a 0700 directory)."""
 
-    def __init__(self, path: Path, *, fsync: bool = True) -> None:
+    def __init__(self, path: Path, *, fsync: bool = True, min_free_bytes: int = 1 << 20) -> None:
         self.path = Path(path)
         self.fsync = fsync
+        self.min_free_bytes = min_free_bytes
         self._queue_lock = threading.Lock()  # guards _pending and the sequence numbers
         self._io_lock = threading.Lock()  # one batch writer at a time
         self._pending: list[bytes] = []
@@ -73,6 +76,16 @@ class AuditLog:
             )
         if self._closed:
             raise AuditError(f"The audit log {self.path} is closed.", hint="Create a new client.")
+        try:
+            fs = os.fstatvfs(self._fd)
+        except OSError:
+            return  # not every file system reports space; the write itself still checks
+        if fs.f_blocks and fs.f_bavail * fs.f_frsize < self.min_free_bytes:
+            raise AuditError(
+                f"The file system holding the audit log {self.path} is full; "
+                "the call was not sent because it could not be recorded.",
+                hint="Free disk space or move SECURE_DS_AUDIT_PATH.",
+            )
 
     # ------------------------------------------------------------------ writing
 

@@ -1,0 +1,249 @@
+"""The end-to-end demo behind ``secure-ds demo``: real calls through the guard chain.
+
+It starts a :class:`~secure_ds.sandbox.Sandbox`, makes calls as different users (a
+plain chat, a streamed chat, a FIM completion, a call that fails twice and is retried,
+one that is refused because its token is bound to another certificate), then reads the
+audit log back and checks that each call left exactly one record saying what happened.
+The CLI only renders the :class:`DemoReport`.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from cryptography import x509
+from cryptography.hazmat.primitives import serialization
+
+from .client import SecureDeepSeek
+from .errors import AuthenticationFailed
+from .identity import EmbeddedIssuer
+from .sandbox import Sandbox
+
+__all__ = ["DemoReport", "DemoStep", "run_demo"]
+
+
+@dataclass
+class DemoStep:
+    name: str
+    user: str
+    expected: str
+    observed: str = ""
+    ok: bool = False
+    event_id: str | None = None
+    outcome: str | None = None
+    attempts: int = 0
+    total_tokens: int | None = None
+    latency_ms: float | None = None
+
+
+@dataclass
+class DemoReport:
+    audit_path: str
+    endpoint: str = ""
+    steps: list[DemoStep] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return bool(self.steps) and all(step.ok for step in self.steps)
+
+    def as_json(self) -> dict[str, Any]:
+        return {
+            "ok": self.ok,
+            "audit_path": self.audit_path,
+            "endpoint": self.endpoint,
+            "steps": [asdict(step) for step in self.steps],
+        }
+
+
+def run_demo(audit_path: Path, *, on_step: Callable[[DemoStep], None] | None = None) -> DemoReport:
+    """Run the demo, appending to ``audit_path``; never raises for a failed step."""
+    report = DemoReport(audit_path=str(audit_path))
+    with Sandbox() as sb:
+        report.endpoint = sb.base_url
+        start_line = _line_count(audit_path)
+
+        def client_for(user: str, roles: list[str], **overrides: Any) -> SecureDeepSeek:
+            settings = sb.client_settings(
+                user, roles=roles, audit_path=audit_path, backoff_factor=0.05, **overrides
+            )
+            return SecureDeepSeek(settings=settings)
+
+        steps: list[tuple[DemoStep, Callable[[], str]]] = []
+
+        alice = client_for("alice", ["engineer"], model="deepseek-flash@2026-10-17")
+        steps.append(
+            (
+                DemoStep("plain chat", "alice", "permit; model pin recorded"),
+                lambda: _chat(alice),
+            )
+        )
+        bob = client_for("bob", ["analyst"])
+        steps.append(
+            (
+                DemoStep("streamed chat", "bob", "permit; usage from last chunk"),
+                lambda: _stream(bob),
+            )
+        )
+        steps.append(
+            (
+                DemoStep("FIM completion", "alice", "permit; sent to /beta"),
+                lambda: _fim(alice),
+            )
+        )
+
+        def retried() -> str:
+            sb.fail_next(503, times=2)
+            return _chat(carol)
+
+        carol = client_for("carol", ["contractor"])
+        steps.append(
+            (
+                DemoStep("503 twice, retried", "carol", "permit on attempt 3"),
+                retried,
+            )
+        )
+        mallory = client_for("mallory", ["engineer"])
+        steps.append(
+            (
+                DemoStep("token for another cert", "mallory", "refused (401), audited"),
+                lambda: _stolen_token(sb, mallory),
+            )
+        )
+
+        try:
+            for step, action in steps:
+                try:
+                    step.observed = action()
+                except Exception as exc:  # a demo step reports failures, it does not crash
+                    step.observed = f"{type(exc).__name__}: {exc}"
+                report.steps.append(step)
+        finally:
+            for client in (alice, bob, carol, mallory):
+                client.close()
+        _check_against_audit(report.steps, audit_path, start_line)
+        for step in report.steps:
+            if on_step is not None:
+                on_step(step)
+    return report
+
+
+def _chat(client: SecureDeepSeek) -> str:
+    reply = client.chat.completions.create(
+        model=client.default_model,
+        messages=[{"role": "user", "content": "Summarise zero trust in one line."}],
+    )
+    return reply.choices[0].message.content or ""
+
+
+def _stream(client: SecureDeepSeek) -> str:
+    parts: list[str] = []
+    stream = client.chat.completions.create(
+        model=client.default_model,
+        messages=[{"role": "user", "content": "Stream a short greeting."}],
+        stream=True,
+    )
+    for chunk in stream:
+        if chunk.choices and chunk.choices[0].delta.content:
+            parts.append(chunk.choices[0].delta.content)
+    return "".join(parts)
+
+
+def _fim(client: SecureDeepSeek) -> str:
+    reply = client.completions.create(
+        model="deepseek-flash", prompt="def add(a, b):\n", suffix="\n", max_tokens=32
+    )
+    return reply.choices[0].text
+
+
+def _stolen_token(sb: Sandbox, client: SecureDeepSeek) -> str:
+    """mallory presents her own certificate with a token minted for someone else's."""
+    other = sb.client_settings("alice")
+    assert other.client_cert is not None
+    cert = x509.load_pem_x509_certificates(other.client_cert.read_bytes())[0]
+    issuer = client.guard.token_provider
+    assert isinstance(issuer, EmbeddedIssuer)
+    forged = EmbeddedIssuer(
+        signing_key=issuer._key,
+        issuer=issuer.issuer,
+        audience=issuer.audience,
+        subject="mallory",
+        client_cert_der=cert.public_bytes(serialization.Encoding.DER),
+    )
+    client.guard.token_provider = forged
+    try:
+        _chat(client)
+    except AuthenticationFailed as exc:
+        reason = exc.body.get("message") if isinstance(exc.body, dict) else exc.body
+        return f"AuthenticationFailed: {reason}"
+    return "the call went through (unexpected)"
+
+
+_EXPECT: dict[str, Callable[[DemoStep, dict[str, Any]], bool]] = {
+    "plain chat": lambda s, r: (
+        r["outcome"] == "permit"
+        and len(r["attempts"]) == 1
+        and r["request"]["model_pin"] == "2026-10-17"
+        and r["request"]["model"] == "deepseek-flash"
+    ),
+    "streamed chat": lambda s, r: (
+        r["outcome"] == "permit"
+        and r["response"]["completed"] is True
+        and r["response"].get("usage", {}).get("total_tokens", 0) > 0
+    ),
+    "FIM completion": lambda s, r: (
+        r["outcome"] == "permit" and r["request"]["path"].endswith("/beta/completions")
+    ),
+    "503 twice, retried": lambda s, r: (
+        r["outcome"] == "permit" and [a.get("status") for a in r["attempts"]] == [503, 503, 200]
+    ),
+    "token for another cert": lambda s, r: (
+        r["outcome"] == "failure"
+        and r["error"]["type"] == "AuthenticationFailed"
+        and s.observed.startswith("AuthenticationFailed")
+    ),
+}
+
+
+def _check_against_audit(steps: list[DemoStep], audit_path: Path, start_line: int) -> None:
+    """Each step must have produced exactly one new record, in order, as expected."""
+    records = [json.loads(line) for line in _lines(audit_path)[start_line:]]
+    for index, step in enumerate(steps):
+        if index >= len(records):
+            step.ok = False
+            step.observed += " [no audit record]"
+            continue
+        record = records[index]
+        step.event_id = record["event_id"]
+        step.outcome = record["outcome"]
+        step.attempts = len(record["attempts"])
+        step.latency_ms = record["latency_ms"]
+        usage = (record.get("response") or {}).get("usage") or {}
+        step.total_tokens = usage.get("total_tokens")
+        step.ok = _EXPECT[step.name](step, record)
+    if len(records) != len(steps):
+        for step in steps:
+            step.ok = False
+        steps[-1].observed += f" [expected {len(steps)} audit records, found {len(records)}]"
+
+
+def _lines(path: Path) -> list[str]:
+    try:
+        return path.read_text(encoding="utf-8").splitlines()
+    except FileNotFoundError:
+        return []
+
+
+def _line_count(path: Path) -> int:
+    return len(_lines(path))
+
+
+def default_demo_audit_path() -> Path:
+    from .config import _default_audit_path
+
+    stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
+    return _default_audit_path().parent / "demo" / f"audit-{stamp}.jsonl"

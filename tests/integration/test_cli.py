@@ -1,0 +1,67 @@
+"""The `secure-ds` command: the demo end to end, and the pin helper."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from secure_ds.cli import main
+from secure_ds.identity import spki_pin_of
+from secure_ds.sandbox import Sandbox
+
+pytestmark = pytest.mark.integration
+
+
+def test_demo_json_reports_every_step_and_the_audit_file(tmp_path: Path) -> None:
+    audit = tmp_path / "demo.jsonl"
+    out = subprocess.run(
+        [sys.executable, "-m", "secure_ds", "demo", "--json", "--audit-path", str(audit)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert out.returncode == 0, out.stdout + out.stderr
+    report = json.loads(out.stdout)
+    assert report["ok"] is True
+    assert report["audit_path"] == str(audit)
+    names = [s["name"] for s in report["steps"]]
+    assert names == [
+        "plain chat",
+        "streamed chat",
+        "FIM completion",
+        "503 twice, retried",
+        "token for another cert",
+    ]
+    assert all(s["ok"] for s in report["steps"])
+    records = [json.loads(line) for line in audit.read_text().splitlines()]
+    assert [r["event_id"] for r in records] == [s["event_id"] for s in report["steps"]]
+    assert [r["outcome"] for r in records] == ["permit"] * 4 + ["failure"]
+
+
+def test_demo_table_output(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["demo", "--audit-path", str(tmp_path / "d.jsonl")]) == 0
+    out = capsys.readouterr().out
+    assert "All steps behaved as expected." in out
+    assert str(tmp_path / "d.jsonl") in out.replace("\n", "")
+
+
+def test_pin_prints_the_spki_pin(capsys: pytest.CaptureFixture[str]) -> None:
+    with Sandbox() as sb:
+        server_pem = (sb.directory / "server.pem").read_bytes()
+        assert main(["pin", str(sb.directory / "server.pem")]) == 0
+    from cryptography import x509
+    from cryptography.hazmat.primitives import serialization
+
+    der = x509.load_pem_x509_certificate(server_pem).public_bytes(serialization.Encoding.DER)
+    assert capsys.readouterr().out.strip() == spki_pin_of(der)
+
+
+def test_errors_exit_2_with_a_message(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["pin", str(tmp_path / "missing.pem")]) == 2
+    err = capsys.readouterr().err
+    assert "Cannot read a PEM certificate" in err

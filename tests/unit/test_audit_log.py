@@ -1,0 +1,126 @@
+"""The append-only audit log: durable lines, no interleaving, fail closed, nothing half-written."""
+
+from __future__ import annotations
+
+import asyncio
+import errno
+import json
+import os
+import stat
+import threading
+from pathlib import Path
+
+import pytest
+
+from secure_ds import AuditError
+from secure_ds.audit import AuditLog, encode_record
+
+
+def _records(path: Path) -> list[dict[str, object]]:
+    return [json.loads(line) for line in path.read_text().splitlines()]
+
+
+def test_append_writes_one_sorted_json_line(tmp_path: Path) -> None:
+    path = tmp_path / "sub" / "audit.jsonl"
+    with AuditLog(path) as log:
+        log.append({"b": 1, "a": "x"})
+        log.append({"n": 2})
+    assert path.read_text() == '{"a":"x","b":1}\n{"n":2}\n'
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600
+    assert stat.S_IMODE(path.parent.stat().st_mode) == 0o700
+
+
+def test_concurrent_appends_never_interleave(tmp_path: Path) -> None:
+    path = tmp_path / "audit.jsonl"
+    log = AuditLog(path)
+    filler = "x" * 3000  # larger than a pipe buffer's atomic size
+
+    def worker(n: int) -> None:
+        for i in range(50):
+            log.append({"worker": n, "i": i, "filler": filler})
+
+    threads = [threading.Thread(target=worker, args=(n,)) for n in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    log.close()
+    records = _records(path)
+    assert len(records) == 400
+    assert {(r["worker"], r["i"]) for r in records} == {(n, i) for n in range(8) for i in range(50)}
+
+
+def test_group_commit_uses_fewer_fsyncs_than_records(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    calls = 0
+    real_fsync = os.fsync
+
+    def counting_fsync(fd: int) -> None:
+        nonlocal calls
+        calls += 1
+        real_fsync(fd)
+
+    monkeypatch.setattr(os, "fsync", counting_fsync)
+    log = AuditLog(tmp_path / "audit.jsonl")
+    calls = 0
+
+    async def many() -> None:
+        await asyncio.gather(*(log.append_async({"i": i}) for i in range(64)))
+
+    asyncio.run(many())
+    log.close()
+    assert len(_records(tmp_path / "audit.jsonl")) == 64
+    assert 1 <= calls < 64
+
+
+def test_write_failure_truncates_and_fails_closed(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    path = tmp_path / "audit.jsonl"
+    log = AuditLog(path)
+    log.append({"ok": 1})
+    real_write = os.write
+
+    def half_then_enospc(fd: int, data: bytes | memoryview) -> int:
+        if fd == log._fd and len(data) > 4:
+            real_write(fd, bytes(data[:4]))  # a partial line reaches the file...
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return real_write(fd, data)
+
+    monkeypatch.setattr(os, "write", half_then_enospc)
+    with pytest.raises(AuditError, match="No space left on device"):
+        log.append({"second": 2})
+    monkeypatch.setattr(os, "write", real_write)
+    assert path.read_text() == '{"ok":1}\n'  # ...and is cut away again
+    with pytest.raises(AuditError, match="failed earlier"):
+        log.check()
+    with pytest.raises(AuditError):
+        log.append({"third": 3})
+    assert path.read_text() == '{"ok":1}\n'
+
+
+def test_full_file_system_is_refused_before_sending(tmp_path: Path) -> None:
+    log = AuditLog(tmp_path / "audit.jsonl", min_free_bytes=1 << 62)
+    with pytest.raises(AuditError, match="is full"):
+        log.check()
+
+
+def test_unopenable_path_is_an_audit_error(tmp_path: Path) -> None:
+    blocker = tmp_path / "file"
+    blocker.write_text("")
+    with pytest.raises(AuditError, match="SECURE_DS_AUDIT_PATH"):
+        AuditLog(blocker / "audit.jsonl")
+
+
+def test_closed_log_refuses(tmp_path: Path) -> None:
+    log = AuditLog(tmp_path / "audit.jsonl")
+    log.close()
+    with pytest.raises(AuditError, match="closed"):
+        log.check()
+
+
+def test_encode_record_is_stable() -> None:
+    assert encode_record({"z": [1, {"b": 2, "a": 1}], "é": "ü"}) == (
+        '{"z":[1,{"a":1,"b":2}],"é":"ü"}\n'.encode()
+    )
