@@ -121,7 +121,7 @@ class Settings:
 
     policy_dir: Path | None = None
     audit_path: Path = dataclasses.field(default_factory=_default_audit_path)
-    audit_fsync: bool = True
+    audit_fsync: Literal["always", "background", "never"] = "background"
 
     max_attempts: int = 5
     backoff_factor: float = 0.3
@@ -228,6 +228,13 @@ class Settings:
                 f"{self.tls_min_version!r} is not allowed",
                 "Use 1.3 (the default) or 1.2; older versions are refused.",
             )
+        if self.audit_fsync not in ("always", "background", "never"):
+            raise _err(
+                "audit_fsync",
+                f"{self.audit_fsync!r} is not an fsync policy",
+                "Use always (each call waits for its record to reach the disk), background "
+                "(the default: synced continuously by a background thread) or never.",
+            )
         if self.token_provider not in ("embedded", "api-key"):
             raise _err(
                 "token_provider",
@@ -253,18 +260,23 @@ class Settings:
             raise _err("subject", "is empty", "Set a subject such as alice@example.com.")
 
     def _validate_endpoint(self) -> None:
-        parts = urlsplit(self.endpoint)
+        try:
+            parts = urlsplit(self.endpoint)
+            has_userinfo = "@" in parts.netloc
+        except ValueError:
+            parts, has_userinfo = None, False
+        # Checked first and never echoed: a URL may carry a key in its user-info or query.
+        if parts is None or has_userinfo or parts.query or parts.fragment:
+            raise _err(
+                "endpoint",
+                "must be a plain URL without credentials, a query or a fragment",
+                "Use a base URL such as https://api.deepseek.com.",
+            )
         if parts.scheme not in ("https", "http") or not parts.hostname:
             raise _err(
                 "endpoint",
-                f"{self.endpoint!r} is not an http(s) URL",
+                f"a URL with scheme {parts.scheme or '(none)'!r} is not an http(s) URL",
                 "Use https://api.deepseek.com or your gateway's https URL.",
-            )
-        if parts.query or parts.fragment or parts.username or parts.password:
-            raise _err(
-                "endpoint",
-                "must not contain credentials, a query or a fragment",
-                "Use a plain base URL such as https://api.deepseek.com.",
             )
         if parts.scheme == "http" and not _is_loopback(parts.hostname):
             raise _err(
@@ -403,13 +415,6 @@ def _parse(field: str, raw: str) -> Any:
         if not isinstance(value, dict):
             raise ConfigError(var, "must be a JSON object", fix='Use e.g. {"team": "ml"}.')
         return value
-    if field == "audit_fsync":
-        lowered = raw.lower()
-        if lowered in ("1", "true", "yes", "on"):
-            return True
-        if lowered in ("0", "false", "no", "off"):
-            return False
-        raise ConfigError(var, f"{raw!r} is not a boolean", fix=f"Set {var} to true or false.")
     return raw
 
 

@@ -102,7 +102,7 @@ class CallError(SecureDSError, openai.APIError):
         SecureDSError.__init__(self, message, hint=hint)
         # The attributes openai.APIError promises, set directly: its __init__ would
         # replace our message with the bare one.
-        self.request = request
+        self.request = _without_credentials(request)
         self.message = str(self)
         # like openai's errors: ``body`` is the API's error object, not the envelope
         error = body.get("error", body) if isinstance(body, dict) else body
@@ -193,6 +193,7 @@ class UpstreamError(CallError, openai.APIStatusError):
         event_id: str | None = None,
     ) -> None:
         super().__init__(message, request=response.request, hint=hint, body=body, event_id=event_id)
+        response.request = self.request  # the redacted copy (see CallError)
         self.response = response
         self.status_code = response.status_code
         self.request_id = response.headers.get("x-request-id")
@@ -271,6 +272,20 @@ def upstream_error_for(
     if not message.endswith("."):
         message += "."
     return cls(message, response=response, body=body, hint=hint, event_id=event_id)
+
+
+def _without_credentials(request: httpx2.Request) -> httpx2.Request:
+    """The request an error carries: the bearer token is replaced, so logging or
+    serialising an exception (headers included) cannot leak a live credential."""
+    if "authorization" not in request.headers:
+        return request
+    headers = [
+        (k, "<redacted>" if k.lower() == "authorization" else v)
+        for k, v in request.headers.multi_items()
+    ]
+    return httpx2.Request(
+        request.method, request.url, headers=headers, extensions=request.extensions
+    )
 
 
 def _server_message(body: object | None) -> str:

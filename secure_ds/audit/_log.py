@@ -1,22 +1,25 @@
-"""The local append-only audit log: one JSON line per call, durable before a call returns.
+"""The local append-only audit log: one JSON line per call, written before a call returns.
 
 Invariants (the rest of secure-ds relies on them):
 
-1. A record handed to :meth:`AuditLog.append` is on disk (written and, unless
-   ``fsync=False``, fsynced) before ``append`` returns; if it cannot be, ``append``
-   raises :class:`~secure_ds.errors.AuditError` and the log turns *failed*.
-2. A failed log stays failed: :meth:`AuditLog.check` raises, so the guard chain sends
-   no further call (fail closed) until a new log is opened. ``check`` also refuses
-   while the log's filesystem has less than ``min_free_bytes`` available, so a full
-   disk stops calls *before* they go out rather than after.
-3. Lines are never half-written: a batch is written under an exclusive ``flock`` and,
-   if the write fails part-way, the file is truncated back to where the batch began.
-4. Lines from several threads (and processes, through ``flock``) never interleave.
+1. A record handed to :meth:`AuditLog.append` is in the file (``write(2)`` done, so it
+   survives a crash of this process) before ``append`` returns. How soon it is also on
+   stable storage is the ``fsync`` policy:
 
-Durability is group-committed: concurrent callers queue their lines, the first to
-take the I/O lock writes everyone's queued lines with one ``write`` and one ``fsync``,
-and the rest find their line already durable. One fsync costs ~0.4 ms on these disks;
-batching keeps it from limiting throughput under concurrency.
+   * ``"always"``: ``append`` returns only after the record is fsynced. Concurrent
+     callers are group-committed (one ``write`` + one ``fsync`` for everyone queued).
+   * ``"background"`` (default): a flusher thread fsyncs as soon as there is unsynced
+     data, so the window a power loss can take is about one fsync (~0.5 ms here).
+   * ``"never"``: the operating system decides (tests, tmpfs).
+
+2. If a record cannot be written or synced, :meth:`append` (or, for a background sync,
+   the next :meth:`check`) raises :class:`~secure_ds.errors.AuditError` and the log
+   turns *failed*. A failed log stays failed, so the guard chain sends no further call
+   (fail closed). :meth:`check` also refuses while the file system has less than
+   ``min_free_bytes`` available, so a full disk stops calls before they go out.
+3. Lines are never half-written: each write happens under an exclusive ``flock`` and,
+   if it fails part-way, the file is truncated back to where it began.
+4. Lines from several threads (and processes, through ``flock``) never interleave.
 """
 
 from __future__ import annotations
@@ -29,27 +32,39 @@ import os
 import threading
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from ..errors import AuditError
 
-__all__ = ["AuditLog"]
+__all__ = ["AuditLog", "FsyncPolicy", "encode_record"]
+
+FsyncPolicy = Literal["always", "background", "never"]
 
 
 class AuditLog:
     """Append-only JSON-lines file (mode 0600 in a 0700 directory)."""
 
-    def __init__(self, path: Path, *, fsync: bool = True, min_free_bytes: int = 1 << 20) -> None:
+    def __init__(
+        self,
+        path: Path,
+        *,
+        fsync: FsyncPolicy = "background",
+        min_free_bytes: int = 1 << 20,
+    ) -> None:
+        if fsync not in ("always", "background", "never"):
+            raise ValueError(f"unknown fsync policy {fsync!r}")
         self.path = Path(path)
-        self.fsync = fsync
+        self.fsync: FsyncPolicy = fsync
         self.min_free_bytes = min_free_bytes
         self._queue_lock = threading.Lock()  # guards _pending and the sequence numbers
-        self._io_lock = threading.Lock()  # one batch writer at a time
+        self._io_lock = threading.Lock()  # one writer at a time
         self._pending: list[bytes] = []
         self._next_seq = 0
         self._durable_seq = -1
         self._failure: str | None = None
         self._closed = False
+        self._dirty = threading.Event()
+        self._stop = False
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
             created = not self.path.exists()
@@ -63,6 +78,12 @@ class AuditLog:
                 f"Cannot open the audit log {self.path} ({exc.strerror}).",
                 hint="Set SECURE_DS_AUDIT_PATH to a writable file; no call is sent without it.",
             ) from None
+        self._flusher: threading.Thread | None = None
+        if fsync == "background":
+            self._flusher = threading.Thread(
+                target=self._flush_loop, name="secure-ds-audit-fsync", daemon=True
+            )
+            self._flusher.start()
 
     # ------------------------------------------------------------------ health
 
@@ -90,8 +111,15 @@ class AuditLog:
     # ------------------------------------------------------------------ writing
 
     def append(self, record: Mapping[str, Any]) -> None:
-        """Write one record durably (see the module invariants)."""
+        """Write one record (see the module invariants for when it is durable)."""
         line = encode_record(record)
+        if self.fsync != "always":
+            with self._io_lock:
+                self.check()
+                self._write(line, sync=False)
+            if self._flusher is not None:
+                self._dirty.set()
+            return
         with self._queue_lock:
             self.check()
             seq = self._next_seq
@@ -105,32 +133,52 @@ class AuditLog:
             with self._queue_lock:
                 batch, self._pending = self._pending, []
                 last = self._next_seq - 1
-            self._write_batch(b"".join(batch))
+            self._write(b"".join(batch), sync=True)
             self._durable_seq = last
 
     async def append_async(self, record: Mapping[str, Any]) -> None:
-        """:meth:`append` without blocking the event loop on ``fsync``."""
+        """:meth:`append` without blocking the event loop on ``fsync``.
+
+        Without ``"always"`` the write is a short ``write(2)`` to the page cache and
+        runs inline: a hop to a worker thread would cost more than it saves.
+        """
+        if self.fsync != "always":
+            self.append(record)
+            return
         await asyncio.get_running_loop().run_in_executor(None, self.append, record)
 
-    def _write_batch(self, data: bytes) -> None:
+    def _write(self, data: bytes, *, sync: bool) -> None:
         try:
             fcntl.flock(self._fd, fcntl.LOCK_EX)
         except OSError as exc:
             self._fail(exc)
         try:
-            start = os.fstat(self._fd).st_size
+            start = os.lseek(self._fd, 0, os.SEEK_END)
             try:
                 view = memoryview(data)
                 while view:
                     written = os.write(self._fd, view)
                     view = view[written:]
-                if self.fsync:
+                if sync:
                     os.fsync(self._fd)
             except OSError as exc:
                 _truncate_quietly(self._fd, start)
                 self._fail(exc)
         finally:
             fcntl.flock(self._fd, fcntl.LOCK_UN)
+
+    def _flush_loop(self) -> None:
+        while True:
+            self._dirty.wait()
+            self._dirty.clear()
+            if self._stop:
+                return
+            try:
+                os.fsync(self._fd)
+            except OSError as exc:
+                # Seen by the next check(): no further call goes out.
+                self._failure = exc.strerror or type(exc).__name__
+                return
 
     def _fail(self, exc: OSError) -> None:
         self._failure = exc.strerror or type(exc).__name__
@@ -141,10 +189,20 @@ class AuditLog:
         ) from None
 
     def close(self) -> None:
+        """Stop the flusher, sync what is left (unless ``"never"``) and close the file."""
+        if self._flusher is not None:
+            self._stop = True
+            self._dirty.set()
+            self._flusher.join()
+            self._flusher = None
         with self._io_lock:
-            if not self._closed:
-                self._closed = True
-                os.close(self._fd)
+            if self._closed:
+                return
+            self._closed = True
+            if self.fsync != "never" and self._failure is None:
+                with contextlib.suppress(OSError):
+                    os.fsync(self._fd)
+            os.close(self._fd)
 
     def __enter__(self) -> AuditLog:
         return self

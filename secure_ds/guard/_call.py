@@ -118,7 +118,8 @@ def action_for(method: str, path: str, body: dict[str, Any] | None) -> Action:
 @dataclass
 class Call:
     """One call. ``request`` is what the SDK built; ``body`` is its parsed JSON, which
-    the enforce stage may change (the sent bytes are re-encoded from it)."""
+    the enforce stage may change (the sent bytes are then re-encoded from it, and
+    ``body_bytes`` becomes those bytes, so the record hashes what was sent)."""
 
     request: httpx2.Request
     action: Action
@@ -133,6 +134,7 @@ class Call:
     model_pin: str | None = None
     body_changed: bool = False
     url: httpx2.URL | None = None  # set by enforce when the path is rewritten
+    wire: httpx2.Request | None = None  # what is sent: ``request`` or a rewritten copy
     identity: Identity | None = None
     token: Any = None  # identity.Token; kept off the record
     classification: Classification | None = None

@@ -20,7 +20,7 @@ from __future__ import annotations
 import hashlib
 import json
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import httpx2
@@ -44,9 +44,6 @@ from ._stages import (
 )
 
 __all__ = ["Guard", "SSEUsageTracker"]
-
-# Headers the guard sets itself; what the SDK put there is dropped.
-_OWN_HEADERS = ("authorization", "accept-encoding", "traceparent", "content-length")
 
 
 @dataclass
@@ -157,23 +154,37 @@ class Guard:
     # ------------------------------------------------------------------ send helpers
 
     def outgoing(self, call: Call, token: Token) -> httpx2.Request:
-        """The request as it goes on the wire for one attempt."""
-        request = call.request
-        headers = [
-            (k, v) for k, v in request.headers.multi_items() if k.lower() not in _OWN_HEADERS
-        ]
+        """The request as it goes on the wire for one attempt.
+
+        The SDK builds a fresh request per call, so it is updated in place when only
+        headers change (the common case: rebuilding costs more than the rest of the
+        chain); a changed body or URL gets a new request.
+        """
+        request = call.wire
+        if request is None:
+            request = call.wire = self._wire_request(call)
+        headers = request.headers
+        headers["authorization"] = token.authorization
+        headers["accept-encoding"] = "identity"  # so the response can be hashed and read
+        headers["traceparent"] = f"00-{call.trace_id}-{call.span_id}-01"
+        return request
+
+    @staticmethod
+    def _wire_request(call: Call) -> httpx2.Request:
+        original = call.request
+        if not call.body_changed and call.url is None:
+            return original
         content = call.outgoing_content()
-        headers.append(("authorization", token.authorization))
-        headers.append(("accept-encoding", "identity"))  # so the response can be hashed and read
-        headers.append(("traceparent", f"00-{call.trace_id}-{call.span_id}-01"))
-        if content or request.method != "GET":
-            headers.append(("content-length", str(len(content))))
+        call.body_bytes = content
+        headers = [
+            (k, v) for k, v in original.headers.multi_items() if k.lower() != "content-length"
+        ]
         return httpx2.Request(
-            request.method,
-            call.url or request.url,
+            original.method,
+            call.url or original.url,
             headers=headers,
-            content=content if content else None,
-            extensions=request.extensions,
+            content=content,
+            extensions=original.extensions,
         )
 
     def refresh_token(self, call: Call) -> Token | None:
@@ -181,9 +192,12 @@ class Guard:
         old: Token = call.token
         self.token_provider.invalidate(old)
         fresh = self.token_provider.token()
-        if fresh is old:
-            return None
+        if fresh is old or fresh.value == old.value:
+            return None  # nothing new to offer (static token, API key)
         call.token = fresh
+        if call.identity is not None:
+            # the record names the token that was finally presented
+            call.identity = replace(call.identity, token_id=fresh.jti)
         return fresh
 
     @staticmethod

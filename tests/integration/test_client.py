@@ -104,7 +104,9 @@ def test_models_balance_raw_and_streaming_response(client: SecureDeepSeek) -> No
     balance = client.user_balance()
     assert balance.is_available
     assert balance.balance_infos[0].currency == "USD"
-    raw = client.chat.completions.with_raw_response.create(model="deepseek-flash", messages=MESSAGES)
+    raw = client.chat.completions.with_raw_response.create(
+        model="deepseek-flash", messages=MESSAGES
+    )
     assert raw.status_code == 200
     assert raw.parse().object == "chat.completion"
     with client.chat.completions.with_streaming_response.create(
@@ -158,8 +160,12 @@ class DenyContractors:
     def decide(self, call: Call) -> Decision:
         assert call.identity is not None
         if "contractor" in call.identity.roles:
-            return Decision(effect="deny", engine="test", policies=("no-contractors",),
-                            reason="contractors may not call models")
+            return Decision(
+                effect="deny",
+                engine="test",
+                policies=("no-contractors",),
+                reason="contractors may not call models",
+            )
         return Decision(effect="permit", engine="test", policies=("allow",))
 
 
@@ -181,8 +187,9 @@ def test_denied_call_is_audited_and_never_sent(sb: Sandbox, tmp_path: Path) -> N
 
 class ObligeUnknown:
     def decide(self, call: Call) -> Decision:
-        return Decision(effect="permit", engine="test", policies=("p1",),
-                        obligations=("require:quantum",))
+        return Decision(
+            effect="permit", engine="test", policies=("p1",), obligations=("require:quantum",)
+        )
 
 
 def test_obligation_that_cannot_be_met_turns_into_a_deny(sb: Sandbox, tmp_path: Path) -> None:
@@ -234,7 +241,9 @@ def test_copy_cannot_point_at_plain_http(client: SecureDeepSeek) -> None:
         client.with_options(base_url="http://example.com")
 
 
-def test_settings_from_environment(sb: Sandbox, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_settings_from_environment(
+    sb: Sandbox, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     s = sb.client_settings("frank", roles=["engineer", "oncall"], audit_path=tmp_path / "a.jsonl")
     env = {
         "DEEPSEEK_ENDPOINT": s.endpoint,
@@ -278,7 +287,12 @@ async def test_async_client_surface(settings: Settings, sb: Sandbox) -> None:
         assert raw.status_code == 200
     records = read_audit(settings.audit_path)
     assert [r["action"] for r in records] == [
-        "chat", "stream", "fim", "list_models", "balance", "chat"
+        "chat",
+        "stream",
+        "fim",
+        "list_models",
+        "balance",
+        "chat",
     ]
     assert all(r["outcome"] == "permit" for r in records)
     assert records[1]["response"]["completed"] is True
@@ -290,3 +304,13 @@ async def test_async_denial_is_audited(sb: Sandbox, tmp_path: Path) -> None:
         with pytest.raises(PolicyDenied):
             await c.chat.completions.create(model="deepseek-flash", messages=MESSAGES)
     assert read_audit(settings.audit_path)[0]["outcome"] == "deny"
+
+
+def test_errors_carry_no_live_credential(client: SecureDeepSeek, sb: Sandbox) -> None:
+    sb.fail_next(403)
+    with pytest.raises(openai.PermissionDeniedError) as info:
+        client.chat.completions.create(model="deepseek-flash", messages=MESSAGES)
+    token = client.guard.token_provider.token().value.reveal()
+    assert info.value.request.headers["authorization"] == "<redacted>"
+    assert info.value.response.request.headers["authorization"] == "<redacted>"
+    assert token not in repr(info.value.request.headers.multi_items())

@@ -8,6 +8,7 @@ import json
 import os
 import stat
 import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -62,16 +63,76 @@ def test_group_commit_uses_fewer_fsyncs_than_records(
         real_fsync(fd)
 
     monkeypatch.setattr(os, "fsync", counting_fsync)
-    log = AuditLog(tmp_path / "audit.jsonl")
+    log = AuditLog(tmp_path / "audit.jsonl", fsync="always")
     calls = 0
 
     async def many() -> None:
         await asyncio.gather(*(log.append_async({"i": i}) for i in range(64)))
 
     asyncio.run(many())
-    log.close()
     assert len(_records(tmp_path / "audit.jsonl")) == 64
     assert 1 <= calls < 64
+    log.close()
+
+
+def test_always_policy_syncs_before_returning(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    synced: list[int] = []
+    real_fsync = os.fsync
+    path = tmp_path / "audit.jsonl"
+
+    def recording_fsync(fd: int) -> None:
+        real_fsync(fd)
+        synced.append(len(path.read_bytes()))
+
+    monkeypatch.setattr(os, "fsync", recording_fsync)
+    log = AuditLog(path, fsync="always")
+    synced.clear()
+    log.append({"i": 1})
+    assert synced == [len(path.read_bytes())]  # the sync covered the new line
+    log.close()
+
+
+def test_background_policy_syncs_soon_after(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    synced = threading.Event()
+    real_fsync = os.fsync
+
+    def noting_fsync(fd: int) -> None:
+        real_fsync(fd)
+        synced.set()
+
+    monkeypatch.setattr(os, "fsync", noting_fsync)
+    log = AuditLog(tmp_path / "audit.jsonl", fsync="background")
+    synced.clear()
+    log.append({"i": 1})
+    assert (tmp_path / "audit.jsonl").read_text() == '{"i":1}\n'  # written before return
+    assert synced.wait(5.0)  # and synced by the flusher without another call
+    log.close()
+
+
+def test_background_sync_failure_fails_closed(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    failed = threading.Event()
+
+    def broken_fsync(fd: int) -> None:
+        failed.set()
+        raise OSError(errno.EIO, "Input/output error")
+
+    log = AuditLog(tmp_path / "audit.jsonl", fsync="background")
+    monkeypatch.setattr(os, "fsync", broken_fsync)
+    log.append({"i": 1})
+    assert failed.wait(5.0)
+    deadline = time.monotonic() + 5
+    while log._failure is None and time.monotonic() < deadline:
+        time.sleep(0.01)
+    with pytest.raises(AuditError, match="Input/output error"):
+        log.check()
+    monkeypatch.undo()
+    log.close()
 
 
 def test_write_failure_truncates_and_fails_closed(

@@ -81,7 +81,7 @@ def test_defaults_and_environment_parsing(material: dict[str, Path], tmp_path: P
             AI_PROVIDER="deepseek",
             SECURE_DS_ROLES="engineer, oncall",
             SECURE_DS_ATTRIBUTES='{"department": "platform"}',
-            SECURE_DS_AUDIT_FSYNC="false",
+            SECURE_DS_AUDIT_FSYNC="always",
         )
     )
     assert settings.endpoint == "https://api.deepseek.com"
@@ -93,7 +93,7 @@ def test_defaults_and_environment_parsing(material: dict[str, Path], tmp_path: P
     assert settings.frequency_penalty == -0.5
     assert settings.roles == ("engineer", "oncall")
     assert settings.attributes == {"department": "platform"}
-    assert settings.audit_fsync is False
+    assert settings.audit_fsync == "always"
     assert settings.effective_audience == "https://api.deepseek.com"
     assert settings.max_attempts == 5
     assert settings.backoff_factor == 0.3
@@ -120,6 +120,7 @@ def test_defaults_and_environment_parsing(material: dict[str, Path], tmp_path: P
         ("DEEPSEEK_ENDPOINT", "http://api.deepseek.com", "plain http"),
         ("DEEPSEEK_ENDPOINT", "ftp://api.deepseek.com", "not an http(s) URL"),
         ("DEEPSEEK_ENDPOINT", "https://user:pw@api.deepseek.com", "credentials"),
+        ("DEEPSEEK_ENDPOINT", "https://api.deepseek.com/?key=sk-1", "without credentials"),
         ("AI_PROVIDER", "openai", "unsupported provider"),
         ("SECURE_DS_TLS_MIN_VERSION", "1.1", "not allowed"),
         ("SECURE_DS_TOKEN_PROVIDER", "magic", "unknown token provider"),
@@ -128,7 +129,7 @@ def test_defaults_and_environment_parsing(material: dict[str, Path], tmp_path: P
         ("SECURE_DS_ATTRIBUTES", "[1, 2]", "JSON object"),
         ("SECURE_DS_TOKEN_TTL", "86400", "[30, 3600]"),
         ("SECURE_DS_MAX_ATTEMPTS", "0", "[1, 10]"),
-        ("SECURE_DS_AUDIT_FSYNC", "maybe", "not a boolean"),
+        ("SECURE_DS_AUDIT_FSYNC", "maybe", "not an fsync policy"),
     ],
 )
 def test_bad_values_name_the_variable(
@@ -142,7 +143,9 @@ def test_bad_values_name_the_variable(
     assert info.value.hint  # every error says what to do
 
 
-@pytest.mark.parametrize("endpoint", ["http://127.0.0.1:8080", "http://localhost:1", "http://[::1]:9"])
+@pytest.mark.parametrize(
+    "endpoint", ["http://127.0.0.1:8080", "http://localhost:1", "http://[::1]:9"]
+)
 def test_plain_http_is_allowed_only_on_loopback(
     material: dict[str, Path], tmp_path: Path, endpoint: str
 ) -> None:
@@ -155,10 +158,16 @@ def test_plain_http_is_allowed_only_on_loopback(
     [
         ({"SECURE_DS_CLIENT_KEY": "/nonexistent/key.pem"}, "SECURE_DS_CLIENT_KEY", "cannot read"),
         ({"SECURE_DS_CLIENT_CERT": "garbage"}, "SECURE_DS_CLIENT_CERT", "no PEM certificate"),
-        ({"SECURE_DS_CLIENT_CERT": "expired", "SECURE_DS_CLIENT_KEY": "expired-key"},
-         "SECURE_DS_CLIENT_CERT", "expired on"),
-        ({"SECURE_DS_CLIENT_CERT": "future", "SECURE_DS_CLIENT_KEY": "future-key"},
-         "SECURE_DS_CLIENT_CERT", "not valid until"),
+        (
+            {"SECURE_DS_CLIENT_CERT": "expired", "SECURE_DS_CLIENT_KEY": "expired-key"},
+            "SECURE_DS_CLIENT_CERT",
+            "expired on",
+        ),
+        (
+            {"SECURE_DS_CLIENT_CERT": "future", "SECURE_DS_CLIENT_KEY": "future-key"},
+            "SECURE_DS_CLIENT_CERT",
+            "not valid until",
+        ),
         ({"SECURE_DS_CLIENT_KEY": "other-key"}, "SECURE_DS_CLIENT_KEY", "does not belong"),
         ({"SECURE_DS_CA_BUNDLE": "garbage"}, "SECURE_DS_CA_BUNDLE", "no PEM certificate"),
         ({"SECURE_DS_ISSUER_KEY": "rsa"}, "SECURE_DS_ISSUER_KEY", "not supported"),

@@ -37,7 +37,15 @@ def test_all_is_exactly_the_public_surface() -> None:
     assert set(secure_ds.__all__) == EXPECTED_PUBLIC
     public = {n for n in dir(secure_ds) if not n.startswith("_")} - {
         # subpackages are importable, not part of the flat surface
-        "audit", "client", "config", "errors", "guard", "identity", "sandbox", "cli", "demo",
+        "audit",
+        "client",
+        "config",
+        "errors",
+        "guard",
+        "identity",
+        "sandbox",
+        "cli",
+        "demo",
     }
     assert public <= EXPECTED_PUBLIC
     for name in secure_ds.__all__:
