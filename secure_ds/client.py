@@ -90,7 +90,11 @@ def _build_guard(
     return Guard.create(
         settings,
         token_provider=token_provider or token_provider_from_settings(settings),
-        audit_log=AuditLog(settings.audit_path, fsync=settings.audit_fsync),
+        audit_log=AuditLog(
+            settings.audit_path,
+            fsync=settings.audit_fsync,
+            fsync_interval=settings.audit_fsync_interval,
+        ),
         cert_thumbprint=thumbprint,
         classifier=classifier,
         decider=decider,

@@ -60,6 +60,7 @@ ENV_VARS: dict[str, str] = {
     "policy_dir": "SECURE_DS_POLICY_DIR",
     "audit_path": "SECURE_DS_AUDIT_PATH",
     "audit_fsync": "SECURE_DS_AUDIT_FSYNC",
+    "audit_fsync_interval": "SECURE_DS_AUDIT_FSYNC_INTERVAL",
     "max_attempts": "SECURE_DS_MAX_ATTEMPTS",
     "backoff_factor": "SECURE_DS_BACKOFF_FACTOR",
     "backoff_max": "SECURE_DS_BACKOFF_MAX",
@@ -122,6 +123,7 @@ class Settings:
     policy_dir: Path | None = None
     audit_path: Path = dataclasses.field(default_factory=_default_audit_path)
     audit_fsync: Literal["always", "background", "never"] = "background"
+    audit_fsync_interval: float = 0.02
 
     max_attempts: int = 5
     backoff_factor: float = 0.3
@@ -215,6 +217,9 @@ class Settings:
             "frequency_penalty", self.frequency_penalty, -2.0, 2.0, "a number from -2 to 2"
         )
         _check_range("token_ttl", self.token_ttl, 30, 3600, "seconds between 30 and 3600")
+        _check_range(
+            "audit_fsync_interval", self.audit_fsync_interval, 0.0, 10.0, "seconds, e.g. 0.02"
+        )
         _check_range("max_attempts", self.max_attempts, 1, 10, "an integer from 1 to 10")
         _check_range("backoff_factor", self.backoff_factor, 0.0, 10.0, "seconds, e.g. 0.3")
         _check_range("backoff_max", self.backoff_max, 0.0, 600.0, "seconds, e.g. 30")
@@ -370,6 +375,7 @@ def _check_range(field: str, value: float | None, low: float, high: float, what:
 
 _INT_FIELDS = {"max_tokens", "token_ttl", "max_attempts", "breaker_threshold"}
 _FLOAT_FIELDS = {
+    "audit_fsync_interval",
     "temperature",
     "top_p",
     "frequency_penalty",

@@ -9,8 +9,9 @@ by their SHA-256 and size.
 from __future__ import annotations
 
 import hashlib
-from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
+
+from .._ids import rfc3339_millis
 
 if TYPE_CHECKING:
     from ..guard._call import Call
@@ -26,7 +27,7 @@ def build_record(call: Call) -> dict[str, Any]:
     return {
         "schema": RECORD_SCHEMA,
         "event_id": call.event_id,
-        "time": datetime.fromtimestamp(call.started_at, UTC).isoformat(timespec="milliseconds"),
+        "time": rfc3339_millis(call.started_at),
         "trace_id": call.trace_id,
         "outcome": call.outcome,
         "action": call.action,

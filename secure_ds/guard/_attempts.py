@@ -32,11 +32,9 @@ class Attempts:
         self._refreshed = False
         # with_options(max_retries=N) on the client asks for N + 1 attempts
         requested = call.request.extensions.get("secure_ds.max_attempts")
-        self._retry = (
-            replace(guard.retry, max_attempts=min(max(int(requested), 1), 10))
-            if isinstance(requested, int)
-            else guard.retry
-        )
+        self._retry = guard.retry
+        if isinstance(requested, int) and requested != guard.retry.max_attempts:
+            self._retry = replace(guard.retry, max_attempts=min(max(requested, 1), 10))
         self._started = 0.0
 
     def next_request(self) -> httpx2.Request:

@@ -8,7 +8,7 @@ into the audit record. Stages write only their own fields.
 from __future__ import annotations
 
 import json
-import os
+import re
 import time
 from dataclasses import dataclass, field
 from typing import Any, Literal
@@ -102,6 +102,9 @@ class Metering:
         }
 
 
+_TRACEPARENT = re.compile(r"^[0-9a-f]{2}-([0-9a-f]{32})-[0-9a-f]{16}-[0-9a-f]{2}$")
+
+
 def action_for(method: str, path: str, body: dict[str, Any] | None) -> Action:
     """Map an API path to the action name policies and the audit record use."""
     if path.endswith("/chat/completions"):
@@ -127,7 +130,7 @@ class Call:
     body_bytes: bytes
     stream: bool
     event_id: str = field(default_factory=uuid7)
-    trace_id: str = field(default_factory=lambda: os.urandom(16).hex())
+    trace_id: str = ""  # W3C trace id: the caller's (from its traceparent), else ours
     started_at: float = field(default_factory=time.time)
     t0: float = field(default_factory=time.perf_counter)
     requested_model: str | None = None
@@ -165,6 +168,8 @@ class Call:
             body_bytes=raw,
             stream=bool(body and body.get("stream") is True),
         )
+        parent = _TRACEPARENT.match(request.headers.get("traceparent", ""))
+        call.trace_id = parent.group(1) if parent else call.event_id.replace("-", "")
         if body is not None and isinstance(body.get("model"), str):
             call.requested_model = body["model"]
         return call
@@ -183,6 +188,7 @@ class Call:
 
     @property
     def span_id(self) -> str:
+        """Our span: the low 64 bits of the event id (random, unique per call)."""
         return self.event_id.replace("-", "")[-16:]
 
     def elapsed_ms(self) -> float:

@@ -58,6 +58,7 @@ class Guard:
     enforcer: Enforcer
     retry: RetryPolicy
     breakers: BreakerRegistry
+    _identity_cache: tuple[Token, Identity] | None = None
 
     @classmethod
     def create(
@@ -119,7 +120,11 @@ class Guard:
     def _identify(self, call: Call) -> None:
         token = self.token_provider.token()
         call.token = token
-        call.identity = Identity(
+        cached = self._identity_cache
+        if cached is not None and cached[0] is token:
+            call.identity = cached[1]  # same token, same identity: built once per token
+            return
+        identity = Identity(
             subject=token.subject,
             roles=token.roles,
             attributes=dict(token.attributes),
@@ -129,6 +134,8 @@ class Guard:
             cert_thumbprint=self.cert_thumbprint,
             bound_thumbprint=token.bound_thumbprint,
         )
+        self._identity_cache = (token, identity)
+        call.identity = identity
 
     def _rewrite_fim(self, call: Call) -> None:
         """DeepSeek serves FIM only on the beta base URL: send ``/completions`` there."""
@@ -166,7 +173,8 @@ class Guard:
         headers = request.headers
         headers["authorization"] = token.authorization
         headers["accept-encoding"] = "identity"  # so the response can be hashed and read
-        headers["traceparent"] = f"00-{call.trace_id}-{call.span_id}-01"
+        if "traceparent" not in headers:  # a caller's own trace context is kept as it is
+            headers["traceparent"] = f"00-{call.trace_id}-{call.span_id}-01"
         return request
 
     @staticmethod

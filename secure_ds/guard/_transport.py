@@ -62,12 +62,7 @@ class GuardedTransport(httpx2.BaseTransport):
             self._audit(call)
             raise
         self._audit(call)
-        return httpx2.Response(
-            response.status_code,
-            headers=response.headers,
-            content=body,
-            extensions=response.extensions,
-        )
+        return response  # already read: the client finds its content in place
 
     def _send(self, call: Call) -> httpx2.Response:
         attempts = Attempts(self.guard, call)
@@ -166,12 +161,7 @@ class AsyncGuardedTransport(httpx2.AsyncBaseTransport):
                 await self._audit(call)
             raise
         await self._audit(call)
-        return httpx2.Response(
-            response.status_code,
-            headers=response.headers,
-            content=body,
-            extensions=response.extensions,
-        )
+        return response  # already read: the client finds its content in place
 
     async def _send(self, call: Call) -> httpx2.Response:
         attempts = Attempts(self.guard, call)

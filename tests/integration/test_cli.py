@@ -18,7 +18,7 @@ pytestmark = pytest.mark.integration
 
 def test_demo_json_reports_every_step_and_the_audit_file(tmp_path: Path) -> None:
     audit = tmp_path / "demo.jsonl"
-    out = subprocess.run(
+    out = subprocess.run(  # noqa: S603 (our own module, fixed arguments)
         [sys.executable, "-m", "secure_ds", "demo", "--json", "--audit-path", str(audit)],
         capture_output=True,
         text=True,

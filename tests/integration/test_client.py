@@ -172,9 +172,11 @@ class DenyContractors:
 def test_denied_call_is_audited_and_never_sent(sb: Sandbox, tmp_path: Path) -> None:
     settings = sb.client_settings("eve", roles=["contractor"], audit_path=tmp_path / "a.jsonl")
     before = sb.stats.requests
-    with SecureDeepSeek(settings=settings, decider=DenyContractors()) as c:
-        with pytest.raises(PolicyDenied) as info:
-            c.chat.completions.create(model="deepseek-flash", messages=MESSAGES)
+    with (
+        SecureDeepSeek(settings=settings, decider=DenyContractors()) as c,
+        pytest.raises(PolicyDenied) as info,
+    ):
+        c.chat.completions.create(model="deepseek-flash", messages=MESSAGES)
     assert sb.stats.requests == before
     assert info.value.policy == "no-contractors"
     assert "contractors may not call models" in str(info.value)
@@ -195,9 +197,11 @@ class ObligeUnknown:
 def test_obligation_that_cannot_be_met_turns_into_a_deny(sb: Sandbox, tmp_path: Path) -> None:
     settings = sb.client_settings("alice", audit_path=tmp_path / "a.jsonl")
     before = sb.stats.requests
-    with SecureDeepSeek(settings=settings, decider=ObligeUnknown()) as c:
-        with pytest.raises(PolicyDenied, match="require:quantum"):
-            c.chat.completions.create(model="deepseek-flash", messages=MESSAGES)
+    with (
+        SecureDeepSeek(settings=settings, decider=ObligeUnknown()) as c,
+        pytest.raises(PolicyDenied, match="require:quantum"),
+    ):
+        c.chat.completions.create(model="deepseek-flash", messages=MESSAGES)
     assert sb.stats.requests == before
     assert read_audit(settings.audit_path)[0]["outcome"] == "deny"
 
@@ -212,9 +216,11 @@ class NoBudget:
 
 def test_meter_refusal_is_a_deny(sb: Sandbox, tmp_path: Path) -> None:
     settings = sb.client_settings("alice", audit_path=tmp_path / "a.jsonl")
-    with SecureDeepSeek(settings=settings, meter=NoBudget()) as c:
-        with pytest.raises(PolicyDenied, match="daily budget spent"):
-            c.chat.completions.create(model="deepseek-flash", messages=MESSAGES)
+    with (
+        SecureDeepSeek(settings=settings, meter=NoBudget()) as c,
+        pytest.raises(PolicyDenied, match="daily budget spent"),
+    ):
+        c.chat.completions.create(model="deepseek-flash", messages=MESSAGES)
     record = read_audit(settings.audit_path)[0]
     assert record["outcome"] == "deny"
     assert record["meter"]["engine"] == "test-budget"
@@ -314,3 +320,15 @@ def test_errors_carry_no_live_credential(client: SecureDeepSeek, sb: Sandbox) ->
     assert info.value.request.headers["authorization"] == "<redacted>"
     assert info.value.response.request.headers["authorization"] == "<redacted>"
     assert token not in repr(info.value.request.headers.multi_items())
+
+
+def test_a_callers_trace_context_is_kept(
+    client: SecureDeepSeek, sb: Sandbox, settings: Settings
+) -> None:
+    parent = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
+    client.chat.completions.create(
+        model="deepseek-flash", messages=MESSAGES, extra_headers={"traceparent": parent}
+    )
+    assert sb.last_request is not None
+    assert sb.last_request["headers"]["traceparent"] == parent
+    assert read_audit(settings.audit_path)[0]["trace_id"] == "4bf92f3577b34da6a3ce929d0e0e4736"

@@ -26,7 +26,7 @@ def test_append_writes_one_sorted_json_line(tmp_path: Path) -> None:
     with AuditLog(path) as log:
         log.append({"b": 1, "a": "x"})
         log.append({"n": 2})
-    assert path.read_text() == '{"a":"x","b":1}\n{"n":2}\n'
+    assert path.read_text() == '{"b":1,"a":"x"}\n{"n":2}\n'
     assert stat.S_IMODE(path.stat().st_mode) == 0o600
     assert stat.S_IMODE(path.parent.stat().st_mode) == 0o700
 
@@ -183,5 +183,17 @@ def test_closed_log_refuses(tmp_path: Path) -> None:
 
 def test_encode_record_is_stable() -> None:
     assert encode_record({"z": [1, {"b": 2, "a": 1}], "é": "ü"}) == (
-        '{"z":[1,{"a":1,"b":2}],"é":"ü"}\n'.encode()
+        b'{"z":[1,{"b":2,"a":1}],"\\u00e9":"\\u00fc"}\n'
     )
+
+
+def test_close_stops_a_busy_flusher_and_syncs(tmp_path: Path) -> None:
+    log = AuditLog(tmp_path / "audit.jsonl", fsync="background", fsync_interval=0.05)
+    for i in range(20):
+        log.append({"i": i})
+        time.sleep(0.004)  # close() lands at random points of the flusher's cycle
+    closer = threading.Thread(target=log.close)
+    closer.start()
+    closer.join(timeout=5)
+    assert not closer.is_alive()  # close() must not hang waiting for the flusher
+    assert len(_records(tmp_path / "audit.jsonl")) == 20

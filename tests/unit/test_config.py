@@ -22,7 +22,7 @@ def material(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     cert, key = ca.issue_client_cert("alice")
     (root / "client.pem").write_bytes(cert)
     (root / "client-key.pem").write_bytes(key)
-    other_cert, other_key = ca.issue_client_cert("bob")
+    _, other_key = ca.issue_client_cert("bob")
     (root / "other-key.pem").write_bytes(other_key)
     now = datetime.now(UTC)
     expired, expired_key = ca.issue_client_cert(

@@ -9,11 +9,11 @@ from pathlib import Path
 import httpx2
 import pytest
 
+from secure_ds._ids import uuid7
 from secure_ds.guard import Decision, Enforcer
 from secure_ds.guard._call import Call, action_for
 from secure_ds.guard._chain import SSEUsageTracker
 from secure_ds.guard._stages import ObligationRefused
-from secure_ds._ids import uuid7
 from secure_ds.sandbox import Sandbox
 
 
@@ -151,3 +151,13 @@ def test_uuid7_is_version_7_and_time_ordered() -> None:
     prefixes = [i[:13] for i in ids]  # 48-bit millisecond timestamp
     assert prefixes == sorted(prefixes)
     assert len(set(ids)) == 50
+
+
+def test_rfc3339_millis_matches_datetime() -> None:
+    from datetime import UTC, datetime
+
+    from secure_ds._ids import rfc3339_millis
+
+    for ts in (0.0, 1_764_303_493.69, 1_764_303_493.0005, 1_764_303_494.999):
+        expected = datetime.fromtimestamp(ts, UTC).strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "Z"
+        assert rfc3339_millis(ts) == expected
