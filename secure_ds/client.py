@@ -51,6 +51,8 @@ __all__ = ["AsyncSecureDeepSeek", "BalanceInfo", "SecureDeepSeek", "UserBalance"
 _PLACEHOLDER_KEY = "secure-ds-managed-credential"
 _MAX_ATTEMPTS_EXTENSION = "secure_ds.max_attempts"
 _LIMITS = httpx2.Limits(max_connections=1000, max_keepalive_connections=100)
+# Uncompressed responses, so the guard can hash and read them as they arrive.
+_WIRE_HEADERS = {"accept-encoding": "identity"}
 
 
 class BalanceInfo(BaseModel):
@@ -175,6 +177,7 @@ class SecureDeepSeek(openai.OpenAI):
                 ),
                 follow_redirects=False,
                 trust_env=False,
+                headers=_WIRE_HEADERS,
             )
             http_client.secure_guard = guard
         self.guard = guard
@@ -264,6 +267,7 @@ class AsyncSecureDeepSeek(openai.AsyncOpenAI):
                 ),
                 follow_redirects=False,
                 trust_env=False,
+                headers=_WIRE_HEADERS,
             )
             http_client.secure_guard = guard
         self.guard = guard

@@ -257,10 +257,25 @@ _HINTS: dict[int, tuple[type[UpstreamError], str]] = {
 }
 
 
+_REDIRECT_HINT = (
+    "secure-ds does not follow redirects, so the token never travels to another "
+    "address: point DEEPSEEK_ENDPOINT at the final URL."
+)
+
+
 def upstream_error_for(
     response: httpx2.Response, body: object | None, *, event_id: str | None = None
 ) -> UpstreamError:
-    """Build the typed error for an error response (status >= 400)."""
+    """Build the typed error for an error response (status >= 400) or a redirect."""
+    if 300 <= response.status_code < 400:
+        return UpstreamError(
+            f"{response.request.method} {response.request.url.path} was redirected "
+            f"(HTTP {response.status_code}) to {response.headers.get('location', '?')}.",
+            response=response,
+            body=body,
+            hint=_REDIRECT_HINT,
+            event_id=event_id,
+        )
     cls, hint = _HINTS.get(
         response.status_code, (UpstreamError, "See the endpoint's error message above.")
     )

@@ -74,7 +74,8 @@ class Attempts:
         return delay
 
     def after_error_status(self, response: httpx2.Response, body: bytes) -> float:
-        """Seconds to wait before retrying after an error status, or raise the typed error."""
+        """Seconds to wait before retrying after an error status (or a redirect, which is
+        never followed), or raise the typed error."""
         status = response.status_code
         if status == 401 and not self._refreshed:
             self._refreshed = True

@@ -3,6 +3,11 @@
 A :class:`Call` is created from the request the openai SDK built, filled in by each
 stage (identify, classify, decide, enforce, meter, send, account) and finally turned
 into the audit record. Stages write only their own fields.
+
+Stage results (:class:`Identity`, :class:`Classification`, :class:`Decision`,
+:class:`Metering`) are immutable, and their ``record`` dicts are built once per value:
+the default stages and the per-token identity hand the same value to every call, so
+the record is shared and must be treated as read-only.
 """
 
 from __future__ import annotations
@@ -11,6 +16,7 @@ import json
 import re
 import time
 from dataclasses import dataclass, field
+from functools import cached_property
 from typing import Any, Literal
 
 import httpx2
@@ -36,7 +42,8 @@ class Identity:
     cert_thumbprint: str | None
     bound_thumbprint: str | None
 
-    def as_record(self) -> dict[str, Any]:
+    @cached_property
+    def record(self) -> dict[str, Any]:
         return {
             "subject": self.subject,
             "roles": list(self.roles),
@@ -56,7 +63,8 @@ class Classification:
     level: str
     findings: tuple[tuple[str, int], ...] = ()  # (kind, count): never the values
 
-    def as_record(self) -> dict[str, Any]:
+    @cached_property
+    def record(self) -> dict[str, Any]:
         return {
             "engine": self.engine,
             "classification": self.level,
@@ -74,7 +82,8 @@ class Decision:
     revision: str | None = None
     eval_us: float = 0.0
 
-    def as_record(self) -> dict[str, Any]:
+    @cached_property
+    def record(self) -> dict[str, Any]:
         return {
             "effect": self.effect,
             "engine": self.engine,
@@ -93,7 +102,8 @@ class Metering:
     reserved_usd: float | None = None
     reason: str = ""
 
-    def as_record(self) -> dict[str, Any]:
+    @cached_property
+    def record(self) -> dict[str, Any]:
         return {
             "engine": self.engine,
             "allowed": self.allowed,

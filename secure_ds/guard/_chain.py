@@ -172,7 +172,6 @@ class Guard:
             request = call.wire = self._wire_request(call)
         headers = request.headers
         headers["authorization"] = token.authorization
-        headers["accept-encoding"] = "identity"  # so the response can be hashed and read
         if "traceparent" not in headers:  # a caller's own trace context is kept as it is
             headers["traceparent"] = f"00-{call.trace_id}-{call.span_id}-01"
         return request

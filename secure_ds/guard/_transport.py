@@ -74,7 +74,7 @@ class GuardedTransport(httpx2.BaseTransport):
                 time.sleep(attempts.after_exception(exc, request))
                 continue
             response.request = request
-            if response.status_code < 400:
+            if response.status_code < 300:
                 attempts.succeeded(response)
                 return response
             try:
@@ -173,7 +173,7 @@ class AsyncGuardedTransport(httpx2.AsyncBaseTransport):
                 await anyio.sleep(attempts.after_exception(exc, request))
                 continue
             response.request = request
-            if response.status_code < 400:
+            if response.status_code < 300:
                 attempts.succeeded(response)
                 return response
             try:

@@ -62,6 +62,7 @@ class _Fault:
     status: int | None = None
     retry_after: float | None = None
     delay: float = 0.0
+    location: str | None = None  # for a redirect
 
 
 class _Faults:
@@ -213,6 +214,8 @@ class _App:
         fault = self._faults.next_request_fault()
         if fault is not None:
             await asyncio.sleep(fault.delay)
+            if fault.location is not None and fault.status is not None:
+                return web.Response(status=fault.status, headers={"Location": fault.location})
             if fault.status is not None:
                 return _fault_response(fault.status, fault.retry_after)
         try:
@@ -592,6 +595,13 @@ class Sandbox:
         if not 400 <= status <= 599:
             raise ValueError(f"status must be an HTTP error status, not {status}")
         self._faults.add(_Fault(status=status, retry_after=retry_after), _positive(times))
+
+    def redirect_next(self, location: str, status: int = 307, times: int = 1) -> None:
+        """Answer the next ``times`` authenticated requests with a redirect to ``location``
+        (to test that clients do not follow it, and so do not carry the token there)."""
+        if status not in (301, 302, 303, 307, 308):
+            raise ValueError(f"status must be a redirect status, not {status}")
+        self._faults.add(_Fault(status=status, location=location), _positive(times))
 
     def delay_next(self, seconds: float, times: int = 1) -> None:
         """Hold the next ``times`` authenticated requests for ``seconds``, sending nothing."""

@@ -18,6 +18,7 @@ from secure_ds import (
     PolicyDenied,
     SecureDeepSeek,
     Settings,
+    UpstreamError,
 )
 from secure_ds.guard import Call, Decision, Metering
 from secure_ds.sandbox import Sandbox
@@ -332,3 +333,17 @@ def test_a_callers_trace_context_is_kept(
     assert sb.last_request is not None
     assert sb.last_request["headers"]["traceparent"] == parent
     assert read_audit(settings.audit_path)[0]["trace_id"] == "4bf92f3577b34da6a3ce929d0e0e4736"
+
+
+def test_redirects_are_not_followed(
+    client: SecureDeepSeek, sb: Sandbox, settings: Settings
+) -> None:
+    before = sb.stats.requests
+    sb.redirect_next("https://attacker.invalid/collect")
+    with pytest.raises(UpstreamError, match="redirected") as info:
+        client.chat.completions.create(model="deepseek-flash", messages=MESSAGES)
+    assert "does not follow redirects" in str(info.value)
+    assert sb.stats.requests == before + 1  # the one request; nothing followed it
+    (record,) = read_audit(settings.audit_path)
+    assert record["outcome"] == "failure"
+    assert [a.get("status") for a in record["attempts"]] == [307]
