@@ -44,6 +44,7 @@ _START_TIMEOUT: Final = 10.0
 _SHUTDOWN_TIMEOUT: Final = 1.0
 _MAX_BODY: Final = 16 * 1024 * 1024
 _TOKEN: Final = web.RequestKey("token", VerifiedToken)
+_BLANK_LINES: Final = web.RequestKey("blank_lines", int)
 _WWW_AUTHENTICATE: Final = {"WWW-Authenticate": 'Bearer error="invalid_token"'}
 _KEEP_ALIVE: Final = b": keep-alive\n\n"
 _DONE: Final = b"data: [DONE]\n\n"
@@ -63,6 +64,7 @@ class _Fault:
     retry_after: float | None = None
     delay: float = 0.0
     location: str | None = None  # for a redirect
+    blank_lines: int = 0  # keep-alive blank lines before a non-streamed body
 
 
 class _Faults:
@@ -214,6 +216,8 @@ class _App:
         fault = self._faults.next_request_fault()
         if fault is not None:
             await asyncio.sleep(fault.delay)
+            if fault.blank_lines:
+                request[_BLANK_LINES] = fault.blank_lines
             if fault.location is not None and fault.status is not None:
                 return web.Response(status=fault.status, headers={"Location": fault.location})
             if fault.status is not None:
@@ -251,7 +255,23 @@ class _App:
         }
         if chat.stream:
             return await self._stream(request, R.chat_chunks(completion, **meta))
-        return web.json_response(R.chat_body(completion, **meta))
+        body = R.chat_body(completion, **meta)
+        if request.get(_BLANK_LINES):
+            return await self._after_blank_lines(request, body)
+        return web.json_response(body)
+
+    async def _after_blank_lines(
+        self, request: web.Request, body: Mapping[str, Any]
+    ) -> web.StreamResponse:
+        """DeepSeek under load: headers at once, blank lines while waiting, then the JSON."""
+        response = web.StreamResponse(headers={hdrs.CONTENT_TYPE: "application/json"})
+        await response.prepare(request)
+        for _ in range(request[_BLANK_LINES]):
+            await response.write(b"\n")
+            await asyncio.sleep(0.01)
+        await response.write(json.dumps(body).encode())
+        await response.write_eof()
+        return response
 
     async def _fim(self, request: web.Request) -> web.StreamResponse:
         fim = R.parse_fim(await self._json(request))
@@ -602,6 +622,13 @@ class Sandbox:
         if status not in (301, 302, 303, 307, 308):
             raise ValueError(f"status must be a redirect status, not {status}")
         self._faults.add(_Fault(status=status, location=location), _positive(times))
+
+    def keepalive_next(self, blank_lines: int = 3, times: int = 1) -> None:
+        """Precede the next ``times`` non-streamed chat bodies with keep-alive blank
+        lines, sent 10 ms apart, as DeepSeek does while a request waits for inference."""
+        if blank_lines < 1:
+            raise ValueError("blank_lines must be at least 1")
+        self._faults.add(_Fault(blank_lines=blank_lines), _positive(times))
 
     def delay_next(self, seconds: float, times: int = 1) -> None:
         """Hold the next ``times`` authenticated requests for ``seconds``, sending nothing."""

@@ -347,3 +347,30 @@ def test_redirects_are_not_followed(
     (record,) = read_audit(settings.audit_path)
     assert record["outcome"] == "failure"
     assert [a.get("status") for a in record["attempts"]] == [307]
+
+
+def test_keepalive_blank_lines_before_a_body_are_tolerated(
+    client: SecureDeepSeek, sb: Sandbox, settings: Settings
+) -> None:
+    sb.keepalive_next(blank_lines=4)
+    reply = client.chat.completions.create(model="deepseek-flash", messages=MESSAGES)
+    assert reply.choices[0].message.content == "[sandbox deepseek-flash] alice said: hello sandbox"
+    (record,) = read_audit(settings.audit_path)
+    assert record["response"]["usage"]["total_tokens"] == reply.usage.total_tokens  # type: ignore[union-attr]
+    assert record["response"]["body_bytes"] > 4  # the blank lines are part of what was hashed
+
+
+async def test_keepalive_blank_lines_async(settings: Settings, sb: Sandbox) -> None:
+    sb.keepalive_next(blank_lines=2)
+    async with AsyncSecureDeepSeek(settings=settings) as c:
+        reply = await c.chat.completions.create(model="deepseek-flash", messages=MESSAGES)
+    assert reply.choices[0].finish_reason == "stop"
+
+
+def test_eddsa_issuer_round_trip(tmp_path: Path) -> None:
+    with Sandbox(token_alg="EdDSA") as eddsa:
+        settings = eddsa.client_settings("erin", audit_path=tmp_path / "a.jsonl")
+        with SecureDeepSeek(settings=settings) as c:
+            c.chat.completions.create(model="deepseek-flash", messages=MESSAGES)
+        assert eddsa.stats.last_claims["sub"] == "erin"
+    assert read_audit(settings.audit_path)[0]["outcome"] == "permit"
