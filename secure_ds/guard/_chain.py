@@ -28,7 +28,7 @@ import httpx2
 from ..audit._log import AuditLog
 from ..audit._record import build_record
 from ..config import Settings
-from ..errors import PolicyDenied, SecureDSError
+from ..errors import IdentityError, PolicyDenied, SecureDSError
 from ..identity import Token, TokenProvider
 from ._call import Call, Identity
 from ._resilience import BreakerRegistry, RetryPolicy
@@ -89,16 +89,31 @@ class Guard:
 
     def begin(self, request: httpx2.Request) -> Call:
         """Run identify → meter. A refused call comes back with ``outcome == "deny"``
-        and ``exception`` set; the transport audits it, then raises that exception."""
+        and ``exception`` set; the transport audits it, then raises that exception.
+
+        A stage that raises fails closed: an identity failure is a *failure*, a
+        classifier, decider or meter that raises turns the call into a *deny*.
+        """
         self.audit_log.check()
         call = Call.from_request(request)
         try:
             self._identify(call)
-        except SecureDSError as exc:
+        except Exception as exc:
+            if not isinstance(exc, SecureDSError):
+                # only the type: a provider's message might quote what it was given
+                exc = IdentityError(
+                    f"The token provider failed ({type(exc).__name__}).",
+                    hint="Check the token provider's configuration; no call was sent.",
+                )
             self.fail(call, exc)
             return call
-        call.classification = self.classifier.classify(call)
-        decision = call.decision = self.decider.decide(call)
+        stage = "classify"
+        try:
+            call.classification = self.classifier.classify(call)
+            stage = "decide"
+            decision = call.decision = self.decider.decide(call)
+        except Exception as exc:
+            return self._deny(call, f"{stage}:error", _stage_failed(stage, exc))
         if decision.effect != "permit":
             return self._deny(
                 call,
@@ -112,7 +127,10 @@ class Guard:
             return self._deny(
                 call, decision.policies[0] if decision.policies else "enforce", str(exc)
             )
-        call.metering = self.meter.reserve(call)
+        try:
+            call.metering = self.meter.reserve(call)
+        except Exception as exc:
+            return self._deny(call, "meter:error", _stage_failed("meter", exc))
         if not call.metering.allowed:
             return self._deny(call, f"meter:{call.metering.engine}", call.metering.reason)
         return call
@@ -264,6 +282,10 @@ class Guard:
 
     def record(self, call: Call) -> dict[str, Any]:
         return build_record(call)
+
+
+def _stage_failed(stage: str, exc: Exception) -> str:
+    return f"the {stage} stage failed ({type(exc).__name__}), so the call is refused"
 
 
 def _copy_response_fields(parsed: dict[str, Any], info: dict[str, Any]) -> None:

@@ -15,12 +15,14 @@ from secure_ds import (
     AsyncSecureDeepSeek,
     AuditError,
     ConfigError,
+    IdentityError,
     PolicyDenied,
     SecureDeepSeek,
     Settings,
     UpstreamError,
 )
-from secure_ds.guard import Call, Decision, Metering
+from secure_ds.guard import Call, Decision, Metering, NoClassification
+from secure_ds.identity import StaticTokenProvider
 from secure_ds.sandbox import Sandbox
 from tests.conftest import read_audit
 
@@ -374,3 +376,61 @@ def test_eddsa_issuer_round_trip(tmp_path: Path) -> None:
             c.chat.completions.create(model="deepseek-flash", messages=MESSAGES)
         assert eddsa.stats.last_claims["sub"] == "erin"
     assert read_audit(settings.audit_path)[0]["outcome"] == "permit"
+
+
+class Exploding:
+    def __init__(self, stage: str) -> None:
+        self.stage = stage
+
+    def classify(self, call: Call) -> Any:
+        if self.stage == "classify":
+            raise RuntimeError("classifier bug")
+        return NoClassification().classify(call)
+
+    def decide(self, call: Call) -> Decision:
+        raise RuntimeError("policy engine bug")
+
+    def reserve(self, call: Call) -> Metering:
+        raise RuntimeError("budget store down")
+
+    def settle(self, call: Call) -> None:
+        return None
+
+
+@pytest.mark.parametrize("stage", ["classify", "decide", "meter"])
+def test_a_stage_that_raises_fails_closed(sb: Sandbox, tmp_path: Path, stage: str) -> None:
+    settings = sb.client_settings("alice", audit_path=tmp_path / "a.jsonl")
+    broken = Exploding(stage)
+    kwargs: dict[str, Any] = {
+        "classify": {"classifier": broken},
+        "decide": {"decider": broken},
+        "meter": {"meter": broken},
+    }[stage]
+    before = sb.stats.requests
+    with (
+        SecureDeepSeek(settings=settings, **kwargs) as c,
+        pytest.raises(PolicyDenied, match=f"the {stage} stage failed") as info,
+    ):
+        c.chat.completions.create(model="deepseek-flash", messages=MESSAGES)
+    assert info.value.policy == f"{stage}:error"
+    assert sb.stats.requests == before
+    assert read_audit(settings.audit_path)[0]["outcome"] == "deny"
+
+
+class BrokenProvider(StaticTokenProvider):
+    def _fetch(self) -> Any:
+        raise OSError("vault unreachable at https://user:hunter2@vault.internal")
+
+
+def test_a_failing_token_provider_is_an_audited_identity_error(sb: Sandbox, tmp_path: Path) -> None:
+    settings = sb.client_settings("alice", audit_path=tmp_path / "a.jsonl")
+    with (
+        SecureDeepSeek(settings=settings, token_provider=BrokenProvider("x")) as c,
+        pytest.raises(IdentityError, match="token provider failed") as info,
+    ):
+        c.models.list()
+    assert "hunter2" not in str(info.value)
+    record = read_audit(settings.audit_path)[0]
+    assert record["outcome"] == "failure"
+    assert record["error"]["type"] == "IdentityError"
+    assert "hunter2" not in json.dumps(record)

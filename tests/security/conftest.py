@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -15,18 +15,8 @@ from tests.security._support import AuditTail
 SettingsFactory = Callable[..., Settings]
 
 
-@pytest.fixture(scope="session")
-def sandbox_session() -> Iterator[Sandbox]:
-    with Sandbox() as sb:
-        yield sb
-
-
-@pytest.fixture
-def sb(sandbox_session: Sandbox) -> Iterator[Sandbox]:
-    """The session sandbox with no queued faults before and after the test."""
-    sandbox_session.clear_faults()
-    yield sandbox_session
-    sandbox_session.clear_faults()
+# `sandbox` (one per session) and `sb` (it, with no queued faults) come from
+# tests/conftest.py.
 
 
 @pytest.fixture(scope="session")

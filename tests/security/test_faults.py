@@ -467,3 +467,26 @@ def test_with_options_max_retries_sets_the_attempts(
     assert sb.stats.requests == before + attempts
     record = audit.one()
     assert _statuses(record) == [503] * attempts
+
+
+def test_an_abandoned_stream_is_still_audited(
+    sb: Sandbox, make_settings: SettingsFactory, audit: AuditTail
+) -> None:
+    """A caller that drops a stream without reading it to the end or closing it: the
+    SDK's stream cleanup closes the response when it is collected, and closing is
+    where the guard records the call."""
+    import gc
+
+    with SecureDeepSeek(settings=make_settings()) as client:
+        stream = client.chat.completions.create(
+            model=client.default_model,
+            messages=STREAM_MESSAGES,  # type: ignore[arg-type]
+            stream=True,
+        )
+        next(iter(stream))
+        del stream
+        gc.collect()
+        record = audit.one()
+    assert record["outcome"] == "permit"
+    assert record["action"] == "stream"
+    assert record["response"]["chunks"] >= 1
