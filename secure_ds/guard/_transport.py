@@ -52,11 +52,15 @@ class GuardedTransport(httpx2.BaseTransport):
                     stream=stream,
                     extensions=response.extensions,
                 )
-            try:
-                body = response.read()
-            except TRANSPORT_ERRORS as exc:
-                raise map_transport_error(exc, request)[0] from None
+            body = response.read()
             guard.complete(call, response.status_code, body)
+        except TRANSPORT_ERRORS as exc:
+            # Never let an httpx2 error out: the SDK would wrap it and retry the whole
+            # call, which would leave one record per SDK attempt.
+            error = _mapped(exc, call)
+            guard.fail(call, error)
+            self._audit(call)
+            raise error from None
         except BaseException as exc:
             guard.fail(call, exc)
             self._audit(call)
@@ -70,17 +74,17 @@ class GuardedTransport(httpx2.BaseTransport):
             request = attempts.next_request()
             try:
                 response = self._inner.handle_request(request)
+                response.request = request
+                if response.status_code < 300:
+                    attempts.succeeded(response)
+                    return response
+                try:
+                    body = response.read()
+                finally:
+                    response.close()
             except TRANSPORT_ERRORS as exc:
                 time.sleep(attempts.after_exception(exc, request))
                 continue
-            response.request = request
-            if response.status_code < 300:
-                attempts.succeeded(response)
-                return response
-            try:
-                body = response.read()
-            finally:
-                response.close()
             time.sleep(attempts.after_error_status(response, body))
 
     def _audit(self, call: Call) -> None:
@@ -150,11 +154,14 @@ class AsyncGuardedTransport(httpx2.AsyncBaseTransport):
                     stream=stream,
                     extensions=response.extensions,
                 )
-            try:
-                body = await response.aread()
-            except TRANSPORT_ERRORS as exc:
-                raise map_transport_error(exc, request)[0] from None
+            body = await response.aread()
             guard.complete(call, response.status_code, body)
+        except TRANSPORT_ERRORS as exc:
+            error = _mapped(exc, call)
+            guard.fail(call, error)
+            with anyio.CancelScope(shield=True):
+                await self._audit(call)
+            raise error from None
         except BaseException as exc:
             guard.fail(call, exc)
             with anyio.CancelScope(shield=True):
@@ -169,17 +176,17 @@ class AsyncGuardedTransport(httpx2.AsyncBaseTransport):
             request = attempts.next_request()
             try:
                 response = await self._inner.handle_async_request(request)
+                response.request = request
+                if response.status_code < 300:
+                    attempts.succeeded(response)
+                    return response
+                try:
+                    body = await response.aread()
+                finally:
+                    await response.aclose()
             except TRANSPORT_ERRORS as exc:
                 await anyio.sleep(attempts.after_exception(exc, request))
                 continue
-            response.request = request
-            if response.status_code < 300:
-                attempts.succeeded(response)
-                return response
-            try:
-                body = await response.aread()
-            finally:
-                await response.aclose()
             await anyio.sleep(attempts.after_error_status(response, body))
 
     async def _audit(self, call: Call) -> None:
@@ -229,6 +236,12 @@ class _AsyncAuditedStream(httpx2.AsyncByteStream):
         if error is not None:
             guard.fail(self._call, error)
         await self._transport._audit(self._call)
+
+
+def _mapped(exc: BaseException, call: Call) -> BaseException:
+    error, _ = map_transport_error(exc, call.wire or call.request)
+    error.event_id = call.event_id
+    return error
 
 
 def _stream_error(

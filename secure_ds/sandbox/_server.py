@@ -45,6 +45,7 @@ _SHUTDOWN_TIMEOUT: Final = 1.0
 _MAX_BODY: Final = 16 * 1024 * 1024
 _TOKEN: Final = web.RequestKey("token", VerifiedToken)
 _BLANK_LINES: Final = web.RequestKey("blank_lines", int)
+_CUT_BODY: Final = web.RequestKey("cut_body", bool)
 _WWW_AUTHENTICATE: Final = {"WWW-Authenticate": 'Bearer error="invalid_token"'}
 _KEEP_ALIVE: Final = b": keep-alive\n\n"
 _DONE: Final = b"data: [DONE]\n\n"
@@ -65,6 +66,7 @@ class _Fault:
     delay: float = 0.0
     location: str | None = None  # for a redirect
     blank_lines: int = 0  # keep-alive blank lines before a non-streamed body
+    cut_body: bool = False  # send half of a non-streamed body, then close
 
 
 class _Faults:
@@ -218,6 +220,8 @@ class _App:
             await asyncio.sleep(fault.delay)
             if fault.blank_lines:
                 request[_BLANK_LINES] = fault.blank_lines
+            if fault.cut_body:
+                request[_CUT_BODY] = True
             if fault.location is not None and fault.status is not None:
                 return web.Response(status=fault.status, headers={"Location": fault.location})
             if fault.status is not None:
@@ -256,9 +260,21 @@ class _App:
         if chat.stream:
             return await self._stream(request, R.chat_chunks(completion, **meta))
         body = R.chat_body(completion, **meta)
+        if request.get(_CUT_BODY):
+            return await self._cut(request, body)
         if request.get(_BLANK_LINES):
             return await self._after_blank_lines(request, body)
         return web.json_response(body)
+
+    async def _cut(self, request: web.Request, body: Mapping[str, Any]) -> web.StreamResponse:
+        """A 200 whose body breaks off half-way (Content-Length promises the rest)."""
+        data = json.dumps(body).encode()
+        response = web.StreamResponse(headers={hdrs.CONTENT_TYPE: "application/json"})
+        response.content_length = len(data)
+        await response.prepare(request)
+        await response.write(data[: len(data) // 2])
+        _break_off(request)
+        return response
 
     async def _after_blank_lines(
         self, request: web.Request, body: Mapping[str, Any]
@@ -622,6 +638,11 @@ class Sandbox:
         if status not in (301, 302, 303, 307, 308):
             raise ValueError(f"status must be a redirect status, not {status}")
         self._faults.add(_Fault(status=status, location=location), _positive(times))
+
+    def cut_next_body(self, times: int = 1) -> None:
+        """Answer the next ``times`` non-streamed chat calls with a 200 whose body breaks
+        off half-way through."""
+        self._faults.add(_Fault(cut_body=True), _positive(times))
 
     def keepalive_next(self, blank_lines: int = 3, times: int = 1) -> None:
         """Precede the next ``times`` non-streamed chat bodies with keep-alive blank

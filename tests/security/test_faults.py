@@ -490,3 +490,22 @@ def test_an_abandoned_stream_is_still_audited(
     assert record["outcome"] == "permit"
     assert record["action"] == "stream"
     assert record["response"]["chunks"] >= 1
+
+
+def test_a_body_cut_after_a_200_is_one_failure_not_a_retry(
+    sb: Sandbox, make_settings: SettingsFactory, audit: AuditTail
+) -> None:
+    """The request was served (and charged): it is not sent again, by secure-ds or by
+    the SDK's own retry loop, and it leaves one record."""
+    before = sb.stats.requests
+    sb.cut_next_body()
+    with (
+        SecureDeepSeek(settings=make_settings()) as client,
+        pytest.raises(ConnectionFailed) as caught,
+    ):
+        _chat(client)
+    assert isinstance(caught.value, openai.APIConnectionError)
+    assert sb.stats.requests == before + 1
+    record = audit.one()
+    assert record["outcome"] == "failure"
+    assert record["error"]["type"] == "ConnectionFailed"
