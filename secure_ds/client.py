@@ -23,9 +23,11 @@ every call leaves one audit record. ``with_options(max_retries=N)`` means N retr
 
 from __future__ import annotations
 
-import contextlib
+import ssl
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import Any
 
 import httpx2
 import openai
@@ -35,7 +37,7 @@ from openai import BaseModel
 
 from ._secret import Secret
 from .audit import AuditLog
-from .config import Settings
+from .config import Settings, check_endpoint
 from .errors import ConfigError
 from .guard import AsyncGuardedTransport, Classifier, Guard, GuardedTransport, Meter, PolicyDecider
 from .identity import (
@@ -104,32 +106,84 @@ def _build_guard(
     )
 
 
-def _resolve(
-    settings: Settings | None,
-    api_key: object,
-    base_url: object,
-) -> tuple[Settings, str]:
-    """Settings for a new client, with an explicit api_key/base_url applied."""
+def _resolve(settings: Settings | None, api_key: object, base_url: object) -> Settings:
+    """Settings for a new client, with an explicit ``api_key``/``base_url`` applied."""
     resolved = settings if settings is not None else Settings.from_env()
     if isinstance(api_key, str) and api_key and api_key != _PLACEHOLDER_KEY:
         resolved = resolved.replace(api_key=Secret(api_key))
-    if base_url is not None and not isinstance(base_url, openai.NotGiven):
+    if _given(base_url):
         resolved = resolved.replace(endpoint=str(base_url).rstrip("/"), api_version=None)
-    return resolved, resolved.base_url
+    return resolved
 
 
-def _check_copy_base_url(base_url: object) -> None:
-    """A copy may point elsewhere; the same https-or-loopback rule applies."""
-    if base_url is None or isinstance(base_url, openai.NotGiven):
-        return
-    Settings(endpoint=str(base_url).rstrip("/"), token_provider="api-key", api_key=Secret("x"))
+def _given(value: object) -> bool:
+    return value is not None and not isinstance(value, openai.NotGiven)
 
 
-def _reject_foreign_client(http_client: object) -> NoReturn:
-    raise ConfigError(
-        "http_client",
-        "a client not built by secure-ds would bypass the guard chain",
-        fix="Leave http_client out; secure-ds builds its own from the settings.",
+@dataclass(frozen=True)
+class _Setup:
+    """What both clients hand to the openai constructor."""
+
+    guard: Guard
+    base_url: str
+    max_retries: int
+    timeout: Any
+
+
+def _setup(
+    *,
+    http_client: object,
+    new_transport: Callable[[Guard, ssl.SSLContext], object],
+    settings: Settings | None,
+    token_provider: TokenProvider | None,
+    classifier: Classifier | None,
+    decider: PolicyDecider | None,
+    meter: Meter | None,
+    api_key: object,
+    base_url: object,
+    max_retries: object,
+    timeout: object,
+) -> tuple[_Setup, object | None]:
+    """The guard (new, or shared with the client being copied) and the SDK arguments.
+
+    Returns the new transport too when a new guard was built (the caller wraps it in
+    its own httpx2 client class); ``None`` when ``http_client`` is a secure-ds client
+    handed over by ``with_options``/``copy``.
+    """
+    transport = None
+    if http_client is not None:
+        guard = getattr(http_client, "secure_guard", None)
+        if not isinstance(guard, Guard):
+            raise ConfigError(
+                "http_client",
+                "a client not built by secure-ds would bypass the guard chain",
+                fix="Leave http_client out; secure-ds builds its own from the settings.",
+            )
+        if _given(base_url):  # a copy may point elsewhere, under the same rule
+            check_endpoint(str(base_url), variable="base_url")
+        url = str(base_url) if _given(base_url) else guard.settings.base_url
+    else:
+        resolved = _resolve(settings, api_key, base_url)
+        guard = _build_guard(
+            resolved,
+            token_provider=token_provider,
+            classifier=classifier,
+            decider=decider,
+            meter=meter,
+        )
+        transport = new_transport(guard, build_ssl_context(resolved))
+        url = resolved.base_url
+    s = guard.settings
+    return (
+        _Setup(
+            guard=guard,
+            base_url=url,
+            max_retries=max_retries if isinstance(max_retries, int) else s.max_attempts - 1,
+            timeout=timeout
+            if not isinstance(timeout, openai.NotGiven)
+            else httpx2.Timeout(s.read_timeout, connect=s.connect_timeout),
+        ),
+        transport,
     )
 
 
@@ -153,45 +207,36 @@ class SecureDeepSeek(openai.OpenAI):
         timeout: Any = openai.NOT_GIVEN,
         **kwargs: Any,
     ) -> None:
-        if http_client is not None:
-            if not isinstance(http_client, _SecureHttpClient):
-                _reject_foreign_client(http_client)
-            guard = http_client.secure_guard  # a with_options() copy shares the chain
-            _check_copy_base_url(base_url)
-            url = base_url if not isinstance(base_url, openai.NotGiven) else guard.settings.base_url
-        else:
-            resolved, url = _resolve(settings, api_key, base_url)
-            guard = _build_guard(
-                resolved,
-                token_provider=token_provider,
-                classifier=classifier,
-                decider=decider,
-                meter=meter,
-            )
+        setup, transport = _setup(
+            http_client=http_client,
+            new_transport=lambda guard, ctx: GuardedTransport(
+                guard, httpx2.HTTPTransport(verify=ctx, limits=_LIMITS, trust_env=False)
+            ),
+            settings=settings,
+            token_provider=token_provider,
+            classifier=classifier,
+            decider=decider,
+            meter=meter,
+            api_key=api_key,
+            base_url=base_url,
+            max_retries=max_retries,
+            timeout=timeout,
+        )
+        if isinstance(transport, GuardedTransport):
             http_client = _SecureHttpClient(
-                transport=GuardedTransport(
-                    guard,
-                    httpx2.HTTPTransport(
-                        verify=build_ssl_context(resolved), limits=_LIMITS, trust_env=False
-                    ),
-                ),
+                transport=transport,
                 follow_redirects=False,
                 trust_env=False,
                 headers=_WIRE_HEADERS,
             )
-            http_client.secure_guard = guard
-        self.guard = guard
-        settings = guard.settings
+            http_client.secure_guard = setup.guard
+        self.guard = setup.guard
         super().__init__(
             api_key=_PLACEHOLDER_KEY,
-            base_url=url,
+            base_url=setup.base_url,
             http_client=http_client,
-            max_retries=settings.max_attempts - 1
-            if isinstance(max_retries, openai.NotGiven)
-            else max_retries,
-            timeout=httpx2.Timeout(settings.read_timeout, connect=settings.connect_timeout)
-            if isinstance(timeout, openai.NotGiven)
-            else timeout,
+            max_retries=setup.max_retries,
+            timeout=setup.timeout,
             **kwargs,
         )
 
@@ -243,45 +288,36 @@ class AsyncSecureDeepSeek(openai.AsyncOpenAI):
         timeout: Any = openai.NOT_GIVEN,
         **kwargs: Any,
     ) -> None:
-        if http_client is not None:
-            if not isinstance(http_client, _AsyncSecureHttpClient):
-                _reject_foreign_client(http_client)
-            guard = http_client.secure_guard
-            _check_copy_base_url(base_url)
-            url = base_url if not isinstance(base_url, openai.NotGiven) else guard.settings.base_url
-        else:
-            resolved, url = _resolve(settings, api_key, base_url)
-            guard = _build_guard(
-                resolved,
-                token_provider=token_provider,
-                classifier=classifier,
-                decider=decider,
-                meter=meter,
-            )
+        setup, transport = _setup(
+            http_client=http_client,
+            new_transport=lambda guard, ctx: AsyncGuardedTransport(
+                guard, httpx2.AsyncHTTPTransport(verify=ctx, limits=_LIMITS, trust_env=False)
+            ),
+            settings=settings,
+            token_provider=token_provider,
+            classifier=classifier,
+            decider=decider,
+            meter=meter,
+            api_key=api_key,
+            base_url=base_url,
+            max_retries=max_retries,
+            timeout=timeout,
+        )
+        if isinstance(transport, AsyncGuardedTransport):
             http_client = _AsyncSecureHttpClient(
-                transport=AsyncGuardedTransport(
-                    guard,
-                    httpx2.AsyncHTTPTransport(
-                        verify=build_ssl_context(resolved), limits=_LIMITS, trust_env=False
-                    ),
-                ),
+                transport=transport,
                 follow_redirects=False,
                 trust_env=False,
                 headers=_WIRE_HEADERS,
             )
-            http_client.secure_guard = guard
-        self.guard = guard
-        settings = guard.settings
+            http_client.secure_guard = setup.guard
+        self.guard = setup.guard
         super().__init__(
             api_key=_PLACEHOLDER_KEY,
-            base_url=url,
+            base_url=setup.base_url,
             http_client=http_client,
-            max_retries=settings.max_attempts - 1
-            if isinstance(max_retries, openai.NotGiven)
-            else max_retries,
-            timeout=httpx2.Timeout(settings.read_timeout, connect=settings.connect_timeout)
-            if isinstance(timeout, openai.NotGiven)
-            else timeout,
+            max_retries=setup.max_retries,
+            timeout=setup.timeout,
             **kwargs,
         )
 
@@ -308,5 +344,4 @@ class AsyncSecureDeepSeek(openai.AsyncOpenAI):
         try:
             await super().close()
         finally:
-            with contextlib.suppress(Exception):
-                self.guard.audit_log.close()
+            self.guard.audit_log.close()

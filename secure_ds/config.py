@@ -28,7 +28,7 @@ from cryptography.hazmat.primitives.asymmetric import ec, ed25519
 from ._secret import Secret
 from .errors import ConfigError
 
-__all__ = ["ENV_VARS", "Settings", "TokenProviderName"]
+__all__ = ["ENV_VARS", "Settings", "TokenProviderName", "check_endpoint"]
 
 TokenProviderName = Literal["embedded", "api-key"]
 
@@ -265,30 +265,7 @@ class Settings:
             raise _err("subject", "is empty", "Set a subject such as alice@example.com.")
 
     def _validate_endpoint(self) -> None:
-        try:
-            parts = urlsplit(self.endpoint)
-            has_userinfo = "@" in parts.netloc
-        except ValueError:
-            parts, has_userinfo = None, False
-        # Checked first and never echoed: a URL may carry a key in its user-info or query.
-        if parts is None or has_userinfo or parts.query or parts.fragment:
-            raise _err(
-                "endpoint",
-                "must be a plain URL without credentials, a query or a fragment",
-                "Use a base URL such as https://api.deepseek.com.",
-            )
-        if parts.scheme not in ("https", "http") or not parts.hostname:
-            raise _err(
-                "endpoint",
-                f"a URL with scheme {parts.scheme or '(none)'!r} is not an http(s) URL",
-                "Use https://api.deepseek.com or your gateway's https URL.",
-            )
-        if parts.scheme == "http" and not _is_loopback(parts.hostname):
-            raise _err(
-                "endpoint",
-                f"plain http to {parts.hostname} would send tokens unencrypted",
-                "Use an https:// URL (plain http is allowed only for loopback addresses).",
-            )
+        check_endpoint(self.endpoint, variable=ENV_VARS["endpoint"])
 
     def _validate_tls_files(self) -> None:
         if (self.client_cert is None) != (self.client_key is None):
@@ -352,6 +329,36 @@ class Settings:
     def __repr__(self) -> str:
         shown = ", ".join(f"{f.name}={getattr(self, f.name)!r}" for f in dataclasses.fields(self))
         return f"Settings({shown})"
+
+
+def check_endpoint(url: str, *, variable: str) -> None:
+    """Refuse anything but a plain https URL (http only to loopback).
+
+    The URL is never echoed: it may carry a key in its user-info or query.
+    """
+    try:
+        parts = urlsplit(url)
+        has_userinfo = "@" in parts.netloc
+    except ValueError:
+        parts, has_userinfo = None, False
+    if parts is None or has_userinfo or parts.query or parts.fragment:
+        raise ConfigError(
+            variable,
+            "must be a plain URL without credentials, a query or a fragment",
+            fix="Use a base URL such as https://api.deepseek.com.",
+        )
+    if parts.scheme not in ("https", "http") or not parts.hostname:
+        raise ConfigError(
+            variable,
+            f"a URL with scheme {parts.scheme or '(none)'!r} is not an http(s) URL",
+            fix="Use https://api.deepseek.com or your gateway's https URL.",
+        )
+    if parts.scheme == "http" and not _is_loopback(parts.hostname):
+        raise ConfigError(
+            variable,
+            f"plain http to {parts.hostname} would send tokens unencrypted",
+            fix="Use an https:// URL (plain http is allowed only for loopback addresses).",
+        )
 
 
 # ---------------------------------------------------------------------- helpers
