@@ -58,6 +58,11 @@ ENV_VARS: dict[str, str] = {
     "roles": "SECURE_DS_ROLES",
     "attributes": "SECURE_DS_ATTRIBUTES",
     "policy_dir": "SECURE_DS_POLICY_DIR",
+    "dlp": "SECURE_DS_DLP",
+    "dlp_config": "SECURE_DS_DLP_CONFIG",
+    "dlp_block": "SECURE_DS_DLP_BLOCK",
+    "dlp_redact": "SECURE_DS_DLP_REDACT",
+    "dlp_reversible": "SECURE_DS_DLP_REVERSIBLE",
     "audit_path": "SECURE_DS_AUDIT_PATH",
     "audit_fsync": "SECURE_DS_AUDIT_FSYNC",
     "audit_fsync_interval": "SECURE_DS_AUDIT_FSYNC_INTERVAL",
@@ -121,6 +126,11 @@ class Settings:
     attributes: Mapping[str, Any] = dataclasses.field(default_factory=dict)
 
     policy_dir: Path | None = None
+    dlp: Literal["off", "detect"] = "detect"
+    dlp_config: Path | None = None
+    dlp_block: tuple[str, ...] = ()
+    dlp_redact: tuple[str, ...] = ()
+    dlp_reversible: bool = False
     audit_path: Path = dataclasses.field(default_factory=_default_audit_path)
     audit_fsync: Literal["always", "background", "never"] = "background"
     audit_fsync_interval: float = 0.02
@@ -239,6 +249,24 @@ class Settings:
                 f"{self.audit_fsync!r} is not an fsync policy",
                 "Use always (each call waits for its record to reach the disk), background "
                 "(the default: synced continuously by a background thread) or never.",
+            )
+        if self.dlp not in ("off", "detect"):
+            raise _err(
+                "dlp",
+                f"{self.dlp!r} is not a DLP mode",
+                "Use detect (scan every request; the default) or off.",
+            )
+        if (self.dlp_block or self.dlp_redact) and self.dlp == "off":
+            raise _err(
+                "dlp",
+                "is off, but SECURE_DS_DLP_BLOCK or SECURE_DS_DLP_REDACT asks for DLP",
+                "Set SECURE_DS_DLP=detect, or unset the block/redact lists.",
+            )
+        if self.dlp_config is not None and not Path(self.dlp_config).is_file():
+            raise _err(
+                "dlp_config",
+                f"{self.dlp_config} is not a readable file",
+                "Point it at a TOML file of [[pattern]] and [[dictionary]] rules.",
             )
         if self.token_provider not in ("embedded", "api-key"):
             raise _err(
@@ -392,7 +420,16 @@ _FLOAT_FIELDS = {
     "connect_timeout",
     "read_timeout",
 }
-_PATH_FIELDS = {"client_cert", "client_key", "ca_bundle", "issuer_key", "policy_dir", "audit_path"}
+_PATH_FIELDS = {
+    "client_cert",
+    "client_key",
+    "ca_bundle",
+    "issuer_key",
+    "policy_dir",
+    "audit_path",
+    "dlp_config",
+}
+_LIST_FIELDS = {"roles", "dlp_block", "dlp_redact"}
 _SECRET_FIELDS = {"api_key", "client_key_password"}
 
 
@@ -416,8 +453,15 @@ def _parse(field: str, raw: str) -> Any:
         return Path(raw).expanduser()
     if field in _SECRET_FIELDS:
         return Secret(raw)
-    if field == "roles":
+    if field in _LIST_FIELDS:
         return tuple(r.strip() for r in raw.split(",") if r.strip())
+    if field == "dlp_reversible":
+        lowered = raw.lower()
+        if lowered in ("1", "true", "yes", "on"):
+            return True
+        if lowered in ("0", "false", "no", "off"):
+            return False
+        raise ConfigError(var, f"{raw!r} is not a boolean", fix=f"Set {var} to true or false.")
     if field == "attributes":
         try:
             value = json.loads(raw)

@@ -159,6 +159,8 @@ class Call:
     outcome: Outcome = "permit"
     error: dict[str, str] | None = None
     exception: BaseException | None = None  # raised to the caller once the call is audited
+    dlp: list[Any] | None = None  # (TextSlot, ScanResult) per text, set by the DLP classifier
+    reidentifier: Any = None  # dlp Reidentifier when a reversible redaction was applied
 
     @classmethod
     def from_request(cls, request: httpx2.Request) -> Call:

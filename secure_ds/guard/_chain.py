@@ -41,6 +41,8 @@ from ._stages import (
     ObligationRefused,
     PolicyDecider,
     Unmetered,
+    WithObligations,
+    configured_obligations,
 )
 
 __all__ = ["Guard", "SSEUsageTracker"]
@@ -72,13 +74,19 @@ class Guard:
         decider: PolicyDecider | None = None,
         meter: Meter | None = None,
     ) -> Guard:
+        if classifier is None:
+            classifier = _default_classifier(settings)
+        decider = decider or AllowAll()
+        obligations = configured_obligations(settings)
+        if obligations:
+            decider = WithObligations(decider, obligations)
         return cls(
             settings=settings,
             token_provider=token_provider,
             audit_log=audit_log,
             cert_thumbprint=cert_thumbprint,
-            classifier=classifier or NoClassification(),
-            decider=decider or AllowAll(),
+            classifier=classifier,
+            decider=decider,
             meter=meter or Unmetered(),
             enforcer=Enforcer(settings),
             retry=RetryPolicy.from_settings(settings),
@@ -282,6 +290,16 @@ class Guard:
 
     def record(self, call: Call) -> dict[str, Any]:
         return build_record(call)
+
+
+def _default_classifier(settings: Settings) -> Classifier:
+    if settings.dlp == "off":
+        return NoClassification()
+    from ..dlp import Scanner, default_scanner
+    from ..dlp._guard import DLPClassifier
+
+    scanner = Scanner.from_config(settings.dlp_config) if settings.dlp_config else default_scanner()
+    return DLPClassifier(scanner)
 
 
 def _stage_failed(stage: str, exc: Exception) -> str:

@@ -8,9 +8,11 @@ shows which calls ran without a real policy, classifier or budget.
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Protocol, runtime_checkable
 
 from ..config import Settings
+from ..dlp._guard import DLPRefusal, apply_dlp_obligation
 from ._call import Call, Classification, Decision, Metering
 
 __all__ = [
@@ -82,6 +84,38 @@ class Unmetered:
         return None
 
 
+class WithObligations:
+    """Adds configured obligations (e.g. ``SECURE_DS_DLP_BLOCK``) to every permit of
+    the decider it wraps; a deny stays a deny."""
+
+    def __init__(self, decider: PolicyDecider, obligations: tuple[str, ...]) -> None:
+        self.decider = decider
+        self.obligations = obligations
+        self._last: tuple[Decision, Decision] | None = None
+
+    def decide(self, call: Call) -> Decision:
+        decision = self.decider.decide(call)
+        if decision.effect != "permit":
+            return decision
+        last = self._last
+        if last is not None and last[0] is decision:
+            return last[1]  # a decider that returns shared values: extend it once
+        extended = replace(decision, obligations=decision.obligations + self.obligations)
+        self._last = (decision, extended)
+        return extended
+
+
+def configured_obligations(settings: Settings) -> tuple[str, ...]:
+    """The obligations the DLP settings ask for on every call."""
+    obligations: list[str] = []
+    if settings.dlp_block:
+        obligations.append("block:" + ",".join(settings.dlp_block))
+    if settings.dlp_redact:
+        suffix = ":reversible" if settings.dlp_reversible else ""
+        obligations.append("redact:" + ",".join(settings.dlp_redact) + suffix)
+    return tuple(obligations)
+
+
 class ObligationRefused(Exception):
     """The enforcer cannot carry out an obligation; the permit turns into a deny."""
 
@@ -89,8 +123,10 @@ class ObligationRefused(Exception):
 class Enforcer:
     """enforce: carry out obligations and apply the configured request defaults.
 
-    Known obligations: ``cap_max_tokens:N`` and ``route:MODEL``. Any other obligation
-    raises :class:`ObligationRefused` (fail closed). Besides obligations it strips a
+    Known obligations: ``cap_max_tokens:N``, ``route:MODEL``, and the DLP ones,
+    ``block:<kinds>`` and ``redact:<kinds>[:reversible]`` (see
+    :mod:`secure_ds.dlp._guard`). Any other obligation raises
+    :class:`ObligationRefused` (fail closed). Besides obligations it strips a
     model pin (``name@version`` is recorded, the bare name sent) and fills
     ``max_tokens``/``temperature``/``top_p``/``frequency_penalty`` from
     ``DEEPSEEK_*`` when the request leaves them out.
@@ -140,6 +176,12 @@ class Enforcer:
 
     def _apply(self, call: Call, body: dict[str, object], obligation: str) -> None:
         kind, _, arg = obligation.partition(":")
+        if kind in ("block", "redact"):
+            try:
+                apply_dlp_obligation(call, obligation)
+            except DLPRefusal as exc:
+                raise ObligationRefused(str(exc)) from None
+            return
         if kind == "cap_max_tokens" and arg.isdigit() and int(arg) > 0:
             cap = int(arg)
             current = body.get("max_tokens")

@@ -18,6 +18,7 @@ from collections.abc import AsyncIterator, Iterator
 import anyio
 import httpx2
 
+from ..dlp._responses import SSEReidentifier, reidentify_body
 from ..errors import StreamInterrupted
 from ._attempts import Attempts
 from ._call import Call
@@ -54,6 +55,8 @@ class GuardedTransport(httpx2.BaseTransport):
                 )
             body = response.read()
             guard.complete(call, response.status_code, body)
+            if call.reidentifier is not None:
+                response = _with_body(response, reidentify_body(body, call.reidentifier))
         except TRANSPORT_ERRORS as exc:
             # Never let an httpx2 error out: the SDK would wrap it and retry the whole
             # call, which would leave one record per SDK attempt.
@@ -103,10 +106,16 @@ class _AuditedStream(httpx2.SyncByteStream):
         self._finished = False
 
     def __iter__(self) -> Iterator[bytes]:
+        rewriter = _rewriter(self._call)
         try:
             for chunk in self._response.iter_raw():
                 self._tracker.feed(chunk)
-                yield chunk
+                if rewriter is None:
+                    yield chunk
+                elif rewritten := rewriter.feed(chunk):
+                    yield rewritten
+            if rewriter is not None and (rest := rewriter.flush()):
+                yield rest
         except TRANSPORT_ERRORS as exc:
             error = _stream_error(self._call, self._tracker, exc)
             self._finish(error)
@@ -156,6 +165,8 @@ class AsyncGuardedTransport(httpx2.AsyncBaseTransport):
                 )
             body = await response.aread()
             guard.complete(call, response.status_code, body)
+            if call.reidentifier is not None:
+                response = _with_body(response, reidentify_body(body, call.reidentifier))
         except TRANSPORT_ERRORS as exc:
             error = _mapped(exc, call)
             guard.fail(call, error)
@@ -207,10 +218,16 @@ class _AsyncAuditedStream(httpx2.AsyncByteStream):
         self._finished = False
 
     async def __aiter__(self) -> AsyncIterator[bytes]:
+        rewriter = _rewriter(self._call)
         try:
             async for chunk in self._response.aiter_raw():
                 self._tracker.feed(chunk)
-                yield chunk
+                if rewriter is None:
+                    yield chunk
+                elif rewritten := rewriter.feed(chunk):
+                    yield rewritten
+            if rewriter is not None and (rest := rewriter.flush()):
+                yield rest
         except TRANSPORT_ERRORS as exc:
             error = _stream_error(self._call, self._tracker, exc)
             await self._finish(error)
@@ -236,6 +253,23 @@ class _AsyncAuditedStream(httpx2.AsyncByteStream):
         if error is not None:
             guard.fail(self._call, error)
         await self._transport._audit(self._call)
+
+
+def _rewriter(call: Call) -> SSEReidentifier | None:
+    """Streams whose request was redacted reversibly get their placeholders replaced;
+    the tracker (and so the audit record's hash) still sees the bytes as received."""
+    return SSEReidentifier(call.reidentifier) if call.reidentifier is not None else None
+
+
+def _with_body(response: httpx2.Response, body: bytes) -> httpx2.Response:
+    headers = [(k, v) for k, v in response.headers.multi_items() if k.lower() != "content-length"]
+    return httpx2.Response(
+        response.status_code,
+        headers=headers,
+        content=body,
+        request=response.request,
+        extensions=response.extensions,
+    )
 
 
 def _mapped(exc: BaseException, call: Call) -> BaseException:

@@ -69,7 +69,7 @@ def test_one_audit_record_per_call_with_identity_and_hashes(
     assert actor["certificate_bound"] is True
     assert actor["token_jti"] == sb.stats.last_claims["jti"]
     assert record["decide"]["engine"] == "allow-all"  # the permissive default is recorded
-    assert record["classify"]["engine"] == "none"
+    assert record["classify"] == {"engine": "dlp", "classification": "public", "findings": []}
     assert record["meter"]["engine"] == "unmetered"
     assert record["response"]["usage"]["prompt_cache_miss_tokens"] >= 0
     assert len(record["request"]["body_sha256"]) == 64

@@ -96,10 +96,22 @@ def test_smaller_request_is_not_raised_by_a_cap(settings) -> None:  # type: igno
     assert json.loads(call.outgoing_content())["max_tokens"] == 100
 
 
-@pytest.mark.parametrize("obligation", ["redact:pii", "cap_max_tokens:lots", "route:", "x"])
+@pytest.mark.parametrize(
+    "obligation", ["quarantine:pii", "cap_max_tokens:lots", "route:", "x", "redact:"]
+)
 def test_unknown_or_malformed_obligation_is_refused(settings, obligation: str) -> None:  # type: ignore[no-untyped-def]
     call = _call({"model": "deepseek-flash", "messages": []})
-    with pytest.raises(ObligationRefused, match="not one secure-ds can carry out"):
+    with pytest.raises(ObligationRefused, match=r"not one secure-ds can carry out|malformed"):
+        Enforcer(settings).enforce(
+            call, Decision(effect="permit", engine="t", obligations=(obligation,))
+        )
+
+
+@pytest.mark.parametrize("obligation", ["redact:email", "block:private_key"])
+def test_dlp_obligations_need_the_dlp_classifier(settings, obligation: str) -> None:  # type: ignore[no-untyped-def]
+    call = _call({"model": "deepseek-flash", "messages": [{"role": "user", "content": "hi"}]})
+    assert call.dlp is None  # no DLP scan ran for this call
+    with pytest.raises(ObligationRefused, match="needs the DLP classifier"):
         Enforcer(settings).enforce(
             call, Decision(effect="permit", engine="t", obligations=(obligation,))
         )

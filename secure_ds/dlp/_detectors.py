@@ -1,0 +1,503 @@
+"""The built-in detectors for structured data: a cheap search, then validation.
+
+Why it is written this way: the scanner sits in front of every API call, so it has to
+run at tens of MB/s in pure Python and stay linear on hostile input.
+
+* Every search starts where a match can start, found in C: a literal located with
+  ``find`` (``eyJ``, ``AKIA``, ``-----BEGIN``), a literal regex prefix (``@``), or a
+  marker in the byte skeleton of :mod:`~secure_ds.dlp._context` (numbers, IBANs).
+* Right after the first character a fixed-width look-behind rejects positions inside
+  a word, and repetitions are bounded and possessive (``{1,64}+``), so no pattern
+  backtracks more than a constant amount per position.
+* What a pattern cannot decide (checksums, registries, context words, entropy) is
+  checked in Python, for the few candidates the patterns let through.
+
+Vendor tokens and keys are in :mod:`secure_ds.dlp._tokens`, context-dependent
+secrets (``password = ...``) in :mod:`secure_ds.dlp._secrets`.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+
+from ._context import Context
+from ._model import Finding
+from ._secrets import find_secrets
+from ._tokens import find_private_keys, find_slack_webhooks, find_tokens
+from ._validators import (
+    card_brand,
+    country_code_split,
+    iban_length,
+    iban_valid,
+    ipv4_reportable,
+    ipv6_reportable,
+    luhn_valid,
+    nanp_valid,
+    ssn_valid,
+)
+
+__all__ = ["BUILTIN_DETECTORS", "Detector"]
+
+_WORD = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_")
+
+
+@dataclass(frozen=True, slots=True)
+class Detector:
+    """One family of detectors: ``find`` runs only if a trigger occurs in the text."""
+
+    name: str
+    find: Callable[[Context], Iterator[Finding]]
+    triggers: tuple[str, ...] = ()  # substrings of the text; () means always run
+
+
+def _has_any(words: tuple[str, ...], window: str) -> bool:
+    return any(w in window for w in words)
+
+
+# ---------------------------------------------------------------- email ---
+
+_EMAIL_DOMAIN = re.compile(r"@([A-Za-z0-9\-]{1,63}+(?:\.[A-Za-z0-9\-]{1,63}+){1,8}+)")
+_LOCAL_REVERSED = re.compile(r"[A-Za-z0-9._%+\-]{1,65}+")
+_NOT_TLDS = frozenset(
+    [
+        "png",
+        "jpg",
+        "jpeg",
+        "gif",
+        "svg",
+        "webp",
+        "ico",
+        "bmp",
+        "tif",
+        "tiff",
+        "js",
+        "mjs",
+        "cjs",
+        "ts",
+        "tsx",
+        "jsx",
+        "css",
+        "scss",
+        "map",
+        "json",
+        "lock",
+        "yaml",
+        "yml",
+        "toml",
+        "ini",
+        "cfg",
+        "conf",
+        "txt",
+        "log",
+        "md",
+        "rst",
+        "py",
+        "pyc",
+        "rs",
+        "go",
+        "java",
+        "kt",
+        "class",
+        "jar",
+        "c",
+        "h",
+        "cc",
+        "cpp",
+        "hpp",
+        "sh",
+        "bash",
+        "zsh",
+        "ps1",
+        "bat",
+        "exe",
+        "dll",
+        "so",
+        "dylib",
+        "o",
+        "a",
+        "whl",
+        "egg",
+        "tar",
+        "gz",
+        "tgz",
+        "bz2",
+        "xz",
+        "zip",
+        "rar",
+        "pdf",
+        "doc",
+        "docx",
+        "xls",
+        "xlsx",
+        "csv",
+        "tsv",
+        "html",
+        "htm",
+        "xml",
+        "sql",
+        "db",
+        "sqlite",
+        "bin",
+        "dat",
+        "tmp",
+        "bak",
+        "old",
+        "swp",
+        "pem",
+        "crt",
+        "key",
+        "der",
+        "p12",
+        "pfx",
+        "mp3",
+        "mp4",
+        "wav",
+        "mov",
+        "avi",
+        "woff",
+        "woff2",
+        "ttf",
+        "otf",
+        "eot",
+    ]
+)
+
+
+def find_emails(ctx: Context) -> Iterator[Finding]:
+    text = ctx.text
+    for m in _EMAIL_DOMAIN.finditer(text):
+        at = m.start()
+        lm = _LOCAL_REVERSED.match(text[max(0, at - 65) : at][::-1])
+        if lm is None or lm.end() > 64:
+            continue
+        start = at - lm.end()
+        while start < at and text[start] in ".-+":
+            start += 1
+        local = text[start:at]
+        if not local or local[-1] == "." or ".." in local:
+            continue
+        # user:password@host inside a URL is a credential, not an address
+        scheme = text.rfind("://", max(0, start - 256), start)
+        if scheme >= 0 and not any(c.isspace() for c in text[scheme:start]):
+            continue
+        domain = m.group(1)
+        labels = domain.split(".")
+        tld = labels[-1]
+        if not (2 <= len(tld) <= 24 and (tld.isalpha() or tld.startswith("xn--"))):
+            continue
+        if tld.lower() in _NOT_TLDS or any(
+            not lab or lab[0] == "-" or lab[-1] == "-" for lab in labels
+        ):
+            continue
+        end = m.end()
+        if end < len(text) and text[end] == ":" and text[end + 1 : end + 2] not in ("", " "):
+            continue  # git@host:org/repo, user@host:/path
+        if end < len(text) and text[end] in _WORD:
+            continue
+        yield Finding("email", start, end, 0.95, "email")
+
+
+# ------------------------------------------------------- numeric formats ---
+
+# Every format that starts with a digit, in one pattern. ``\d``, ``[1-9]``, ``W``
+# (word character) and ``S`` (space, inside a class) are filled in twice: for the
+# real text, and for the skeleton (see _context), where every digit is ``1`` and the
+# pattern starts with the literal ``" 1"`` and a quick look-ahead that drops short
+# numbers. The skeleton pattern accepts a superset; the real one then decides.
+_NUMERIC_BODY = r"""
+    (?:
+        (?P<card>
+            \d{3}(?P<cs>[S\-])\d{4}(?P=cs)\d{4}(?P=cs)\d{4}(?:(?P=cs)\d{1,3})?
+          | \d{3}(?P<xs>[S\-])\d{6}(?P=xs)\d{4,5}
+          | \d{12,18}
+        )
+      | (?P<ssn>\d{2}-\d{2}-\d{4})
+      | (?P<nanp>
+            \d{2}(?P<ns>[\-.])\d{3}(?P=ns)\d{4}
+          | (?<=1)(?P<n1>[\-.S])\d{3}(?P=n1)\d{3}(?P=n1)\d{4}
+        )
+      | (?P<ipv4>\d{0,2}\.\d{1,3}\.\d{1,3}\.\d{1,3})
+      | (?P<ctx>\d{2}[S]\d{3}[S]\d{4}|\d{2}[S]\d{2}[S]\d{4}|\d{8}\d?)
+      | (?P<nat0>(?<=0)[1-9]\d{0,3}(?:[S/\-]\d{2,8}){1,4})
+    )
+    (?!W|[.\-]\d)
+"""
+_NUMERIC = re.compile(
+    r"[0-9](?<![0-9A-Za-z_.,+\-][0-9])"
+    + _NUMERIC_BODY.replace(r"\d", "[0-9]").replace("W", "[0-9A-Za-z_]").replace("S", r"\ "),
+    re.VERBOSE,
+)
+_NUMERIC_SKELETON = re.compile(
+    (
+        # the look-ahead: the first characters some format needs, so that years,
+        # times, dates and small counts fail at once
+        r"\ 1(?=1{7}|11[\-.\ /]1|1{0,2}\.1{1,3}\.|111[\ \-/]111|1111[\ \-/]11"
+        r"|[\-.\ ]111[\-.\ ]|1\ 11\ 11\ 11)"
+        + _NUMERIC_BODY.replace(r"\d", "1")
+        .replace("[1-9]", "1")
+        .replace("(?<=0)", "(?<=1)")
+        .replace("W", "[1aA]")
+        .replace("S", r"\ ")
+    ).encode(),
+    re.VERBOSE,
+)
+_INTL_PHONE = re.compile(
+    r"\+(?<![0-9A-Za-z_+]\+)[1-9]"
+    r"(?:[0-9]|[\ .\-]?\(0\)\ ?|[\ .\-/]?\(?[0-9]{1,5}\)?){2,20}+"
+    r"(?![0-9A-Za-z_]|[.\-][0-9])"
+)
+_PAREN_PHONE = re.compile(
+    r"\((?<![0-9A-Za-z_]\()[2-9][0-9]{2}\)\ ?[2-9][0-9]{2}[\-.\ ][0-9]{4}"
+    r"(?![0-9A-Za-z_]|[.\-][0-9])"
+)
+_NON_DIGITS = re.compile(r"[^0-9]+")
+_SEPARATOR = re.compile(r"[ /\-]")
+_HEX_PAIR_AFTER = re.compile(r" [0-9A-Fa-f]{2}(?![0-9A-Za-z])")
+_HEX_PAIR_BEFORE = re.compile(r"(?<![0-9A-Za-z])[0-9A-Fa-f]{2} \Z")
+
+_PHONE_WORDS = (
+    "phone", "tel", "mobile", "cell", "call", "fax", "contact", "whatsapp", "sms",
+    "reach", "mob", "landline", "dial", "hotline", "ph:", "ph.",
+)  # fmt: skip
+_SSN_WORDS = ("ssn", "social security", "ss#", "ss #", "social sec", "taxpayer", "tin:")
+_CARD_WORDS = (
+    "card", "visa", "mastercard", "amex", "american express", "discover", "credit",
+    "debit", "cc", "pan", "payment", "jcb", "diners", "cvv", "expir",
+)  # fmt: skip
+_ID_WORDS = (
+    "order", "invoice", "tracking", "trace", "txn", "transaction", "id", "ref",
+    "request", "ticket", "#", "no.", "serial", "sku", "build",
+)  # fmt: skip
+_VERSION_BEFORE = re.compile(r"(?:version|release|build|firmware|\bver|agent|rev)[\s:=#v.]*$")
+
+
+def find_numbers(ctx: Context) -> Iterator[Finding]:
+    """Cards, SSNs, national phone formats and IPv4 addresses: one pass."""
+    text = ctx.text
+    resume = 0
+    for candidate in _NUMERIC_SKELETON.finditer(ctx.skeleton):
+        start = candidate.start()
+        if start < resume:
+            continue
+        m = _NUMERIC.match(text, start)
+        if m is None:
+            continue
+        end = resume = m.end()
+        value = m.group()
+        kind = m.lastgroup
+        if kind == "card":
+            found = _card(ctx, start, end, value)
+        elif kind == "ssn":
+            found = _ssn(ctx, start, end, value, dashed=True)
+        elif kind == "nanp":
+            found = _nanp(ctx, start, end, value)
+        elif kind == "ipv4":
+            found = _ipv4(ctx, start, end, value)
+        elif kind == "ctx":
+            found = _needs_context(ctx, start, end, value)
+        else:
+            found = _national_phone(ctx, start, end, value)
+        if found is not None:
+            yield found
+
+
+def _card(ctx: Context, start: int, end: int, value: str) -> Finding | None:
+    plain = value.isdigit()
+    digits = value if plain else _NON_DIGITS.sub("", value)
+    if card_brand(digits) is None or not luhn_valid(digits):
+        return None
+    if not plain:
+        return Finding("credit_card", start, end, 0.97, "credit_card")
+    # no separators: could be any long identifier, so look at the words before it
+    window = ctx.before(start, 32)
+    has_card_word = _has_any(_CARD_WORDS, window)
+    if not has_card_word and _has_any(_ID_WORDS, window):
+        return None
+    return Finding("credit_card", start, end, 0.95 if has_card_word else 0.85, "credit_card")
+
+
+def _ssn(ctx: Context, start: int, end: int, value: str, *, dashed: bool) -> Finding | None:
+    digits = _NON_DIGITS.sub("", value)
+    if len(digits) != 9 or not ssn_valid(digits[:3], digits[3:5], digits[5:]):
+        return None
+    context = _has_any(_SSN_WORDS, ctx.before(start, 40))
+    if not dashed and not context:
+        return None
+    return Finding("us_ssn", start, end, 0.95 if context else 0.85, "us_ssn")
+
+
+def _nanp(ctx: Context, start: int, end: int, value: str) -> Finding | None:
+    digits = _NON_DIGITS.sub("", value)
+    if len(digits) == 11:
+        digits = digits[1:]
+    if not nanp_valid(digits[:3], digits[3:6]):
+        return None
+    if " " in value and not _has_any(_PHONE_WORDS, ctx.before(start, 40)):
+        return None
+    return Finding("phone", start, end, 0.85, "phone")
+
+
+def _ipv4(ctx: Context, start: int, end: int, value: str) -> Finding | None:
+    if not ipv4_reportable(value):
+        return None
+    if _VERSION_BEFORE.search(ctx.before(start, 24)):
+        return None
+    return Finding("ip_address", start, end, 0.9, "ip_address")
+
+
+def _national_phone(ctx: Context, start: int, end: int, value: str) -> Finding | None:
+    """UK (0xx xxxx xxxx, 07xxx xxxxxx), French (0x xx xx xx xx), German (0xxx xxxxxxx)."""
+    groups = _SEPARATOR.split(value)
+    if len(set(_SEPARATOR.findall(value, len(groups[0]) + 1))) > 1:
+        return None
+    sizes = [len(g) for g in groups]
+    total = sum(sizes)
+    fr = sizes == [2, 2, 2, 2, 2]
+    uk = total == 11 and 3 <= sizes[0] <= 5 and len(sizes) in (2, 3) and min(sizes[1:]) >= 3
+    de = len(sizes) == 2 and 3 <= sizes[0] <= 5 and 10 <= total <= 12 and sizes[1] >= 5
+    if not (fr or uk or de):
+        return None
+    text = ctx.text
+    if _HEX_PAIR_AFTER.match(text, end) or _HEX_PAIR_BEFORE.search(text, max(0, start - 3), start):
+        return None  # a run of byte values in a hex dump
+    context = _has_any(_PHONE_WORDS, ctx.before(start, 40))
+    return Finding("phone", start, end, 0.9 if context else 0.75, "phone")
+
+
+def _needs_context(ctx: Context, start: int, end: int, value: str) -> Finding | None:
+    """Formats too common in other data to report without a context word."""
+    digits = value.replace(" ", "")
+    if len(digits) == 9 and (len(value) == 9 or (value[3] == " " and value[6] == " ")):
+        return _ssn(ctx, start, end, value, dashed=False)
+    if (
+        len(digits) == 10
+        and nanp_valid(digits[:3], digits[3:6])
+        and _has_any(_PHONE_WORDS, ctx.before(start, 40))
+    ):
+        return Finding("phone", start, end, 0.8, "phone")
+    return None
+
+
+def find_intl_phones(ctx: Context) -> Iterator[Finding]:
+    """E.164-style numbers: ``+`` country code, national number, common separators."""
+    text = ctx.text
+    for m in _INTL_PHONE.finditer(text):
+        found = _intl(m.start(), m.group())
+        if found is not None:
+            yield found
+
+
+def _intl(start: int, raw: str) -> Finding | None:
+    if raw.count("(") != raw.count(")"):
+        return None
+    # Try the whole run, then shorter prefixes ending at a group boundary (the run
+    # may have swallowed a following number).
+    for cut in range(len(raw), 1, -1):
+        if not raw[cut - 1].isdigit() or (cut < len(raw) and raw[cut].isdigit()):
+            continue
+        candidate = raw[:cut]
+        digits = _NON_DIGITS.sub("", candidate.replace("(0)", ""))
+        split = country_code_split(digits)
+        if split is None:
+            return None
+        cc, (lo, hi) = split
+        nsn = digits[len(cc) :]
+        if len(digits) > 15 or not lo <= len(nsn) <= hi:
+            continue
+        if cc == "1" and not nanp_valid(nsn[:3], nsn[3:6]):
+            continue
+        if candidate.count("(") != candidate.count(")"):
+            continue
+        return Finding("phone", start, start + cut, 0.9, "phone")
+    return None
+
+
+def find_paren_phones(ctx: Context) -> Iterator[Finding]:
+    """``(415) 555-0132``: the parenthesised NANP area code."""
+    for m in _PAREN_PHONE.finditer(ctx.text):
+        digits = _NON_DIGITS.sub("", m.group())
+        if nanp_valid(digits[:3], digits[3:6]):
+            yield Finding("phone", m.start(), m.end(), 0.9, "phone")
+
+
+# ----------------------------------------------------------------- IBAN ---
+
+_IBAN = re.compile(
+    r"[A-Z](?<![A-Za-z0-9_][A-Z])[A-Z][0-9]{2}(?:\ ?[A-Z0-9]{4}){2,7}+(?:\ ?[A-Z0-9]{1,3})?"
+)
+_IBAN_SKELETON = re.compile(rb"AA11(?<![1aA]AA11)")
+
+
+def find_ibans(ctx: Context) -> Iterator[Finding]:
+    text = ctx.text
+    for candidate in _IBAN_SKELETON.finditer(ctx.skeleton):
+        m = _IBAN.match(text, candidate.start() - 1)
+        if m is None:
+            continue
+        value = m.group()
+        length = iban_length(value[:2])
+        if length is None:
+            continue
+        # take exactly the country's length; the pattern may run into a next word
+        count = 0
+        end = m.start()
+        for i, ch in enumerate(value):
+            if ch != " ":
+                count += 1
+                if count == length:
+                    end = m.start() + i + 1
+                    break
+        if count < length or (end < len(text) and text[end] in _WORD):
+            continue
+        if iban_valid(text[m.start() : end].replace(" ", "")):
+            yield Finding("iban", m.start(), end, 0.97, "iban")
+
+
+# ----------------------------------------------------------------- IPv6 ---
+
+_V6_TRIGGER = re.compile(r"::|:[0-9A-Fa-f]{1,4}:[0-9A-Fa-f]{1,4}:[0-9A-Fa-f]{1,4}:")
+_V6_BACK = re.compile(r"[0-9A-Fa-f:]{0,39}+")
+_V6_FORWARD = re.compile(r"[0-9A-Fa-f:.]{0,45}+")
+_V6_BEFORE = _WORD | {".", ":"}
+
+
+def find_ipv6(ctx: Context) -> Iterator[Finding]:
+    text = ctx.text
+    pos = 0
+    while True:
+        m = _V6_TRIGGER.search(text, pos)
+        if m is None:
+            return
+        at = m.start()
+        back = _V6_BACK.match(text[max(0, at - 39) : at][::-1])
+        start = at - (back.end() if back else 0)
+        forward = _V6_FORWARD.match(text, at)
+        end = forward.end() if forward else m.end()
+        pos = max(end, m.end())
+        while end > start and text[end - 1] in ".:" and not text[start:end].endswith("::"):
+            end -= 1
+        if start > 0 and text[start - 1] in _V6_BEFORE:
+            continue
+        if end < len(text) and text[end] in _WORD:
+            continue
+        candidate = text[start:end]
+        if "::" not in candidate and all(len(g) == 2 for g in candidate.split(":")):
+            continue  # MAC-style octets
+        if ipv6_reportable(candidate):
+            yield Finding("ip_address", start, end, 0.9, "ip_address")
+
+
+BUILTIN_DETECTORS: tuple[Detector, ...] = (
+    Detector("email", find_emails, ("@",)),
+    Detector("numbers", find_numbers),
+    Detector("intl_phone", find_intl_phones, ("+",)),
+    Detector("paren_phone", find_paren_phones, ("(",)),
+    Detector("iban", find_ibans),
+    Detector("ipv6", find_ipv6, (":",)),
+    Detector("tokens", find_tokens),
+    Detector("private_key", find_private_keys, ("-----BEGIN ",)),
+    Detector("slack_webhook", find_slack_webhooks, ("hooks.slack.com/",)),
+    Detector("secret", find_secrets),
+)

@@ -1,0 +1,228 @@
+"""Secrets recognised by where they stand: ``password = ...``, ``Bearer ...``, URLs.
+
+A random 32-character string is not a secret by itself (it may be a request id or a
+content hash), but after ``client_secret:`` it is. This detector looks for key names
+that hold credentials (password, passwd, pwd, passphrase, secret, token, credential,
+``api_key`` and other ``*_key`` names, Authorization/Bearer headers, the password in
+``scheme://user:password@host``) and reports the value assigned to them when:
+
+* the name is not *about* a secret (``password_hash``, ``max_tokens``,
+  ``secret_name``, ``token_url``, ``key_id`` ...);
+* the value is not a placeholder or code (``${DB_PASSWORD}``, ``<your-key>``,
+  ``os.environ["TOKEN"]``, ``null``, ``********``, ``changeme``);
+* it looks like a credential: for password names at least 6 characters of two
+  character classes; for the others at least 16 characters with digits, two classes
+  and a Shannon entropy of at least 3 bits per character.
+
+A value of exactly 40 base64 characters under an AWS name is an ``aws_secret_key``;
+everything else is ``secret``. Confidence stays at 0.7-0.8, below the specific
+detectors, so a recognisable token (JWT, GitHub, ``sk-``) assigned to ``token=``
+keeps its own kind when overlaps are resolved.
+
+Key names are found with ``bytes.find`` in the lower-cased byte view of the text,
+which is much faster than a case-insensitive regex scan.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterator
+
+from ._context import Context, literal_hits
+from ._model import Finding
+from ._validators import char_classes, digit_count, entropy_at_least
+
+__all__ = ["aws_secret_shape", "find_secrets"]
+
+_TAIL = (
+    rb"(?P<rest>[a-z0-9_.\-]{0,40}+)[\\\"'\]]{0,3}+[ \t]{0,3}+(?P<op>=>|:=|=|:|is[ \t])[ \t]{0,3}+"
+)
+_KEYWORDS: tuple[tuple[bytes, re.Pattern[bytes]], ...] = (
+    (b"pass", re.compile(rb"pass(?:word|wd|phrase|code)?(?![a-z])" + _TAIL)),
+    (b"pwd", re.compile(rb"pwd(?![a-z])" + _TAIL)),
+    (b"secret", re.compile(rb"secret" + _TAIL)),
+    (b"token", re.compile(rb"token(?!iz|s(?![a-z]))" + _TAIL)),
+    (b"key", re.compile(rb"key" + _TAIL)),
+    (b"credential", re.compile(rb"credentials?" + _TAIL)),
+    (b"authorization", re.compile(rb"authorization" + _TAIL)),
+    (b"bearer", re.compile(rb"bearer(?P<rest>)(?P<op>[ \t]{1,3}+)")),
+)
+_IDENT_BACK = re.compile(rb"[a-z0-9_.\-]{0,40}+")
+_VALUE = re.compile(
+    r"\"(?P<dq>[^\"\n]{1,256}+)\"|'(?P<sq>[^'\n]{1,256}+)'|`(?P<bq>[^`\n]{1,256}+)`"
+    r"|(?P<bare>[^\s\"'`,;]{1,256}+)"
+)
+
+
+def _alternation(words: str) -> str:
+    """A regex alternation of ``words`` grouped by first letter, so the engine
+    rejects most positions after one character comparison."""
+    groups: dict[str, list[str]] = {}
+    for word in sorted(set(words.split()), key=len, reverse=True):
+        groups.setdefault(word[0], []).append(re.escape(word[1:]))
+    return "|".join(f"{re.escape(c)}(?:{'|'.join(rest)})" for c, rest in sorted(groups.items()))
+
+
+# words that make a key name *about* a secret rather than holding one
+_NAME_BLOCK = re.compile(
+    _alternation(
+        "hash length count size type name file path endpoint expir timeout field policy "
+        "prompt header limit version format pattern regex mode enable required reset hint "
+        "label usage tokeniz provider manager source location rotation prefix suffix "
+        "question strength store vault request forgot change valid placeholder template "
+        "salt keyboard keyword keystroke keyspace keychain passenger compass bypass "
+        "passthrough public monkey turkey whiskey hockey jockey donkey cache partition "
+        "sort primary foreign hotkey keymap keycode keyframe budget bucket"
+    )
+)
+_NAME_BLOCK_SHORT = re.compile(
+    r"(?:^|[_.\-])(?:"
+    + _alternation(
+        "id ids len min max ttl ref dir arn env uri url tokens keys kid fingerprint "
+        "algorithm alg bits ssh pub cert crt csr"
+    )
+    + r")(?:$|[_.\-])"
+)
+_KEY_QUALIFIERS = re.compile(
+    _alternation(
+        "api access private secret signing encryption auth master client app service "
+        "license session account bot webhook deploy admin aes hmac jwt shared"
+    )
+)
+_GLUED_PREFIXES = (
+    "_", "db", "api", "access", "auth", "client", "user", "private", "secret", "signing",
+    "app", "master", "admin", "root", "service", "bot", "github", "slack", "npm",
+    "session", "csrf", "refresh", "id", "mysql", "redis", "smtp", "mail", "ldap", "keystore",
+)  # fmt: skip
+_PLACEHOLDER = re.compile(
+    r"""(?ix)
+    \$\{?[A-Za-z_][A-Za-z0-9_.\-]*\}?
+    | \$\(.*\) | %\(.*\)s? | %[A-Za-z_]+% | \{\{.*\}\} | \{[A-Za-z_]+\} | <[^<>]*> | \[[^\[\]]*\]
+    | [*xX.\-_#?•]+ | [0-9]+
+    | (?:none|null|nil|true|false|yes|no|undefined|empty|unset|required|optional|string
+        |changeme|change[_\-]?me|password|passwd|secret|token|redacted|removed|hidden|masked
+        |dummy|test|testing|placeholder|todo|tbd|n/a|na|default|example|sample|foo|bar|baz
+        |qwerty|letmein|admin|root|guest|user|secret123|password123)
+    | (?:your|my|the|some|insert|enter|replace|put)[_\-\ ]?[A-Za-z_\-\ ]*
+    | [A-Za-z_\-]*(?:example|placeholder|dummy|sample|redacted|changeme)[A-Za-z_\-0-9]*
+    """
+)
+_CODE_REFERENCE = re.compile(
+    r"(?:[A-Za-z_][A-Za-z0-9_]*\.)+[A-Za-z_][A-Za-z0-9_]*|[A-Za-z_]+"
+)  # settings.TOKEN, os.environ, password_input
+_AUTH_SCHEMES = ("bearer", "basic", "token", "digest", "bot")
+_PASSWORD_KEYWORDS = (b"pass", b"pwd", b"credential")
+_CODE_LIKE = re.compile(r"[(\[{]")
+# a value can only be a placeholder if it is short or has one of these characters
+_PLACEHOLDER_HINT = re.compile(
+    r"^.{0,24}$|[$%{<\[*xX•]|example|placeholder|dummy|sample|redacted|changeme", re.I
+)
+_AWS_NAME_HINTS = re.compile(r"aws|secret_?access|secret-access")
+
+
+def aws_secret_shape(value: str) -> bool:
+    """40 base64 characters that look random (git SHAs are lower-case hex only)."""
+    return (
+        len(value) == 40
+        and any(c.isupper() for c in value)
+        and any(c.islower() for c in value)
+        and any(c.isdigit() or c in "/+" for c in value)
+        and entropy_at_least(value, 4.0)
+    )
+
+
+def find_secrets(ctx: Context) -> Iterator[Finding]:
+    """Values assigned to password/secret/token/key names, and URL passwords."""
+    low = ctx.low
+    text = ctx.text
+    for keyword, pattern in _KEYWORDS:
+        for m in literal_hits(low, keyword, pattern):
+            found = _assignment(text, low, keyword, m)
+            if found is not None:
+                yield found
+    if "://" in text:
+        yield from _url_credentials(ctx)
+
+
+def _assignment(text: str, low: bytes, keyword: bytes, m: re.Match[bytes]) -> Finding | None:
+    kw_start = m.start()
+    # a keyword glued to the end of a lower-case word (bypass, compass) is not one
+    if (
+        kw_start
+        and text[kw_start - 1].islower()
+        and text[kw_start].islower()
+        and not text[max(0, kw_start - 8) : kw_start].lower().endswith(_GLUED_PREFIXES)
+    ):
+        return None
+    back = _IDENT_BACK.match(low[max(0, kw_start - 40) : kw_start][::-1])
+    ident = low[kw_start - back.end() if back else kw_start : m.end("rest")].decode("latin-1")
+    if _NAME_BLOCK.search(ident) or _NAME_BLOCK_SHORT.search(ident):
+        return None
+    if keyword == b"key" and not _KEY_QUALIFIERS.search(ident):
+        return None
+    value_m = _VALUE.match(text, m.end())
+    if value_m is None:
+        return None
+    group = value_m.lastgroup or "bare"
+    v_start, v_end = value_m.span(group)
+    value = text[v_start:v_end]
+    bare = group == "bare"
+    if bare and value[-1] in ".)]}>":
+        stripped = value.rstrip(".)]}>")
+        v_end -= len(value) - len(stripped)
+        value = stripped
+    # "Authorization: Bearer abc" -> the credential is what follows the scheme
+    if keyword != b"bearer" and value[:6].lower().startswith(_AUTH_SCHEMES):
+        first, space, rest = value.partition(" ")
+        if first.lower() in _AUTH_SCHEMES:
+            if bare:  # the scheme alone was the bare value; the token follows
+                nxt = _VALUE.match(text, v_end + 1) if text[v_end : v_end + 1] == " " else None
+                if nxt is None or nxt.lastgroup != "bare":
+                    return None
+                v_start, v_end = nxt.span("bare")
+                value = text[v_start:v_end]
+            elif space:
+                v_start += len(first) + 1
+                value = rest
+    if not value or (bare and (_CODE_LIKE.search(value) or _CODE_REFERENCE.fullmatch(value))):
+        return None  # code: os.environ["X"], get_secret(), settings.TOKEN, password_input
+    if _PLACEHOLDER_HINT.search(value) and _PLACEHOLDER.fullmatch(value):
+        return None
+    if len(value) == 40 and _AWS_NAME_HINTS.search(ident) and aws_secret_shape(value):
+        return Finding("aws_secret_key", v_start, v_end, 0.9, "aws_secret_key")
+    if keyword in _PASSWORD_KEYWORDS and _password_value(value):
+        return Finding("secret", v_start, v_end, 0.7, "secret")
+    if _high_entropy_value(value):
+        return Finding("secret", v_start, v_end, 0.75, "secret")
+    return None
+
+
+def _password_value(value: str) -> bool:
+    if not 6 <= len(value) <= 128 or " " in value:
+        return False
+    if len(set(value)) < 4:
+        return False
+    return char_classes(value) >= 2 or len(value) >= 12
+
+
+def _high_entropy_value(value: str) -> bool:
+    if not 16 <= len(value) <= 512 or " " in value:
+        return False
+    if value.startswith(("http://", "https://", "/", "./", "file:")):
+        return False
+    if char_classes(value) < 2 or digit_count(value) < 2:
+        return False
+    return entropy_at_least(value, 3.0)
+
+
+_URL_CREDENTIAL = re.compile(
+    r"://(?P<user>[A-Za-z0-9._%~!$&*+=\-]{0,64}+):(?P<pw>[^\s:/@\"'<>]{1,128}+)@"
+)
+
+
+def _url_credentials(ctx: Context) -> Iterator[Finding]:
+    for m in literal_hits(ctx.text, "://", _URL_CREDENTIAL):
+        value = m.group("pw")
+        if _PLACEHOLDER.fullmatch(value) or not _password_value(value):
+            continue
+        yield Finding("secret", m.start("pw"), m.end("pw"), 0.8, "secret")
