@@ -20,7 +20,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 
 from .client import SecureDeepSeek
-from .errors import AuthenticationFailed
+from .errors import AuthenticationFailed, PolicyDenied
 from .identity import EmbeddedIssuer
 from .sandbox import Sandbox
 
@@ -114,6 +114,25 @@ def run_demo(audit_path: Path, *, on_step: Callable[[DemoStep], None] | None = N
                 lambda: _stolen_token(sb, mallory),
             )
         )
+        dana = client_for(
+            "dana",
+            ["support"],
+            dlp_block=("private_key",),
+            dlp_redact=("email",),
+            dlp_reversible=True,
+        )
+        steps.append(
+            (
+                DemoStep("email redacted, restored", "dana", "sent as <EMAIL_1>, reply restored"),
+                lambda: _redacted(sb, dana),
+            )
+        )
+        steps.append(
+            (
+                DemoStep("private key in prompt", "dana", "denied before sending"),
+                lambda: _blocked(dana),
+            )
+        )
 
         try:
             for step, action in steps:
@@ -123,7 +142,7 @@ def run_demo(audit_path: Path, *, on_step: Callable[[DemoStep], None] | None = N
                     step.observed = f"{type(exc).__name__}: {exc}"
                 report.steps.append(step)
         finally:
-            for client in (alice, bob, carol, mallory):
+            for client in (alice, bob, carol, mallory, dana):
                 client.close()
         _check_against_audit(report.steps, audit_path, start_line)
         for step in report.steps:
@@ -183,6 +202,41 @@ def _stolen_token(sb: Sandbox, client: SecureDeepSeek) -> str:
     return "the call went through (unexpected)"
 
 
+_DEMO_EMAIL = "jane.doe@example.com"
+# A throwaway key made for this demo (never used anywhere): the DLP scanner must see a
+# real PEM private-key block to deny the call.
+_DEMO_KEY = (
+    "-----BEGIN PRIVATE KEY-----\n"
+    "MIGHAgEAMBMGByqGSM49AgEGCCqGSM49AwEHBG0wawIBAQQgevZzL1gdAFr88hb2\n"
+    "OF/2NxApJCzGCEDdfSp6VQO30hyhRANCAAQRWz+jn65BtOMvdyHKcvjBeBSDZH2r\n"
+    "1RTwjmYSi9R/zpBnuQ4EiMnCqfMPWiZqB4QdbAd0E7oH50VpuZ1P087G\n"
+    "-----END PRIVATE KEY-----"
+)
+
+
+def _redacted(sb: Sandbox, client: SecureDeepSeek) -> str:
+    reply = client.chat.completions.create(
+        model=client.default_model,
+        messages=[{"role": "user", "content": f"Reply to {_DEMO_EMAIL} about the refund."}],
+    )
+    sent = json.dumps(sb.last_request["json"] if sb.last_request else {})
+    if _DEMO_EMAIL in sent or "<EMAIL_1>" not in sent:
+        return "the address reached the endpoint (unexpected)"
+    return reply.choices[0].message.content or ""
+
+
+def _blocked(client: SecureDeepSeek) -> str:
+    try:
+        client.chat.completions.create(
+            model=client.default_model,
+            messages=[{"role": "user", "content": f"Why is this key rejected?\n{_DEMO_KEY}"}],
+        )
+    except PolicyDenied as exc:
+        reason = exc.message.split(": ", 1)[-1].split(". ", 1)[0]
+        return f"PolicyDenied: {reason}"
+    return "the call went through (unexpected)"
+
+
 _EXPECT: dict[str, Callable[[DemoStep, dict[str, Any]], bool]] = {
     "plain chat": lambda s, r: (
         r["outcome"] == "permit"
@@ -205,6 +259,19 @@ _EXPECT: dict[str, Callable[[DemoStep, dict[str, Any]], bool]] = {
         r["outcome"] == "failure"
         and r["error"]["type"] == "AuthenticationFailed"
         and s.observed.startswith("AuthenticationFailed")
+    ),
+    "email redacted, restored": lambda s, r: (
+        r["outcome"] == "permit"
+        and r["classify"]["classification"] == "confidential"
+        and "redact:email:reversible [email=1]" in r["enforce"]["applied"]
+        and _DEMO_EMAIL in s.observed
+        and _DEMO_EMAIL not in json.dumps(r)
+    ),
+    "private key in prompt": lambda s, r: (
+        r["outcome"] == "deny"
+        and r["classify"]["classification"] == "secret"
+        and r["attempts"] == []
+        and s.observed.startswith("PolicyDenied")
     ),
 }
 

@@ -36,11 +36,13 @@ def test_demo_json_reports_every_step_and_the_audit_file(tmp_path: Path) -> None
         "FIM completion",
         "503 twice, retried",
         "token for another cert",
+        "email redacted, restored",
+        "private key in prompt",
     ]
     assert all(s["ok"] for s in report["steps"])
     records = [json.loads(line) for line in audit.read_text().splitlines()]
     assert [r["event_id"] for r in records] == [s["event_id"] for s in report["steps"]]
-    assert [r["outcome"] for r in records] == ["permit"] * 4 + ["failure"]
+    assert [r["outcome"] for r in records] == ["permit"] * 4 + ["failure", "permit", "deny"]
 
 
 def test_demo_table_output(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
