@@ -18,6 +18,7 @@ from rich.table import Table
 
 from .. import __version__
 from ..errors import SecureDSError
+from . import _dlp
 
 __all__ = ["main"]
 
@@ -35,6 +36,8 @@ def _parser() -> argparse.ArgumentParser:
 
     pin = sub.add_parser("pin", help="print the SPKI pin (SECURE_DS_SPKI_PIN) of a certificate")
     pin.add_argument("certificate", type=Path, help="PEM certificate file")
+
+    _dlp.register(sub)
     return parser
 
 
@@ -45,6 +48,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _demo(args)
         if args.command == "pin":
             return _pin(args.certificate)
+        if args.command == "dlp":
+            return _dlp.run(args)
     except SecureDSError as exc:
         Console(stderr=True).print(f"[bold red]error:[/] {exc}", highlight=False)
         return 2

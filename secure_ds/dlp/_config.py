@@ -197,17 +197,22 @@ def _backtracking_hazard(regex: str) -> str:
 
 
 def _overlapping_branches(item: Any, c: Any) -> bool:
+    """An alternation directly inside the repeated item whose branches can start with
+    the same thing: ``(a|a)*``, ``(a|ab)*`` (parsed as ``a(|b)``), ``(x|)*``."""
     data = item.data
     while len(data) == 1 and data[0][0] == c.SUBPATTERN:
         data = data[0][1][3].data
-    if len(data) != 1 or data[0][0] != c.BRANCH:
-        return False
-    firsts = []
-    for branch in data[0][1][1]:
-        if not branch.data:
-            return True  # an empty branch: (a|)*
-        firsts.append(repr(branch.data[0]))
-    return len(firsts) != len(set(firsts))
+    for op, av in data:
+        if op != c.BRANCH:
+            continue
+        firsts = []
+        for branch in av[1]:
+            if not branch.data:
+                return True  # an empty alternative: the repeat can split input two ways
+            firsts.append(repr(branch.data[0]))
+        if len(firsts) != len(set(firsts)):
+            return True
+    return False
 
 
 _PATTERN_KEYS = {"name", "regex", "classification", "confidence"}

@@ -2,8 +2,8 @@
 
 Python's regex engine spends roughly a tenth of a microsecond every time it *starts*
 a match attempt, so a pattern that may start at any digit (or any upper-case letter)
-costs that much per digit of the text, which alone would hold a scan to ~30 MB/s on
-log-like text. The views here move that work into single C calls:
+costs that much per digit of the text: on log-like text, more than everything else
+the scan does. The views here move that work into single C calls:
 
 * ``raw``: the text as Latin-1 bytes, one byte per code point (anything outside
   Latin-1 becomes ``?``), so byte offsets *are* character offsets;

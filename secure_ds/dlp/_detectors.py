@@ -1,11 +1,13 @@
-"""The built-in detectors for structured data: a cheap search, then validation.
+"""The built-in detectors: e-mail, phone, card, SSN, IBAN, IP; and the registry of all.
 
 Why it is written this way: the scanner sits in front of every API call, so it has to
-run at tens of MB/s in pure Python and stay linear on hostile input.
+be fast in pure Python and stay linear on hostile input.
 
-* Every search starts where a match can start, found in C: a literal located with
-  ``find`` (``eyJ``, ``AKIA``, ``-----BEGIN``), a literal regex prefix (``@``), or a
-  marker in the byte skeleton of :mod:`~secure_ds.dlp._context` (numbers, IBANs).
+* Every search starts where a match can start, found in C: a literal regex prefix
+  (``@``, ``+``, ``(``, ``::``), or a two-byte literal in the byte skeleton of
+  :mod:`~secure_ds.dlp._context` (``" 1"`` where a number starts, ``AA11`` where an
+  IBAN can), so the regex engine does not start an attempt at every digit or
+  capital letter.
 * Right after the first character a fixed-width look-behind rejects positions inside
   a word, and repetitions are bounded and possessive (``{1,64}+``), so no pattern
   backtracks more than a constant amount per position.

@@ -34,8 +34,12 @@ from ._validators import char_classes, digit_count, entropy_at_least
 
 __all__ = ["aws_secret_shape", "find_secrets"]
 
+# after the key name: the rest of the identifier, closing quotes, the operator, and a
+# look-ahead that drops values shorter than any reported one (null, true, 1024)
+# without leaving the regex engine
 _TAIL = (
     rb"(?P<rest>[a-z0-9_.\-]{0,40}+)[\\\"'\]]{0,3}+[ \t]{0,3}+(?P<op>=>|:=|=|:|is[ \t])[ \t]{0,3}+"
+    rb"(?=[\"'`]?[^\s\"'`]{6})"
 )
 _KEYWORDS: tuple[tuple[bytes, re.Pattern[bytes]], ...] = (
     (b"pass", re.compile(rb"pass(?:word|wd|phrase|code)?(?![a-z])" + _TAIL)),

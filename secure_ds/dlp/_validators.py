@@ -37,17 +37,14 @@ __all__ = [
 ]
 
 
+_LUHN_DOUBLE = str.maketrans("0123456789", "0246813579")  # 2d, minus 9 above 9
+
+
 def luhn_valid(digits: str) -> bool:
     """The Luhn (mod 10) check every payment card number carries in its last digit."""
-    total = 0
-    for i, ch in enumerate(reversed(digits)):
-        d = ord(ch) - 48
-        if i % 2:
-            d *= 2
-            if d > 9:
-                d -= 9
-        total += d
-    return total % 10 == 0
+    kept = sum(map(int, digits[-1::-2]))
+    doubled = sum(map(int, digits[-2::-2].translate(_LUHN_DOUBLE)))
+    return (kept + doubled) % 10 == 0
 
 
 def card_brand(digits: str) -> str | None:
@@ -55,26 +52,27 @@ def card_brand(digits: str) -> str | None:
 
     Only issuer ranges in use are accepted: a Luhn-valid number with a prefix no
     network issues (``1...``, ``9...``, most of ``7...``/``8...``) is not a card.
+    (Prefixes are compared as strings of equal length, which orders like numbers.)
     """
     n = len(digits)
     if n < 13 or n > 19 or digits[0] not in "23456":
         return None
-    p2, p3, p4, p6 = int(digits[:2]), int(digits[:3]), int(digits[:4]), int(digits[:6])
+    p2, p3, p4, p6 = digits[:2], digits[:3], digits[:4], digits[:6]
     if digits[0] == "4":
         return "visa" if n in (13, 16, 19) else None
-    if 51 <= p2 <= 55 or 2221 <= p4 <= 2720:
+    if "51" <= p2 <= "55" or "2221" <= p4 <= "2720":
         return "mastercard" if n == 16 else None
-    if p2 in (34, 37):
+    if p2 in ("34", "37"):
         return "amex" if n == 15 else None
-    if p4 == 6011 or p2 == 65 or 644 <= p3 <= 649 or 622126 <= p6 <= 622925:
+    if p4 == "6011" or p2 == "65" or "644" <= p3 <= "649" or "622126" <= p6 <= "622925":
         return "discover" if n >= 16 else None
-    if 3528 <= p4 <= 3589:
+    if "3528" <= p4 <= "3589":
         return "jcb" if n >= 16 else None
-    if 300 <= p3 <= 305 or p2 in (36, 38, 39) or p4 == 3095:
+    if "300" <= p3 <= "305" or p2 in ("36", "38", "39") or p4 == "3095":
         return "diners" if n >= 14 else None
-    if p2 == 62:
+    if p2 == "62":
         return "unionpay" if n >= 16 else None
-    if p4 in (5018, 5020, 5038, 5893, 6304, 6759, 6761, 6762, 6763):
+    if p4 in ("5018", "5020", "5038", "5893", "6304", "6759", "6761", "6762", "6763"):
         return "maestro" if n >= 16 else None
     return None
 
