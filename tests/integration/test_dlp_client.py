@@ -144,3 +144,16 @@ def test_dlp_off_scans_nothing(sb: Sandbox, tmp_path: Path) -> None:
     with SecureDeepSeek(settings=settings) as c:
         c.chat.completions.create(model="deepseek-flash", messages=_ask(f"mail {EMAIL}"))
     assert read_audit(settings.audit_path)[0]["classify"]["engine"] == "none"
+
+
+def test_a_placeholder_already_in_the_prompt_is_left_alone(sb: Sandbox, tmp_path: Path) -> None:
+    settings = _settings(sb, tmp_path, dlp_redact=("email",), dlp_reversible=True)
+    with SecureDeepSeek(settings=settings) as c:
+        reply = c.chat.completions.create(
+            model="deepseek-flash", messages=_ask(f"<EMAIL_1> is {EMAIL}")
+        )
+    assert sb.last_request is not None
+    assert sb.last_request["json"]["messages"][0]["content"] == "<EMAIL_1> is <EMAIL_2>"
+    assert reply.choices[0].message.content == (
+        f"[sandbox deepseek-flash] alice said: <EMAIL_1> is {EMAIL}"
+    )
