@@ -106,15 +106,12 @@ class _AuditedStream(httpx2.SyncByteStream):
         self._finished = False
 
     def __iter__(self) -> Iterator[bytes]:
-        rewriter = _rewriter(self._call)
+        passing = _Passing(self._call, self._tracker)
         try:
             for chunk in self._response.iter_raw():
-                self._tracker.feed(chunk)
-                if rewriter is None:
-                    yield chunk
-                elif rewritten := rewriter.feed(chunk):
-                    yield rewritten
-            if rewriter is not None and (rest := rewriter.flush()):
+                if out := passing.feed(chunk):
+                    yield out
+            if rest := passing.flush():
                 yield rest
         except TRANSPORT_ERRORS as exc:
             error = _stream_error(self._call, self._tracker, exc)
@@ -218,15 +215,12 @@ class _AsyncAuditedStream(httpx2.AsyncByteStream):
         self._finished = False
 
     async def __aiter__(self) -> AsyncIterator[bytes]:
-        rewriter = _rewriter(self._call)
+        passing = _Passing(self._call, self._tracker)
         try:
             async for chunk in self._response.aiter_raw():
-                self._tracker.feed(chunk)
-                if rewriter is None:
-                    yield chunk
-                elif rewritten := rewriter.feed(chunk):
-                    yield rewritten
-            if rewriter is not None and (rest := rewriter.flush()):
+                if out := passing.feed(chunk):
+                    yield out
+            if rest := passing.flush():
                 yield rest
         except TRANSPORT_ERRORS as exc:
             error = _stream_error(self._call, self._tracker, exc)
@@ -255,10 +249,23 @@ class _AsyncAuditedStream(httpx2.AsyncByteStream):
         await self._transport._audit(self._call)
 
 
-def _rewriter(call: Call) -> SSEReidentifier | None:
-    """Streams whose request was redacted reversibly get their placeholders replaced;
-    the tracker (and so the audit record's hash) still sees the bytes as received."""
-    return SSEReidentifier(call.reidentifier) if call.reidentifier is not None else None
+class _Passing:
+    """What a streamed chunk goes through on its way to the caller: the tracker sees
+    the bytes as received (so the record hashes what the endpoint sent); streams whose
+    request was redacted reversibly get their placeholders replaced."""
+
+    def __init__(self, call: Call, tracker: SSEUsageTracker) -> None:
+        self._tracker = tracker
+        self._rewriter = (
+            SSEReidentifier(call.reidentifier) if call.reidentifier is not None else None
+        )
+
+    def feed(self, chunk: bytes) -> bytes:
+        self._tracker.feed(chunk)
+        return chunk if self._rewriter is None else self._rewriter.feed(chunk)
+
+    def flush(self) -> bytes:
+        return b"" if self._rewriter is None else self._rewriter.flush()
 
 
 def _with_body(response: httpx2.Response, body: bytes) -> httpx2.Response:
