@@ -11,6 +11,8 @@ the scan does. The views here move that work into single C calls:
   with ``bytes.find``, which skips through text far faster than a regex scan;
 * ``tokens``: ``raw`` with token characters (``[A-Za-z0-9_.-]``) mapped to ``a``
   and the rest to a space, so that long tokens are long runs of one byte;
+* ``heads``: a space followed by ``tokens``, but with the first characters of vendor
+  token prefixes (``e`` of ``eyJ``, ``g`` of ``ghp_`` ...) mapped to ``b``;
 * ``skeleton``: a space followed by ``raw`` with every digit mapped to ``1``,
   ASCII letters and ``_`` to ``a``/``A``, ``.,+-`` kept and every other byte to a
   space. A number that starts after a word boundary is then the two-byte literal
@@ -50,11 +52,16 @@ _TOKENS = bytes(
     for b in range(256)
 )
 
+#: The first characters of the vendor-token heads in :mod:`~secure_ds.dlp._tokens`
+#: (which checks that it covers them all).
+HEAD_FIRST_CHARS = "AGSeghnrsx"
+_HEADS = bytes(ord("b") if chr(b) in HEAD_FIRST_CHARS else _TOKENS[b] for b in range(256))
+
 
 class Context:
     """One scan's text and its lazily built byte views (see the module docstring)."""
 
-    __slots__ = ("_low", "_raw", "_skeleton", "_tokens", "text")
+    __slots__ = ("_heads", "_low", "_raw", "_skeleton", "_tokens", "text")
 
     def __init__(self, text: str) -> None:
         self.text = text
@@ -62,6 +69,7 @@ class Context:
         self._low: bytes | None = None
         self._skeleton: bytes | None = None
         self._tokens: bytes | None = None
+        self._heads: bytes | None = None
 
     @property
     def raw(self) -> bytes:
@@ -90,6 +98,15 @@ class Context:
         if self._tokens is None:
             self._tokens = self.raw.translate(_TOKENS)
         return self._tokens
+
+    @property
+    def heads(self) -> bytes:
+        """A space, then ``tokens`` with the characters of ``HEAD_FIRST_CHARS`` mapped
+        to ``b``: ``heads[i + 1]`` describes ``text[i]``, and a run of 20+ token
+        characters that may start a vendor token is the literal `` b`` and 19 more."""
+        if self._heads is None:
+            self._heads = (b" " + self.raw).translate(_HEADS)
+        return self._heads
 
     def before(self, pos: int, width: int) -> str:
         """The ``width`` characters before ``pos``, lower-cased (for context words)."""

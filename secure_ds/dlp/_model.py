@@ -7,6 +7,7 @@ frozen types and nothing else.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Literal, get_args
 
@@ -81,6 +82,24 @@ class Finding:
     end: int
     confidence: float
     detector: str
+
+    # Written out (dataclass keeps an __init__ the class defines) because the generated
+    # one of a frozen class goes through object.__setattr__ per field, which costs
+    # more than twice as much, and scans create thousands of findings. The slot
+    # descriptors' __set__ bypasses the frozen __setattr__ just the same.
+    def __init__(self, kind: str, start: int, end: int, confidence: float, detector: str) -> None:
+        _SET_KIND(self, kind)
+        _SET_START(self, start)
+        _SET_END(self, end)
+        _SET_CONFIDENCE(self, confidence)
+        _SET_DETECTOR(self, detector)
+
+
+_SET_KIND: Callable[[Finding, str], None] = Finding.__dict__["kind"].__set__
+_SET_START: Callable[[Finding, int], None] = Finding.__dict__["start"].__set__
+_SET_END: Callable[[Finding, int], None] = Finding.__dict__["end"].__set__
+_SET_CONFIDENCE: Callable[[Finding, float], None] = Finding.__dict__["confidence"].__set__
+_SET_DETECTOR: Callable[[Finding, str], None] = Finding.__dict__["detector"].__set__
 
 
 @dataclass(frozen=True, slots=True)

@@ -92,8 +92,9 @@ class Scanner:
         A kind this scanner does not know counts as ``confidential``.
         """
         rank = 0
-        for finding in findings:
-            rank = max(rank, level_rank(self._levels.get(finding.kind, "confidential")))
+        levels = self._levels
+        for kind in {finding.kind for finding in findings}:
+            rank = max(rank, level_rank(levels.get(kind, "confidential")))
         return LEVELS[rank]
 
 
@@ -130,17 +131,26 @@ def resolve_overlaps(
     cluster: list[Finding] = []
     cluster_end = -1
     for f in ordered:
-        if f.start >= cluster_end and cluster:
-            _keep_best(cluster, levels, out)
-            cluster = []
+        start = f.start
+        if start >= cluster_end and cluster:
+            if len(cluster) == 1:
+                out.append(cluster[0])
+            else:
+                _keep_best(cluster, levels, out)
+            cluster = [f]
+            cluster_end = f.end
+            continue
         cluster.append(f)
-        cluster_end = max(cluster_end, f.end) if len(cluster) > 1 else f.end
+        end = f.end
+        if len(cluster) == 1 or end > cluster_end:
+            cluster_end = end
     if cluster:
         _keep_best(cluster, levels, out)
     return tuple(out)
 
 
 _START = operator.attrgetter("start")
+_RANK: dict[Classification, int] = {level: level_rank(level) for level in LEVELS}
 
 
 def _keep_best(
@@ -151,7 +161,7 @@ def _keep_best(
         return
 
     def priority(f: Finding) -> tuple[float, int, int, int]:
-        sensitivity = level_rank(levels.get(f.kind, "confidential"))
+        sensitivity = _RANK[levels.get(f.kind, "confidential")]
         return (-f.confidence, -(f.end - f.start), -sensitivity, f.start)
 
     starts: list[int] = []

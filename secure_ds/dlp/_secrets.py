@@ -30,7 +30,7 @@ from collections.abc import Iterator
 
 from ._context import Context, literal_hits
 from ._model import Finding
-from ._validators import char_classes, digit_count, entropy_at_least
+from ._validators import char_classes, entropy_at_least
 
 __all__ = ["aws_secret_shape", "find_secrets"]
 
@@ -51,7 +51,6 @@ _KEYWORDS: tuple[tuple[bytes, re.Pattern[bytes]], ...] = (
     (b"authorization", re.compile(rb"authorization" + _TAIL)),
     (b"bearer", re.compile(rb"bearer(?P<rest>)(?P<op>[ \t]{1,3}+)")),
 )
-_IDENT_BACK = re.compile(rb"[a-z0-9_.\-]{0,40}+")
 _VALUE = re.compile(
     r"\"(?P<dq>[^\"\n]{1,256}+)\"|'(?P<sq>[^'\n]{1,256}+)'|`(?P<bq>[^`\n]{1,256}+)`"
     r"|(?P<bare>[^\s\"'`,;]{1,256}+)"
@@ -124,8 +123,77 @@ _PLACEHOLDER_HINT = re.compile(
 _AWS_NAME_HINTS = re.compile(r"aws|secret_?access|secret-access")
 
 
+def _long_hint(value: str) -> bool:
+    """``_PLACEHOLDER_HINT`` without its length test and its ``x``/``*`` (for ASCII).
+
+    A placeholder longer than any of _PLACEHOLDER's fixed words has one of these, or
+    is made of letters, ``_-*x#?.`` and spaces only (no digit). Plain ``in`` tests:
+    several times faster than a regex search for the alternation.
+    """
+    if "$" in value or "%" in value or "{" in value or "<" in value or "[" in value:
+        return True
+    low = value.lower()
+    return (
+        "example" in low
+        or "placeholder" in low
+        or "dummy" in low
+        or "sample" in low
+        or "redacted" in low
+        or "changeme" in low
+    )
+
+
+_TWO_DIGITS = re.compile(r"[0-9][^0-9]*+[0-9]")
+# (keyword, identifier) -> whether the name rules it out; names repeat a lot
+_IDENT_CACHE: dict[tuple[bytes, str], bool] = {}
+_IDENT_CACHE_MAX = 4096
+
+
+def _placeholder(value: str) -> bool:
+    """``_PLACEHOLDER_HINT.search(value) and _PLACEHOLDER.fullmatch(value)``, with the
+    common case (a long random ASCII value) decided without the two big patterns."""
+    if not value.isascii():  # case folding of non-ASCII letters: leave it to re
+        return bool(_PLACEHOLDER_HINT.search(value) and _PLACEHOLDER.fullmatch(value))
+    if len(value) > 24 and not _long_hint(value):
+        if "x" not in value and "X" not in value and "*" not in value:
+            return False  # the hint fails
+        if _DIGIT_RE.search(value) is not None:
+            return False  # no alternative of _PLACEHOLDER takes a digit and an x
+    return _PLACEHOLDER.fullmatch(value) is not None
+
+
+_DIGIT_RE = re.compile(r"[0-9]")
+
+
+def _name_rules_out(keyword: bytes, ident: str) -> bool:
+    key = (keyword, ident)
+    cached = _IDENT_CACHE.get(key)
+    if cached is None:
+        cached = bool(
+            _NAME_BLOCK.search(ident)
+            or _NAME_BLOCK_SHORT.search(ident)
+            or (keyword == b"key" and not _KEY_QUALIFIERS.search(ident))
+        )
+        if len(_IDENT_CACHE) >= _IDENT_CACHE_MAX:
+            _IDENT_CACHE.clear()
+        _IDENT_CACHE[key] = cached
+    return cached
+
+
+_DIGIT_SLASH_PLUS = re.compile(r"[0-9/+]")
+
+
 def aws_secret_shape(value: str) -> bool:
     """40 base64 characters that look random (git SHAs are lower-case hex only)."""
+    if len(value) != 40:
+        return False
+    if value.isascii():  # the same tests, in C: upper and lower case, a digit or / +
+        return (
+            value != value.lower()
+            and value != value.upper()
+            and _DIGIT_SLASH_PLUS.search(value) is not None
+            and entropy_at_least(value, 4.0)
+        )
     return (
         len(value) == 40
         and any(c.isupper() for c in value)
@@ -138,17 +206,29 @@ def aws_secret_shape(value: str) -> bool:
 def find_secrets(ctx: Context) -> Iterator[Finding]:
     """Values assigned to password/secret/token/key names, and URL passwords."""
     low = ctx.low
+    heads = ctx.heads
     text = ctx.text
+    find = low.find
     for keyword, pattern in _KEYWORDS:
-        for m in literal_hits(low, keyword, pattern):
-            found = _assignment(text, low, keyword, m)
-            if found is not None:
-                yield found
+        match = pattern.match
+        # literal_hits(low, keyword, pattern), inlined: thousands of hits per MB
+        i = find(keyword)
+        while i >= 0:
+            m = match(low, i)
+            if m is not None and m.end() > i:
+                found = _assignment(text, low, heads, keyword, m)
+                if found is not None:
+                    yield found
+                i = find(keyword, m.end())
+            else:
+                i = find(keyword, i + 1)
     if "://" in text:
         yield from _url_credentials(ctx)
 
 
-def _assignment(text: str, low: bytes, keyword: bytes, m: re.Match[bytes]) -> Finding | None:
+def _assignment(
+    text: str, low: bytes, heads: bytes, keyword: bytes, m: re.Match[bytes]
+) -> Finding | None:
     kw_start = m.start()
     # a keyword glued to the end of a lower-case word (bypass, compass) is not one
     if (
@@ -158,11 +238,15 @@ def _assignment(text: str, low: bytes, keyword: bytes, m: re.Match[bytes]) -> Fi
         and not text[max(0, kw_start - 8) : kw_start].lower().endswith(_GLUED_PREFIXES)
     ):
         return None
-    back = _IDENT_BACK.match(low[max(0, kw_start - 40) : kw_start][::-1])
-    ident = low[kw_start - back.end() if back else kw_start : m.end("rest")].decode("latin-1")
-    if _NAME_BLOCK.search(ident) or _NAME_BLOCK_SHORT.search(ident):
-        return None
-    if keyword == b"key" and not _KEY_QUALIFIERS.search(ident):
+    # the identifier before the keyword: up to 40 token characters (the heads view has
+    # a space for exactly the bytes outside [A-Za-z0-9_.-], which is [a-z0-9_.-] in
+    # ``low``; heads[i + 1] describes text[i])
+    floor = kw_start - 40 if kw_start > 40 else 0
+    ident_start = heads.rfind(b" ", floor + 1, kw_start + 1)
+    if ident_start < 0:
+        ident_start = floor
+    ident = low[ident_start : m.end("rest")].decode("latin-1")
+    if _name_rules_out(keyword, ident):
         return None
     value_m = _VALUE.match(text, m.end())
     if value_m is None:
@@ -190,7 +274,7 @@ def _assignment(text: str, low: bytes, keyword: bytes, m: re.Match[bytes]) -> Fi
                 value = rest
     if not value or (bare and (_CODE_LIKE.search(value) or _CODE_REFERENCE.fullmatch(value))):
         return None  # code: os.environ["X"], get_secret(), settings.TOKEN, password_input
-    if _PLACEHOLDER_HINT.search(value) and _PLACEHOLDER.fullmatch(value):
+    if _placeholder(value):
         return None
     if len(value) == 40 and _AWS_NAME_HINTS.search(ident) and aws_secret_shape(value):
         return Finding("aws_secret_key", v_start, v_end, 0.9, "aws_secret_key")
@@ -214,7 +298,7 @@ def _high_entropy_value(value: str) -> bool:
         return False
     if value.startswith(("http://", "https://", "/", "./", "file:")):
         return False
-    if char_classes(value) < 2 or digit_count(value) < 2:
+    if _TWO_DIGITS.search(value) is None or char_classes(value) < 2:
         return False
     return entropy_at_least(value, 3.0)
 

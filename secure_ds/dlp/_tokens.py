@@ -25,7 +25,7 @@ from __future__ import annotations
 import re
 from collections.abc import Callable, Iterator
 
-from ._context import Context, literal_hits
+from ._context import HEAD_FIRST_CHARS, Context, literal_hits
 from ._model import Finding
 from ._secrets import aws_secret_shape
 from ._validators import (
@@ -38,7 +38,6 @@ from ._validators import (
 
 __all__ = ["find_private_keys", "find_slack_webhooks", "find_tokens"]
 
-_RUN = re.compile(rb"a{20}a*+".replace(b"a{20}", b"a" * 20))
 _TOKEN_CHARS = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_.-")
 
 _JWT = re.compile(
@@ -63,7 +62,11 @@ _HUGGINGFACE = re.compile(r"hf_[A-Za-z]{34,40}+(?![A-Za-z0-9])")
 
 
 def _random_body(body: str, *, min_len: int = 20, min_digits: int = 2) -> bool:
-    if len(body) < min_len or digit_count(body) < min_digits:
+    if len(body) < min_len:
+        return False
+    if min_digits and (
+        _TWO_DIGITS.search(body) is None if min_digits == 2 else digit_count(body) < min_digits
+    ):
         return False
     if body.isdigit():
         return False
@@ -75,12 +78,26 @@ def _random_body(body: str, *, min_len: int = 20, min_digits: int = 2) -> bool:
 
 
 _HEX = re.compile(r"[0-9a-f]+")
+_TWO_DIGITS = re.compile(r"[0-9][^0-9]*+[0-9]")
+
+
+_JWT_HEADERS: dict[str, bool] = {}
 
 
 def _jwt(ctx: Context, start: int) -> Iterator[Finding]:
     text = ctx.text
     m = _JWT.match(text, start)
-    if m is None or not jwt_header_valid(text[start : m.start(1) - 1]):
+    if m is None:
+        return
+    header = text[start : m.start(1) - 1]
+    valid = _JWT_HEADERS.get(header)
+    if valid is None:  # the same few headers come back (alg + typ): decode each once
+        valid = jwt_header_valid(header)
+        if len(header) <= 512:
+            if len(_JWT_HEADERS) >= 1024:
+                _JWT_HEADERS.clear()
+            _JWT_HEADERS[header] = valid
+    if not valid:
         return
     confidence = 0.97 if jwt_payload_json(m.group(1)) else 0.85
     yield Finding("jwt", start, m.end(), confidence, "jwt")
@@ -91,7 +108,7 @@ def _aws(ctx: Context, start: int) -> Iterator[Finding]:
     m = _AWS_KEY_ID.match(text, start)
     if m is None:
         return
-    confidence = 0.95 if all(c in _BASE32 for c in m.group()[4:]) else 0.75
+    confidence = 0.95 if _BASE32.issuperset(m.group()[4:]) else 0.75
     yield Finding("aws_access_key", start, m.end(), confidence, "aws_access_key")
     near = _AWS_SECRET_NEAR.search(text, m.end(), min(len(text), m.end() + 160))
     if near is not None and aws_secret_shape(near.group()):
@@ -173,12 +190,20 @@ _BY_HEAD: dict[str, _Handler] = {
 }
 
 
+# In the heads view (see _context), a run of 20+ token characters that can start with a
+# known head is `` b`` and 19 more: a literal prefix the regex engine finds in C, so
+# most runs (dotted names, hashes, long identifiers) never reach Python.
+if not {head[0] for head in _BY_HEAD} <= set(HEAD_FIRST_CHARS):
+    raise AssertionError("_context.HEAD_FIRST_CHARS must cover every head in _BY_HEAD")
+_HEAD_RUN = re.compile(rb" b[ab]{19}")
+
+
 def find_tokens(ctx: Context) -> Iterator[Finding]:
     """Every run of 20+ token characters, dispatched on its first three characters."""
     text = ctx.text
     by_head = _BY_HEAD
-    for run in _RUN.finditer(ctx.tokens):
-        start = run.start()
+    for run in _HEAD_RUN.finditer(ctx.heads):
+        start = run.start()  # heads[start + 1] describes text[start]
         handler = by_head.get(text[start : start + 3])
         if handler is not None:
             yield from handler(ctx, start)

@@ -42,6 +42,11 @@ _LUHN_DOUBLE = str.maketrans("0123456789", "0246813579")  # 2d, minus 9 above 9
 
 def luhn_valid(digits: str) -> bool:
     """The Luhn (mod 10) check every payment card number carries in its last digit."""
+    if digits.isascii() and digits.isdigit():
+        # ASCII digits: sum the code points in C (each is 48 + its value)
+        kept_b = digits[-1::-2].encode()
+        doubled_b = digits[-2::-2].translate(_LUHN_DOUBLE).encode()
+        return (sum(kept_b) + sum(doubled_b) - 48 * len(digits)) % 10 == 0
     kept = sum(map(int, digits[-1::-2]))
     doubled = sum(map(int, digits[-2::-2].translate(_LUHN_DOUBLE)))
     return (kept + doubled) % 10 == 0
@@ -130,6 +135,23 @@ def ipv4_reportable(text: str) -> bool:
     Loopback, ``0.0.0.0``, the broadcast address and netmasks (``255.255.255.0``)
     reveal nothing about a network, so they are not findings.
     """
+    m = _IPV4_OCTETS.fullmatch(text)
+    if m is None:
+        return False
+    first = m.group(1)
+    if first == "0" or first == "127":
+        return False  # this-network, loopback
+    if first != "255":
+        return True
+    return _ipv4_reportable_slow(text)
+
+
+# four decimal octets 0-255 without leading zeros (what ipaddress accepts)
+_OCTET = r"(25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9][0-9]|[0-9])"
+_IPV4_OCTETS = re.compile(r"\.".join([_OCTET] * 4))
+
+
+def _ipv4_reportable_slow(text: str) -> bool:
     octets = text.split(".")
     if len(octets) != 4:
         return False
@@ -201,6 +223,7 @@ def shannon_entropy(value: str) -> float:
 
 # c * log2(c), tabulated: entropy = log2(n) - sum(c log2 c) / n
 _C_LOG_C = [0.0] + [c * math.log2(c) for c in range(1, 4097)]
+_log2 = math.log2
 
 
 def entropy_at_least(value: str, bits: float) -> bool:
@@ -209,15 +232,23 @@ def entropy_at_least(value: str, bits: float) -> bool:
     least the entropy of one character repeated and ``k - 1`` singletons."""
     n = len(value)
     k = len(set(value))
-    if k < 2 or math.log2(k) < bits:
+    if k < 2 or _log2(k) < bits:
         return False
-    if n < len(_C_LOG_C) and math.log2(n) - _C_LOG_C[n - k + 1] / n >= bits:
+    if n < len(_C_LOG_C) and _log2(n) - _C_LOG_C[n - k + 1] / n >= bits:
         return True
     return shannon_entropy(value) >= bits
 
 
 def char_classes(value: str) -> int:
     """How many of lower case, upper case, digits and other characters occur."""
+    if value.isascii():
+        # ASCII: "other" is anything but [0-9A-Za-z], which str.isalnum() decides
+        return (
+            (value != value.upper())
+            + (value != value.lower())
+            + (_DIGIT.search(value) is not None)
+            + (not value.isalnum())
+        )
     return (
         (value != value.upper())
         + (value != value.lower())
