@@ -360,7 +360,7 @@ def _time(text: str, runs: int = 1) -> float:
 
 def _ratio(unit: str, small_size: int) -> tuple[float, float]:
     small = unit * (small_size // len(unit))
-    return _time(small, runs=2), _time(small * 4)
+    return _time(small, runs=2), _time(small * 4, runs=2)  # best of two: shared machines hiccup
 
 
 def test_scan_time_is_linear_on_1mb_vs_4mb_of_adversarial_input() -> None:
