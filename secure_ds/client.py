@@ -125,15 +125,42 @@ class _Setup:
     """What both clients hand to the openai constructor."""
 
     guard: Guard
+    http_client: Any  # _SecureHttpClient or _AsyncSecureHttpClient
     base_url: str
     max_retries: int
     timeout: Any
 
 
+def _new_sync_client(guard: Guard, ctx: ssl.SSLContext) -> _SecureHttpClient:
+    client = _SecureHttpClient(
+        transport=GuardedTransport(
+            guard, httpx2.HTTPTransport(verify=ctx, limits=_LIMITS, trust_env=False)
+        ),
+        follow_redirects=False,
+        trust_env=False,
+        headers=_WIRE_HEADERS,
+    )
+    client.secure_guard = guard
+    return client
+
+
+def _new_async_client(guard: Guard, ctx: ssl.SSLContext) -> _AsyncSecureHttpClient:
+    client = _AsyncSecureHttpClient(
+        transport=AsyncGuardedTransport(
+            guard, httpx2.AsyncHTTPTransport(verify=ctx, limits=_LIMITS, trust_env=False)
+        ),
+        follow_redirects=False,
+        trust_env=False,
+        headers=_WIRE_HEADERS,
+    )
+    client.secure_guard = guard
+    return client
+
+
 def _setup(
     *,
     http_client: object,
-    new_transport: Callable[[Guard, ssl.SSLContext], object],
+    new_client: Callable[[Guard, ssl.SSLContext], object],
     settings: Settings | None,
     token_provider: TokenProvider | None,
     classifier: Classifier | None,
@@ -143,14 +170,13 @@ def _setup(
     base_url: object,
     max_retries: object,
     timeout: object,
-) -> tuple[_Setup, object | None]:
-    """The guard (new, or shared with the client being copied) and the SDK arguments.
+) -> _Setup:
+    """The guard and the SDK's constructor arguments, for both clients.
 
-    Returns the new transport too when a new guard was built (the caller wraps it in
-    its own httpx2 client class); ``None`` when ``http_client`` is a secure-ds client
-    handed over by ``with_options``/``copy``.
+    With ``http_client`` (a secure-ds client handed over by ``with_options``/``copy``)
+    the guard is shared; otherwise a new guard and ``new_client(guard, ssl_context)``
+    are built from the settings.
     """
-    transport = None
     if http_client is not None:
         guard = getattr(http_client, "secure_guard", None)
         if not isinstance(guard, Guard):
@@ -171,19 +197,17 @@ def _setup(
             decider=decider,
             meter=meter,
         )
-        transport = new_transport(guard, build_ssl_context(resolved))
+        http_client = new_client(guard, build_ssl_context(resolved))
         url = resolved.base_url
     s = guard.settings
-    return (
-        _Setup(
-            guard=guard,
-            base_url=url,
-            max_retries=max_retries if isinstance(max_retries, int) else s.max_attempts - 1,
-            timeout=timeout
-            if not isinstance(timeout, openai.NotGiven)
-            else httpx2.Timeout(s.read_timeout, connect=s.connect_timeout),
-        ),
-        transport,
+    return _Setup(
+        guard=guard,
+        http_client=http_client,
+        base_url=url,
+        max_retries=max_retries if isinstance(max_retries, int) else s.max_attempts - 1,
+        timeout=timeout
+        if not isinstance(timeout, openai.NotGiven)
+        else httpx2.Timeout(s.read_timeout, connect=s.connect_timeout),
     )
 
 
@@ -207,11 +231,9 @@ class SecureDeepSeek(openai.OpenAI):
         timeout: Any = openai.NOT_GIVEN,
         **kwargs: Any,
     ) -> None:
-        setup, transport = _setup(
+        setup = _setup(
             http_client=http_client,
-            new_transport=lambda guard, ctx: GuardedTransport(
-                guard, httpx2.HTTPTransport(verify=ctx, limits=_LIMITS, trust_env=False)
-            ),
+            new_client=_new_sync_client,
             settings=settings,
             token_provider=token_provider,
             classifier=classifier,
@@ -222,19 +244,11 @@ class SecureDeepSeek(openai.OpenAI):
             max_retries=max_retries,
             timeout=timeout,
         )
-        if isinstance(transport, GuardedTransport):
-            http_client = _SecureHttpClient(
-                transport=transport,
-                follow_redirects=False,
-                trust_env=False,
-                headers=_WIRE_HEADERS,
-            )
-            http_client.secure_guard = setup.guard
         self.guard = setup.guard
         super().__init__(
             api_key=_PLACEHOLDER_KEY,
             base_url=setup.base_url,
-            http_client=http_client,
+            http_client=setup.http_client,
             max_retries=setup.max_retries,
             timeout=setup.timeout,
             **kwargs,
@@ -288,11 +302,9 @@ class AsyncSecureDeepSeek(openai.AsyncOpenAI):
         timeout: Any = openai.NOT_GIVEN,
         **kwargs: Any,
     ) -> None:
-        setup, transport = _setup(
+        setup = _setup(
             http_client=http_client,
-            new_transport=lambda guard, ctx: AsyncGuardedTransport(
-                guard, httpx2.AsyncHTTPTransport(verify=ctx, limits=_LIMITS, trust_env=False)
-            ),
+            new_client=_new_async_client,
             settings=settings,
             token_provider=token_provider,
             classifier=classifier,
@@ -303,19 +315,11 @@ class AsyncSecureDeepSeek(openai.AsyncOpenAI):
             max_retries=max_retries,
             timeout=timeout,
         )
-        if isinstance(transport, AsyncGuardedTransport):
-            http_client = _AsyncSecureHttpClient(
-                transport=transport,
-                follow_redirects=False,
-                trust_env=False,
-                headers=_WIRE_HEADERS,
-            )
-            http_client.secure_guard = setup.guard
         self.guard = setup.guard
         super().__init__(
             api_key=_PLACEHOLDER_KEY,
             base_url=setup.base_url,
-            http_client=http_client,
+            http_client=setup.http_client,
             max_retries=setup.max_retries,
             timeout=setup.timeout,
             **kwargs,
