@@ -7,14 +7,10 @@ side of the contract independently of secure-ds's own client.
 
 from __future__ import annotations
 
-import base64
-import hashlib
-import hmac
 import json
 import socket
 import ssl
 import time
-import uuid
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -31,6 +27,7 @@ from cryptography.hazmat.primitives.asymmetric import ec, ed25519
 from secure_ds.config import Settings
 from secure_ds.sandbox import LocalCA, Sandbox
 from secure_ds.sandbox.pki import x5t_s256
+from tests._jwt import hmac_confused_token, token_claims
 
 pytestmark = pytest.mark.integration
 
@@ -66,23 +63,11 @@ def _der(cert_path: Path) -> bytes:
 
 
 def _claims(sb: Sandbox, cert_path: Path | None, **changes: Any) -> dict[str, Any]:
-    now = int(time.time())
-    claims: dict[str, Any] = {
-        "iss": sb.issuer,
-        "sub": "alice",
-        "aud": sb.audience,
-        "iat": now,
-        "nbf": now,
-        "exp": now + 300,
-        "jti": uuid.uuid4().hex,
-        "client_id": "secure-ds",
-        "roles": ["engineer"],
-        "attrs": {"team": "ml"},
-    }
-    if cert_path is not None:
-        claims["cnf"] = {"x5t#S256": x5t_s256(_der(cert_path))}
-    claims.update(changes)
-    return {k: v for k, v in claims.items() if v is not None}
+    """The claims the secure client sends, bound to ``cert_path``; ``changes`` set (or,
+    as None, drop) claims."""
+    thumbprint = x5t_s256(_der(cert_path)) if cert_path is not None else None
+    defaults: dict[str, Any] = {"client_id": "secure-ds", "attrs": {"team": "ml"}}
+    return token_claims(sb, thumbprint, **{**defaults, **changes})
 
 
 def _issuer_key(sb: Sandbox) -> Any:
@@ -98,21 +83,6 @@ def _mint(sb: Sandbox, cert_path: Path | None, key: Any = None, **changes: Any) 
         algorithm=sb.token_alg,
         headers={"typ": "at+jwt", "kid": "test"},
     )
-
-
-def _b64(data: bytes) -> str:
-    return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
-
-
-def _hs256(claims: dict[str, Any], secret: bytes) -> str:
-    """HS256 by hand: PyJWT rightly refuses to use a PEM public key as an HMAC secret."""
-    signing_input = (
-        _b64(json.dumps({"alg": "HS256", "typ": "JWT"}).encode())
-        + "."
-        + _b64(json.dumps(claims).encode())
-    )
-    signature = hmac.new(secret, signing_input.encode(), hashlib.sha256).digest()
-    return f"{signing_input}.{_b64(signature)}"
 
 
 class Caller:
@@ -453,10 +423,7 @@ def test_alg_none_is_refused(sb: Sandbox, alice: Caller) -> None:
 
 
 def test_hs256_keyed_with_the_public_key_is_refused(sb: Sandbox, alice: Caller) -> None:
-    public_pem = sb.issuer_public_key.public_bytes(
-        serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
-    )
-    token = _hs256(_claims(sb, alice.cert), public_pem)
+    token = hmac_confused_token(sb, _claims(sb, alice.cert))
     assert _refusal(sb, alice, token) == "algorithm HS256 not allowed"
 
 
