@@ -46,6 +46,7 @@ from .identity import (
     cert_thumbprint,
     token_provider_from_settings,
 )
+from .policy import CedarDecider, PolicyStore
 
 __all__ = ["AsyncSecureDeepSeek", "BalanceInfo", "SecureDeepSeek", "UserBalance"]
 
@@ -91,6 +92,12 @@ def _build_guard(
     if settings.client_cert is not None:
         cert = x509.load_pem_x509_certificates(Path(settings.client_cert).read_bytes())[0]
         thumbprint = cert_thumbprint(cert.public_bytes(serialization.Encoding.DER))
+    if decider is None and settings.policy_dir is not None:
+        # raises PolicyError (a ConfigError) when the folder does not load: a client
+        # never starts with a broken policy set
+        decider = CedarDecider(
+            PolicyStore(settings.policy_dir, reload_interval=settings.policy_reload)
+        )
     return Guard.create(
         settings,
         token_provider=token_provider or token_provider_from_settings(settings),

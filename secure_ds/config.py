@@ -58,6 +58,7 @@ ENV_VARS: dict[str, str] = {
     "roles": "SECURE_DS_ROLES",
     "attributes": "SECURE_DS_ATTRIBUTES",
     "policy_dir": "SECURE_DS_POLICY_DIR",
+    "policy_reload": "SECURE_DS_POLICY_RELOAD",
     "dlp": "SECURE_DS_DLP",
     "dlp_config": "SECURE_DS_DLP_CONFIG",
     "dlp_block": "SECURE_DS_DLP_BLOCK",
@@ -126,6 +127,7 @@ class Settings:
     attributes: Mapping[str, Any] = dataclasses.field(default_factory=dict)
 
     policy_dir: Path | None = None
+    policy_reload: float = 2.0
     dlp: Literal["off", "detect"] = "detect"
     dlp_config: Path | None = None
     dlp_block: tuple[str, ...] = ()
@@ -227,6 +229,9 @@ class Settings:
             "frequency_penalty", self.frequency_penalty, -2.0, 2.0, "a number from -2 to 2"
         )
         _check_range("token_ttl", self.token_ttl, 30, 3600, "seconds between 30 and 3600")
+        _check_range(
+            "policy_reload", self.policy_reload, 0.0, 3600.0, "seconds, e.g. 2 (0: no reload)"
+        )
         _check_range(
             "audit_fsync_interval", self.audit_fsync_interval, 0.0, 10.0, "seconds, e.g. 0.02"
         )
@@ -410,6 +415,7 @@ def _check_range(field: str, value: float | None, low: float, high: float, what:
 
 _INT_FIELDS = {"max_tokens", "token_ttl", "max_attempts", "breaker_threshold"}
 _FLOAT_FIELDS = {
+    "policy_reload",
     "audit_fsync_interval",
     "temperature",
     "top_p",

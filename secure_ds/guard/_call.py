@@ -74,6 +74,11 @@ class Classification:
 
 @dataclass(frozen=True)
 class Decision:
+    """The decide stage's answer. ``policies`` are the determining policies (the
+    permits that matched, or the forbids that denied); ``denied_by`` names what a
+    deny is attributed to when that is not a policy (``"no permit matched"``, a
+    catalogue or claim problem, an evaluation error)."""
+
     effect: Literal["permit", "deny"]
     engine: str
     policies: tuple[str, ...] = ()
@@ -81,6 +86,20 @@ class Decision:
     reason: str = ""
     revision: str | None = None
     eval_us: float = 0.0
+    policy_names: tuple[str | None, ...] = ()  # each policy's @id annotation
+    advice: tuple[str, ...] = ()
+    errors: tuple[str, ...] = ()
+    commit: str | None = None
+    denied_by: str = ""
+    context: dict[str, Any] | None = None  # the policy engine's input, for replay
+    reload_error: str | None = None  # a newer policy version on disk was rejected
+
+    @property
+    def deciding_policy(self) -> str:
+        """What a deny is attributed to in the error and the record."""
+        if self.denied_by:
+            return self.denied_by
+        return self.policies[0] if self.policies else "no permit matched"
 
     @cached_property
     def record(self) -> dict[str, Any]:
@@ -88,10 +107,17 @@ class Decision:
             "effect": self.effect,
             "engine": self.engine,
             "policies": list(self.policies),
+            "policy_names": list(self.policy_names),
             "obligations": list(self.obligations),
+            "advice": list(self.advice),
+            "errors": list(self.errors),
             "reason": self.reason,
+            "denied_by": self.denied_by or None,
             "revision": self.revision,
+            "commit": self.commit,
             "eval_us": round(self.eval_us, 1),
+            "context": self.context,
+            "reload_error": self.reload_error,
         }
 
 

@@ -124,9 +124,7 @@ class Guard:
             return self._deny(call, f"{stage}:error", _stage_failed(stage, exc))
         if decision.effect != "permit":
             return self._deny(
-                call,
-                decision.policies[0] if decision.policies else "no permit matched",
-                decision.reason or "the policy denied the call",
+                call, decision.deciding_policy, decision.reason or "the policy denied the call"
             )
         self._rewrite_fim(call)
         try:

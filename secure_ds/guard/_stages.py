@@ -13,6 +13,7 @@ from typing import Protocol, runtime_checkable
 
 from ..config import Settings
 from ..dlp._guard import DLPRefusal, apply_dlp_obligation
+from ..policy._obligations import merge_obligations
 from ._call import Call, Classification, Decision, Metering
 
 __all__ = [
@@ -86,7 +87,8 @@ class Unmetered:
 
 class WithObligations:
     """Adds configured obligations (e.g. ``SECURE_DS_DLP_BLOCK``) to every permit of
-    the decider it wraps; a deny stays a deny."""
+    the decider it wraps; a deny stays a deny. A decider returning a fresh decision
+    per call (Cedar) pays the merge each time; shared decisions are extended once."""
 
     def __init__(self, decider: PolicyDecider, obligations: tuple[str, ...]) -> None:
         self.decider = decider
@@ -100,7 +102,10 @@ class WithObligations:
         last = self._last
         if last is not None and last[0] is decision:
             return last[1]  # a decider that returns shared values: extend it once
-        extended = replace(decision, obligations=decision.obligations + self.obligations)
+        # merged, not appended: a policy's redact:email and a configured redact:phone
+        # become one redaction of both (see merge_obligations for the rules)
+        merged = merge_obligations(decision.obligations + self.obligations)
+        extended = replace(decision, obligations=merged)
         self._last = (decision, extended)
         return extended
 
