@@ -1,15 +1,19 @@
 """The end-to-end demo behind ``secure-ds demo``: real calls through the guard chain.
 
-It starts a :class:`~secure_ds.sandbox.Sandbox`, makes calls as different users (a
-plain chat, a streamed chat, a FIM completion, a call that fails twice and is retried,
-one that is refused because its token is bound to another certificate), then reads the
-audit log back and checks that each call left exactly one record saying what happened.
+It starts a :class:`~secure_ds.sandbox.Sandbox`, makes calls as different users under
+the default Cedar policies (``policies/``): a plain chat, a streamed chat, a FIM
+completion, a call that fails twice and is retried, one refused because its token is
+bound to another certificate, confidential data redacted for a cleared engineer and
+refused for an analyst, a private key refused, a contractor routed and capped (or
+refused outside office hours), a caller no policy permits. It then reads the audit
+log back and checks that each call left exactly one record saying what happened.
 The CLI only renders the :class:`DemoReport`.
 """
 
 from __future__ import annotations
 
 import json
+import os
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
@@ -36,6 +40,7 @@ class DemoStep:
     ok: bool = False
     event_id: str | None = None
     outcome: str | None = None
+    decided_by: str | None = None  # the determining policies, or what a deny is put down to
     attempts: int = 0
     total_tokens: int | None = None
     latency_ms: float | None = None
@@ -63,26 +68,37 @@ class DemoReport:
 def run_demo(audit_path: Path, *, on_step: Callable[[DemoStep], None] | None = None) -> DemoReport:
     """Run the demo, appending to ``audit_path``; never raises for a failed step."""
     report = DemoReport(audit_path=str(audit_path))
+    policy_dir = demo_policy_dir()
     with Sandbox() as sb:
         report.endpoint = sb.base_url
         start_line = _line_count(audit_path)
+        clients: list[SecureDeepSeek] = []
 
-        def client_for(user: str, roles: list[str], **overrides: Any) -> SecureDeepSeek:
+        def client_for(
+            user: str, roles: list[str], attributes: dict[str, Any] | None = None, **overrides: Any
+        ) -> SecureDeepSeek:
             settings = sb.client_settings(
-                user, roles=roles, audit_path=audit_path, backoff_factor=0.05, **overrides
+                user,
+                roles=roles,
+                attributes=attributes or {},
+                audit_path=audit_path,
+                backoff_factor=0.05,
+                policy_dir=policy_dir,
+                **overrides,
             )
-            return SecureDeepSeek(settings=settings)
+            clients.append(SecureDeepSeek(settings=settings))
+            return clients[-1]
 
         steps: list[tuple[DemoStep, Callable[[], str]]] = []
-
-        alice = client_for("alice", ["engineer"], model="deepseek-flash@2026-10-17")
+        cleared = {"department": "platform", "clearance": 2, "employment": "employee"}
+        alice = client_for("alice", ["engineer"], cleared, model="deepseek-flash@2026-10-17")
         steps.append(
             (
                 DemoStep("plain chat", "alice", "permit; model pin recorded"),
                 lambda: _chat(alice),
             )
         )
-        bob = client_for("bob", ["analyst"])
+        bob = client_for("bob", ["analyst"], {"department": "finance", "clearance": 1})
         steps.append(
             (
                 DemoStep("streamed chat", "bob", "permit; usage from last chunk"),
@@ -98,39 +114,50 @@ def run_demo(audit_path: Path, *, on_step: Callable[[DemoStep], None] | None = N
 
         def retried() -> str:
             sb.fail_next(503, times=2)
-            return _chat(carol)
+            return _chat(bob)
 
-        carol = client_for("carol", ["contractor"])
-        steps.append(
-            (
-                DemoStep("503 twice, retried", "carol", "permit on attempt 3"),
-                retried,
-            )
-        )
+        steps.append((DemoStep("503 twice, retried", "bob", "permit on attempt 3"), retried))
         mallory = client_for("mallory", ["engineer"])
         steps.append(
             (
-                DemoStep("token for another cert", "mallory", "refused (401), audited"),
+                DemoStep("token for another cert", "mallory", "denied: token not bound to cert"),
                 lambda: _stolen_token(sb, mallory),
             )
         )
-        dana = client_for(
-            "dana",
-            ["support"],
-            dlp_block=("private_key",),
-            dlp_redact=("email",),
-            dlp_reversible=True,
-        )
         steps.append(
             (
-                DemoStep("email redacted, restored", "dana", "sent as <EMAIL_1>, reply restored"),
-                lambda: _redacted(sb, dana),
+                DemoStep("email redacted, restored", "alice", "sent as <EMAIL_1>, reply restored"),
+                lambda: _redacted(sb, alice),
             )
         )
         steps.append(
             (
-                DemoStep("private key in prompt", "dana", "denied before sending"),
-                lambda: _blocked(dana),
+                DemoStep("email, no clearance", "bob", "denied: confidential-needs-clearance"),
+                lambda: _denied(bob, f"Reply to {_DEMO_EMAIL} about the refund."),
+            )
+        )
+        steps.append(
+            (
+                DemoStep("private key in prompt", "alice", "denied: no-secrets-in-prompts"),
+                lambda: _denied(alice, f"Why is this key rejected?\n{_DEMO_KEY}"),
+            )
+        )
+        carol = client_for("carol", ["contractor"], {"employment": "contractor"})
+        steps.append(
+            (
+                DemoStep(
+                    "contractor asks for v4-pro",
+                    "carol",
+                    "9-5: routed to flash, capped; else denied",
+                ),
+                lambda: _contractor(carol),
+            )
+        )
+        victor = client_for("victor", ["visitor"])
+        steps.append(
+            (
+                DemoStep("no role that may call", "victor", "denied: no permit matched"),
+                lambda: _denied(victor, "Hello?"),
             )
         )
 
@@ -142,7 +169,7 @@ def run_demo(audit_path: Path, *, on_step: Callable[[DemoStep], None] | None = N
                     step.observed = f"{type(exc).__name__}: {exc}"
                 report.steps.append(step)
         finally:
-            for client in (alice, bob, carol, mallory, dana):
+            for client in clients:
                 client.close()
         _check_against_audit(report.steps, audit_path, start_line)
         for step in report.steps:
@@ -196,7 +223,9 @@ def _stolen_token(sb: Sandbox, client: SecureDeepSeek) -> str:
     client.guard.token_provider = forged
     try:
         _chat(client)
-    except AuthenticationFailed as exc:
+    except PolicyDenied as exc:  # the policy sees the binding does not match: never sent
+        return f"PolicyDenied by {exc.policy}"
+    except AuthenticationFailed as exc:  # without that policy the endpoint refuses it
         reason = exc.body.get("message") if isinstance(exc.body, dict) else exc.body
         return f"AuthenticationFailed: {reason}"
     return "the call went through (unexpected)"
@@ -225,16 +254,40 @@ def _redacted(sb: Sandbox, client: SecureDeepSeek) -> str:
     return reply.choices[0].message.content or ""
 
 
-def _blocked(client: SecureDeepSeek) -> str:
+def _denied(client: SecureDeepSeek, prompt: str) -> str:
     try:
         client.chat.completions.create(
-            model=client.default_model,
-            messages=[{"role": "user", "content": f"Why is this key rejected?\n{_DEMO_KEY}"}],
+            model=client.default_model, messages=[{"role": "user", "content": prompt}]
         )
     except PolicyDenied as exc:
-        reason = exc.message.split(": ", 1)[-1].split(". ", 1)[0]
-        return f"PolicyDenied: {reason}"
+        return f"PolicyDenied by {exc.policy}"
     return "the call went through (unexpected)"
+
+
+def _contractor(client: SecureDeepSeek) -> str:
+    try:
+        reply = client.chat.completions.create(
+            model="deepseek-v4-pro",
+            messages=[{"role": "user", "content": "Draft a status update."}],
+            max_tokens=4000,
+        )
+    except PolicyDenied as exc:
+        return f"PolicyDenied by {exc.policy} (outside contractor hours)"
+    return f"answered by {reply.model}"
+
+
+def demo_policy_dir() -> Path:
+    """The policy folder the demo runs under: ``SECURE_DS_POLICY_DIR`` if set, else the
+    repository's ``policies/`` (the demo runs from a source checkout)."""
+    configured = os.environ.get("SECURE_DS_POLICY_DIR")
+    if configured:
+        return Path(configured)
+    return Path(__file__).resolve().parents[1] / "policies"
+
+
+def _office_hours(record: dict[str, Any]) -> bool:
+    context = record["decide"]["context"]
+    return bool(context["weekday"] <= 5 and 7 <= context["hour_utc"] < 19)
 
 
 _EXPECT: dict[str, Callable[[DemoStep, dict[str, Any]], bool]] = {
@@ -256,22 +309,46 @@ _EXPECT: dict[str, Callable[[DemoStep, dict[str, Any]], bool]] = {
         r["outcome"] == "permit" and [a.get("status") for a in r["attempts"]] == [503, 503, 200]
     ),
     "token for another cert": lambda s, r: (
-        r["outcome"] == "failure"
-        and r["error"]["type"] == "AuthenticationFailed"
-        and s.observed.startswith("AuthenticationFailed")
+        r["outcome"] == "deny"
+        and r["actor"]["certificate_bound"] is False
+        and r["decide"]["policies"] == ["prompts-need-certificate-bound-token"]
+        and r["attempts"] == []
     ),
     "email redacted, restored": lambda s, r: (
         r["outcome"] == "permit"
         and r["classify"]["classification"] == "confidential"
-        and "redact:email:reversible [email=1]" in r["enforce"]["applied"]
+        and "confidential-redacted-for-engineers" in r["decide"]["policies"]
+        and any(a.startswith("redact:") and "[email=1]" in a for a in r["enforce"]["applied"])
         and _DEMO_EMAIL in s.observed
+        and _DEMO_EMAIL not in json.dumps(r)
+    ),
+    "email, no clearance": lambda s, r: (
+        r["outcome"] == "deny"
+        and r["decide"]["policies"] == ["confidential-needs-clearance"]
+        and r["attempts"] == []
         and _DEMO_EMAIL not in json.dumps(r)
     ),
     "private key in prompt": lambda s, r: (
         r["outcome"] == "deny"
         and r["classify"]["classification"] == "secret"
+        and r["decide"]["policies"] == ["no-secrets-in-prompts"]
         and r["attempts"] == []
         and s.observed.startswith("PolicyDenied")
+    ),
+    "contractor asks for v4-pro": lambda s, r: (
+        (
+            r["outcome"] == "permit"
+            and r["request"]["model"] == "deepseek-flash"
+            and r["request"]["max_tokens"] == 1024
+            and r["decide"]["obligations"] == ["cap_max_tokens:1024", "route:deepseek-flash"]
+        )
+        if _office_hours(r)
+        else (r["outcome"] == "deny" and r["decide"]["policies"] == ["contractors-office-hours"])
+    ),
+    "no role that may call": lambda s, r: (
+        r["outcome"] == "deny"
+        and r["decide"]["policies"] == []
+        and r["error"]["policy"] == "no permit matched"
     ),
 }
 
@@ -287,6 +364,8 @@ def _check_against_audit(steps: list[DemoStep], audit_path: Path, start_line: in
         record = records[index]
         step.event_id = record["event_id"]
         step.outcome = record["outcome"]
+        decide = record.get("decide") or {}
+        step.decided_by = ", ".join(decide.get("policies") or []) or decide.get("denied_by")
         step.attempts = len(record["attempts"])
         step.latency_ms = record["latency_ms"]
         usage = (record.get("response") or {}).get("usage") or {}

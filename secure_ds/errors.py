@@ -18,6 +18,7 @@ keys or request bodies.
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import httpx2
@@ -38,6 +39,7 @@ __all__ = [
     "PermissionDenied",
     "PinMismatch",
     "PolicyDenied",
+    "PolicyError",
     "RateLimited",
     "RequestTimedOut",
     "SecureDSError",
@@ -72,6 +74,15 @@ class ConfigError(SecureDSError):
     def __init__(self, variable: str, problem: str, *, fix: str) -> None:
         self.variable = variable
         super().__init__(f"{variable}: {problem}.", hint=fix)
+
+
+class PolicyError(ConfigError):
+    """The policy folder (``SECURE_DS_POLICY_DIR``) cannot be loaded: a file does not
+    parse or validate, or is not a plain file. ``file`` names the file at fault."""
+
+    def __init__(self, problem: str, *, fix: str, file: Path | None = None) -> None:
+        self.file = file
+        super().__init__("SECURE_DS_POLICY_DIR", problem, fix=fix)
 
 
 class IdentityError(SecureDSError):

@@ -69,7 +69,7 @@ def _demo(args: argparse.Namespace) -> int:
         report = run_demo(audit_path)
     console.print(f"Sandbox endpoint [bold]{report.endpoint}[/] (mTLS + certificate-bound JWT)")
     table = Table(title="secure-ds demo: every call through the guard chain")
-    for column in ("step", "user", "expected", "outcome", "tries", "tokens", "ms", "check"):
+    for column in ("step", "user", "expected", "outcome", "decided by", "tries", "ms", "check"):
         table.add_column(column, overflow="fold")
     for step in report.steps:
         table.add_row(
@@ -77,8 +77,8 @@ def _demo(args: argparse.Namespace) -> int:
             step.user,
             step.expected,
             step.outcome or "-",
+            step.decided_by or "-",
             str(step.attempts),
-            "-" if step.total_tokens is None else str(step.total_tokens),
             "-" if step.latency_ms is None else f"{step.latency_ms:.1f}",
             "[green]ok[/]" if step.ok else "[red]FAILED[/]",
         )

@@ -28,7 +28,7 @@ from typing import Any, Literal
 
 import cedarpy
 
-from ..errors import ConfigError
+from ..errors import PolicyError
 
 __all__ = [
     "CATALOGUE_FILE",
@@ -45,14 +45,6 @@ NAMESPACE = "SecureDS"
 CATALOGUE_FILE = "entities.json"
 MAX_FILE_BYTES = 1024 * 1024  # policies are code reviewed by people: 1 MiB is plenty
 _MAX_FILES = 1000
-
-
-class PolicyError(ConfigError):
-    """The policy folder cannot be loaded; ``file`` names the file at fault (if one)."""
-
-    def __init__(self, problem: str, *, fix: str, file: Path | None = None) -> None:
-        self.file = file
-        super().__init__("SECURE_DS_POLICY_DIR", problem, fix=fix)
 
 
 @dataclass(frozen=True)
@@ -239,8 +231,8 @@ def _parse_policies(path: Path, text: str) -> list[tuple[PolicyInfo, Any]]:
             name=name or None,
             file=path.name,
             effect="permit" if policy["effect"] == "permit" else "forbid",
-            obligations=_annotated(annotations, "obligation"),
-            advice=_annotated(annotations, "advice"),
+            obligations=_annotated(annotations, "obligation", split=True),
+            advice=_annotated(annotations, "advice", split=False),  # prose: kept whole
             annotations=annotations,
             body=body,
         )
@@ -248,11 +240,13 @@ def _parse_policies(path: Path, text: str) -> list[tuple[PolicyInfo, Any]]:
     return parsed
 
 
-def _annotated(annotations: Mapping[str, str], key: str) -> tuple[str, ...]:
+def _annotated(annotations: Mapping[str, str], key: str, *, split: bool) -> tuple[str, ...]:
+    """Values of ``@key`` and ``@key_<anything>`` (Cedar allows each key once)."""
     items: list[str] = []
     for name in sorted(annotations):
         if name == key or name.startswith(key + "_"):
-            items.extend(split_annotation(annotations[name]))
+            value = annotations[name]
+            items.extend(split_annotation(value) if split else [value] if value else [])
     return tuple(items)
 
 

@@ -37,12 +37,27 @@ def test_demo_json_reports_every_step_and_the_audit_file(tmp_path: Path) -> None
         "503 twice, retried",
         "token for another cert",
         "email redacted, restored",
+        "email, no clearance",
         "private key in prompt",
+        "contractor asks for v4-pro",
+        "no role that may call",
     ]
     assert all(s["ok"] for s in report["steps"])
     records = [json.loads(line) for line in audit.read_text().splitlines()]
     assert [r["event_id"] for r in records] == [s["event_id"] for s in report["steps"]]
-    assert [r["outcome"] for r in records] == ["permit"] * 4 + ["failure", "permit", "deny"]
+    outcomes = [r["outcome"] for r in records]
+    # the contractor's call depends on the time of day (office hours): either is right
+    assert outcomes[:8] + outcomes[9:] == ["permit"] * 4 + [
+        "deny",
+        "permit",
+        "deny",
+        "deny",
+        "deny",
+    ]
+    assert {r["decide"]["engine"] for r in records} == {"cedar"}
+    decided = [s["decided_by"] for s in report["steps"]]
+    assert decided[6:8] == ["confidential-needs-clearance", "no-secrets-in-prompts"]
+    assert decided[9] == "no permit matched"
 
 
 def test_demo_table_output(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
