@@ -256,15 +256,11 @@ def _policy_problems(
         if problem is not None:
             severity, message = problem
             code = "route-target" if message.startswith("route target") else "obligation"
-            problems.append(
-                Problem(severity, code, name, obligation_line, f"{label}: {message}")
-            )
+            problems.append(Problem(severity, code, name, obligation_line, f"{label}: {message}"))
     return problems
 
 
-def check_obligation(
-    obligation: str, models: frozenset[str] | None
-) -> tuple[Severity, str] | None:
+def check_obligation(obligation: str, models: frozenset[str] | None) -> tuple[Severity, str] | None:
     """(severity, message) when ``obligation`` is malformed or unknown, else None.
 
     ``models`` is the catalogue (None when it could not be read: route targets are then
@@ -495,4 +491,3 @@ def _policy_lines(text: str) -> list[int]:
             starts.append(line)
         i += 1
     return starts
-
