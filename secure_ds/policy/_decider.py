@@ -34,6 +34,10 @@ from ._store import PolicyStore
 __all__ = ["CedarDecider", "Evaluation", "PolicyOutcomes", "evaluate", "interpret"]
 
 ENGINE = "cedar"
+_ACTIONS = {
+    name: {"type": ACTION, "id": name}
+    for name in ("chat", "stream", "fim", "fhe_infer", "list_models", "balance", "other")
+}
 
 
 @dataclass(frozen=True)
@@ -55,6 +59,17 @@ class PolicyOutcomes:
     def __init__(self, bundle: PolicyBundle) -> None:
         self.bundle = bundle
         self._memo: dict[tuple[str, ...], tuple[tuple[str, ...], tuple[str, ...], str]] = {}
+        self._names: dict[tuple[str, ...], tuple[str | None, ...]] = {}
+
+    def names(self, policies: tuple[str, ...]) -> tuple[str | None, ...]:
+        """The ``@id`` annotation of each policy (memoised: the set of ids is small)."""
+        names = self._names.get(policies)
+        if names is None:
+            known = self.bundle.policies
+            names = tuple(known[p].name if p in known else None for p in policies)
+            if len(self._names) < 4096:
+                self._names[policies] = names
+        return names
 
     def forbid_reason(self, reasons: tuple[str, ...]) -> str:
         """A forbid's ``@reason`` annotation says why, in words for the caller."""
@@ -143,63 +158,71 @@ class CedarDecider:
             state = self._state = self._state_for(store.bundle)
             self._last_principal = None
         bundle, builder, outcomes = state
-        reload_error = str(store.last_error) if store and store.last_error else None
         identity = call.identity
         classification = call.classification
+        body = call.body
         context = call_context(
             level=classification.level if classification else "unclassified",
             findings=classification.findings if classification else (),
-            max_tokens=call.body.get("max_tokens") if call.body else None,
+            max_tokens=body.get("max_tokens") if body else None,
             stream=call.stream,
             started_at=call.started_at,
             auth=identity.auth if identity else "none",
-            certificate_bound=bool(identity and identity.record["certificate_bound"]),
+            certificate_bound=identity is not None
+            and identity.bound_thumbprint is not None
+            and identity.bound_thumbprint == identity.cert_thumbprint,
             cert_sha256=identity.cert_thumbprint if identity else None,
             source_ip=local_address(),
         )
-
-        def decision(evaluation: Evaluation) -> Decision:
-            return Decision(
-                effect="permit" if evaluation.effect == "permit" else "deny",
-                engine=ENGINE,
-                policies=evaluation.policies,
-                obligations=evaluation.obligations,
-                reason=evaluation.reason,
-                revision=bundle.revision,
-                eval_us=(time.perf_counter() - started) * 1e6,
-                policy_names=tuple(
-                    bundle.policies[p].name if p in bundle.policies else None
-                    for p in evaluation.policies
-                ),
-                advice=evaluation.advice,
-                errors=evaluation.errors,
-                commit=bundle.commit,
-                denied_by=evaluation.denied_by,
-                context=context,
-                reload_error=reload_error,
-            )
-
         resource: dict[str, str] = API_RESOURCE
         if call.action in MODEL_ACTIONS:
             model = (call.model or "").split("@", 1)[0]
             if model not in bundle.models:
                 what = f"model {model!r} is" if model else "the request names no model; it"
-                return decision(_refusal("catalogue", f"{what} not in the policy catalogue"))
+                refusal = _refusal("catalogue", f"{what} not in the policy catalogue")
+                return self._decision(state, refusal, context, started)
             resource = {"type": MODEL, "id": model}
         try:
             principal = self._principal(builder, identity)
         except ClaimError as exc:
-            return decision(_refusal(f"claim:{exc.claim}" if exc.claim else "claims", str(exc)))
+            refusal = _refusal(f"claim:{exc.claim}" if exc.claim else "claims", str(exc))
+            return self._decision(state, refusal, context, started)
         request = {
             "principal": principal.uid,
-            "action": {"type": ACTION, "id": call.action},
+            "action": _ACTIONS.get(call.action) or {"type": ACTION, "id": call.action},
             "resource": resource,
             "context": context,
         }
         result = cedarpy.is_authorized(
             request, bundle.policy_set, principal.entities, bundle.schema
         )
-        return decision(interpret(outcomes, result))
+        return self._decision(state, interpret(outcomes, result), context, started)
+
+    def _decision(
+        self,
+        state: tuple[PolicyBundle, InputBuilder, PolicyOutcomes],
+        evaluation: Evaluation,
+        context: dict[str, Any],
+        started: float,
+    ) -> Decision:
+        bundle, _, outcomes = state
+        store = self._store
+        return Decision(
+            effect="permit" if evaluation.effect == "permit" else "deny",
+            engine=ENGINE,
+            policies=evaluation.policies,
+            obligations=evaluation.obligations,
+            reason=evaluation.reason,
+            revision=bundle.revision,
+            eval_us=(time.perf_counter() - started) * 1e6,
+            policy_names=outcomes.names(evaluation.policies),
+            advice=evaluation.advice,
+            errors=evaluation.errors,
+            commit=bundle.commit,
+            denied_by=evaluation.denied_by,
+            context=context,
+            reload_error=str(store.last_error) if store and store.last_error else None,
+        )
 
     def _principal(self, builder: InputBuilder, identity: Any) -> PrincipalInputs:
         last = self._last_principal

@@ -13,7 +13,6 @@ from __future__ import annotations
 import json
 import socket
 import threading
-import time
 from collections import OrderedDict
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -96,7 +95,8 @@ def call_context(
     source_ip: str,
 ) -> dict[str, Any]:
     """The context record the schema's ``CallContext`` declares, in Cedar's JSON."""
-    moment = time.gmtime(started_at)
+    seconds = int(started_at)
+    days = seconds // 86400  # day 0, 1970-01-01, was a Thursday (ISO weekday 4)
     context: dict[str, Any] = {
         "classification": level,
         "classification_level": _LEVELS.get(level, -1),
@@ -104,8 +104,8 @@ def call_context(
         "finding_count": sum(count for _, count in findings),
         "max_tokens": max_tokens if type(max_tokens) is int and max_tokens >= 0 else 0,
         "stream": stream,
-        "hour_utc": moment.tm_hour,
-        "weekday": moment.tm_wday + 1,
+        "hour_utc": seconds // 3600 % 24,
+        "weekday": (days + 3) % 7 + 1,
         "source_ip": {"__extn": {"fn": "ip", "arg": source_ip}},
         "auth": auth,
         "certificate_bound": certificate_bound,
