@@ -92,13 +92,15 @@ def _build_guard(
     if settings.client_cert is not None:
         cert = x509.load_pem_x509_certificates(Path(settings.client_cert).read_bytes())[0]
         thumbprint = cert_thumbprint(cert.public_bytes(serialization.Encoding.DER))
+    owned: list[CedarDecider] = []
     if decider is None and settings.policy_dir is not None:
         # raises PolicyError (a ConfigError) when the folder does not load: a client
         # never starts with a broken policy set
         decider = CedarDecider(
             PolicyStore(settings.policy_dir, reload_interval=settings.policy_reload)
         )
-    return Guard.create(
+        owned.append(decider)
+    guard = Guard.create(
         settings,
         token_provider=token_provider or token_provider_from_settings(settings),
         audit_log=AuditLog(
@@ -111,6 +113,8 @@ def _build_guard(
         decider=decider,
         meter=meter,
     )
+    guard.owned.extend(owned)
+    return guard
 
 
 def _resolve(settings: Settings | None, api_key: object, base_url: object) -> Settings:
@@ -286,7 +290,7 @@ class SecureDeepSeek(openai.OpenAI):
         try:
             super().close()
         finally:
-            self.guard.audit_log.close()
+            self.guard.close()
 
 
 class AsyncSecureDeepSeek(openai.AsyncOpenAI):
@@ -355,4 +359,4 @@ class AsyncSecureDeepSeek(openai.AsyncOpenAI):
         try:
             await super().close()
         finally:
-            self.guard.audit_log.close()
+            self.guard.close()

@@ -20,7 +20,7 @@ from __future__ import annotations
 import hashlib
 import json
 import time
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import httpx2
@@ -61,6 +61,9 @@ class Guard:
     retry: RetryPolicy
     breakers: BreakerRegistry
     _identity_cache: tuple[Token, Identity] | None = None
+    # what the client built for this guard (e.g. the policy store and its watcher)
+    # and must release with it; stages passed in by the caller stay the caller's
+    owned: list[Any] = field(default_factory=list)
 
     @classmethod
     def create(
@@ -92,6 +95,14 @@ class Guard:
             retry=RetryPolicy.from_settings(settings),
             breakers=BreakerRegistry(settings.breaker_threshold, settings.breaker_cooldown),
         )
+
+    def close(self) -> None:
+        """Release what the guard owns, then close the audit log."""
+        try:
+            for resource in self.owned:
+                resource.close()
+        finally:
+            self.audit_log.close()
 
     # ------------------------------------------------------------------ before send
 

@@ -175,3 +175,40 @@ def test_cedar_records_match_the_audit_schema(sb: Sandbox, tmp_path: Path) -> No
     for record in records:
         errors = sorted(validator.iter_errors(record), key=str)
         assert not errors, errors[0].message
+
+
+async def test_the_async_client_decides_the_same_way(sb: Sandbox, tmp_path: Path) -> None:
+    from secure_ds import AsyncSecureDeepSeek
+
+    settings = sb.client_settings(
+        "alice",
+        roles=("analyst",),
+        policy_dir=POLICIES,
+        audit_path=tmp_path / "audit.jsonl",
+    )
+    async with AsyncSecureDeepSeek(settings=settings) as c:
+        await c.chat.completions.create(model="deepseek-flash", messages=MESSAGES)
+        with pytest.raises(PolicyDenied) as info:
+            await c.chat.completions.create(model="deepseek-v4-pro", messages=MESSAGES)
+    assert info.value.policy == "no permit matched"  # analysts: standard tier only
+    records = read_audit(tmp_path / "audit.jsonl")
+    assert [r["decide"]["policies"] for r in records] == [
+        ["analysts-chat-on-standard-models"],
+        [],
+    ]
+
+
+def test_closing_the_client_stops_the_policy_watcher(sb: Sandbox, tmp_path: Path) -> None:
+    import threading
+
+    settings = sb.client_settings(
+        "alice", policy_dir=POLICIES, policy_reload=0.05, audit_path=tmp_path / "a.jsonl"
+    )
+    with SecureDeepSeek(settings=settings):
+        assert any(t.name == "secure-ds-policy-watch" for t in threading.enumerate())
+    for thread in threading.enumerate():
+        if thread.name == "secure-ds-policy-watch":
+            thread.join(timeout=2)
+    assert not any(
+        t.name == "secure-ds-policy-watch" and t.is_alive() for t in threading.enumerate()
+    )
