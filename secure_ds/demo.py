@@ -324,7 +324,7 @@ _EXPECT: dict[str, Callable[[DemoStep, dict[str, Any]], bool]] = {
     ),
     "email, no clearance": lambda s, r: (
         r["outcome"] == "deny"
-        and r["decide"]["policies"] == ["confidential-needs-clearance"]
+        and r["decide"]["policies"][0] == "confidential-needs-clearance"
         and r["attempts"] == []
         and _DEMO_EMAIL not in json.dumps(r)
     ),

@@ -18,7 +18,7 @@ from rich.table import Table
 
 from .. import __version__
 from ..errors import SecureDSError
-from . import _dlp
+from . import _dlp, _policy
 
 __all__ = ["main"]
 
@@ -38,6 +38,7 @@ def _parser() -> argparse.ArgumentParser:
     pin.add_argument("certificate", type=Path, help="PEM certificate file")
 
     _dlp.register(sub)
+    _policy.register(sub)
     return parser
 
 
@@ -50,8 +51,11 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _pin(args.certificate)
         if args.command == "dlp":
             return _dlp.run(args)
+        if args.command == "policy":
+            return _policy.run(args)
     except SecureDSError as exc:
-        Console(stderr=True).print(f"[bold red]error:[/] {exc}", highlight=False)
+        # escaped: a message may quote text with [brackets], which rich reads as markup
+        Console(stderr=True).print(f"[bold red]error:[/] {escape(str(exc))}", highlight=False)
         return 2
     return 1  # pragma: no cover - argparse rejects unknown commands
 

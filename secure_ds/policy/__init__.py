@@ -12,25 +12,36 @@ from __future__ import annotations
 
 from ._bundle import PolicyBundle, PolicyError, PolicyInfo, load_bundle
 from ._decider import CedarDecider, Evaluation, PolicyOutcomes, evaluate, interpret
+from ._explain import Explanation, explain_call, explain_request
 from ._inputs import ClaimError, InputBuilder, call_context, principal_json
+from ._lint import LintReport, format_folder, lint_folder
 from ._obligations import ObligationConflict, merge_obligations
 from ._store import PolicyStore
+from ._testing import TestRun, run_policy_tests
 
 __all__ = [
     "CedarDecider",
     "ClaimError",
     "Evaluation",
+    "Explanation",
     "InputBuilder",
+    "LintReport",
     "ObligationConflict",
     "PolicyBundle",
     "PolicyError",
     "PolicyInfo",
     "PolicyOutcomes",
     "PolicyStore",
+    "TestRun",
     "call_context",
     "evaluate",
+    "explain_call",
+    "explain_request",
+    "format_folder",
     "interpret",
+    "lint_folder",
     "load_bundle",
     "merge_obligations",
     "principal_json",
+    "run_policy_tests",
 ]

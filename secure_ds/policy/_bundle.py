@@ -38,6 +38,8 @@ __all__ = [
     "PolicyError",
     "PolicyInfo",
     "load_bundle",
+    "parse_policy_file",
+    "read_policy_file",
     "split_annotation",
 ]
 
@@ -114,7 +116,7 @@ def load_bundle(directory: Path | str) -> PolicyBundle:
         )
     sources: dict[str, str] = {}
     schema_path = schema_files[0]
-    schema_text = sources[schema_path.name] = _read(schema_path)
+    schema_text = sources[schema_path.name] = read_policy_file(schema_path)
     try:
         schema = cedarpy.Schema.from_str(schema_text)
     except ValueError as exc:
@@ -127,8 +129,8 @@ def load_bundle(directory: Path | str) -> PolicyBundle:
     policies: dict[str, PolicyInfo] = {}
     static: dict[str, Any] = {}
     for path in policy_files:
-        text = sources[path.name] = _read(path)
-        for info, est in _parse_policies(path, text):
+        text = sources[path.name] = read_policy_file(path)
+        for info, est in parse_policy_file(path, text):
             if info.id in policies:
                 other = policies[info.id].file
                 raise PolicyError(
@@ -174,7 +176,9 @@ def split_annotation(value: str) -> tuple[str, ...]:
     return tuple(item for item in re.split(r"[\s;]+", value) if item)
 
 
-def _read(path: Path) -> str:
+def read_policy_file(path: Path) -> str:
+    """The text of a policy, schema or catalogue file, or :class:`PolicyError` saying why
+    it cannot be read (not a plain file, over :data:`MAX_FILE_BYTES`, not UTF-8)."""
     if not path.is_file():
         kind = "a directory" if path.is_dir() else "not a regular file"
         raise PolicyError(
@@ -199,7 +203,9 @@ def _read(path: Path) -> str:
         ) from None
 
 
-def _parse_policies(path: Path, text: str) -> list[tuple[PolicyInfo, Any]]:
+def parse_policy_file(path: Path, text: str) -> list[tuple[PolicyInfo, Any]]:
+    """Each policy of one file with its Cedar JSON, in source order; a syntax error is
+    a :class:`PolicyError` naming the file and line."""
     try:
         est = json.loads(cedarpy.policies_to_json_str(text))
     except ValueError as exc:
@@ -293,7 +299,7 @@ def _load_catalogue(
     path = folder / CATALOGUE_FILE
     if not path.exists():
         return (), cedarpy.Entities.from_json_str("[]", schema), frozenset()
-    text = sources[CATALOGUE_FILE] = _read(path)
+    text = sources[CATALOGUE_FILE] = read_policy_file(path)
     try:
         entities = json.loads(text)
     except ValueError as exc:

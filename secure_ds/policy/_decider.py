@@ -31,7 +31,14 @@ from ._inputs import (
 from ._obligations import ObligationConflict, merge_obligations
 from ._store import PolicyStore
 
-__all__ = ["CedarDecider", "Evaluation", "PolicyOutcomes", "evaluate", "interpret"]
+__all__ = [
+    "CedarDecider",
+    "Evaluation",
+    "PolicyOutcomes",
+    "evaluate",
+    "interpret",
+    "not_in_catalogue",
+]
 
 ENGINE = "cedar"
 _ACTIONS = {
@@ -60,6 +67,11 @@ class PolicyOutcomes:
         self.bundle = bundle
         self._memo: dict[tuple[str, ...], tuple[tuple[str, ...], tuple[str, ...], str]] = {}
         self._names: dict[tuple[str, ...], tuple[str | None, ...]] = {}
+        self._order = {policy_id: i for i, policy_id in enumerate(bundle.policies)}
+
+    def position(self, policy_id: str) -> int:
+        """Where the policy stands in the folder (files by name, then source order)."""
+        return self._order.get(policy_id, len(self._order))
 
     def names(self, policies: tuple[str, ...]) -> tuple[str | None, ...]:
         """The ``@id`` annotation of each policy (memoised: the set of ids is small)."""
@@ -107,7 +119,9 @@ def evaluate(
 
 def interpret(outcomes: PolicyOutcomes, result: cedarpy.AuthzResult) -> Evaluation:
     diagnostics = result.diagnostics
-    reasons = tuple(diagnostics.reasons)
+    # Cedar reports determining policies in no fixed order; folder order makes the
+    # policy a deny is attributed to (and the record) the same on every run
+    reasons = tuple(sorted(diagnostics.reasons, key=outcomes.position))
     errors = tuple(diagnostics.errors)
     if errors:
         return Evaluation(
@@ -178,9 +192,7 @@ class CedarDecider:
         if call.action in MODEL_ACTIONS:
             model = (call.model or "").split("@", 1)[0]
             if model not in bundle.models:
-                what = f"model {model!r} is" if model else "the request names no model; it"
-                refusal = _refusal("catalogue", f"{what} not in the policy catalogue")
-                return self._decision(state, refusal, context, started)
+                return self._decision(state, not_in_catalogue(model), context, started)
             resource = {"type": MODEL, "id": model}
         try:
             principal = self._principal(builder, identity)
@@ -234,6 +246,16 @@ class CedarDecider:
             inputs = builder.principal(identity.subject, identity.roles, identity.attributes)
         self._last_principal = (identity, inputs)
         return inputs
+
+
+def not_in_catalogue(model: str) -> Evaluation:
+    """The deny for a model the catalogue does not list (shared by every evaluator)."""
+    reason = (
+        f"model {model!r} is not in the policy catalogue (entities.json)"
+        if model
+        else "the request names no model"
+    )
+    return _refusal("catalogue", reason)
 
 
 def _refusal(denied_by: str, reason: str) -> Evaluation:

@@ -26,7 +26,9 @@ from __future__ import annotations
 
 import difflib
 import json
+import os
 import re
+import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -34,18 +36,26 @@ from typing import Any, Literal
 import cedarpy
 
 from ..dlp._model import KINDS
+from ..errors import PolicyError
 from ._bundle import (
     CATALOGUE_FILE,
     NAMESPACE,
     PolicyBundle,
-    PolicyError,
     PolicyInfo,
-    _parse_policies,
-    _read,
+    parse_policy_file,
+    read_policy_file,
     load_bundle,
 )
 
-__all__ = ["KNOWN_OBLIGATIONS", "LintReport", "Problem", "check_obligation", "lint_folder"]
+__all__ = [
+    "KNOWN_OBLIGATIONS",
+    "FormatReport",
+    "LintReport",
+    "Problem",
+    "check_obligation",
+    "format_folder",
+    "lint_folder",
+]
 
 Severity = Literal["error", "warning"]
 
@@ -125,7 +135,9 @@ def lint_folder(path: Path | str) -> LintReport:
         report.problems = [load_problem] if load_problem else []
         return report
 
-    schema = report.bundle.schema if report.bundle else _schema_of(folder)
+    # a folder that loaded has passed schema validation already: validate files one by
+    # one only to find every file at fault in one that did not
+    schema = None if report.bundle else _schema_of(folder)
     models = report.bundle.models if report.bundle else _models_of(folder)
     seen: dict[str, str] = {}  # policy id -> file, across the folder
     found: list[Problem] = []
@@ -154,6 +166,78 @@ def lint_folder(path: Path | str) -> LintReport:
     return report
 
 
+@dataclass
+class FormatReport:
+    changed: list[str] = field(default_factory=list)  # files that are (or would be) rewritten
+    problems: list[Problem] = field(default_factory=list)  # files that cannot be formatted
+
+
+def format_folder(path: Path | str, *, write: bool) -> FormatReport:
+    """Put every ``.cedar`` file of the folder into Cedar's canonical format (what
+    ``cedar format`` writes); with ``write=False`` only report which would change."""
+    folder = Path(path)
+    if not folder.is_dir():
+        raise PolicyError(
+            f"{folder} is not a directory",
+            fix="Pass the folder holding the .cedar files (e.g. policies).",
+        )
+    report = FormatReport()
+    for entry in sorted(p for p in folder.iterdir() if p.suffix == ".cedar"):
+        try:
+            text = read_policy_file(entry)
+            formatted = cedarpy.format_policies(text)
+            if formatted == text:
+                continue
+            # The formatter must change only the layout. Checked rather than trusted,
+            # because a rewrite that changed a policy would be committed as
+            # "formatting" and slip through review.
+            same = cedarpy.policies_to_json_str(text) == cedarpy.policies_to_json_str(formatted)
+        except PolicyError as exc:
+            report.problems.append(_from_policy_error(folder, exc, code="file"))
+            continue
+        except ValueError as exc:
+            report.problems.append(
+                Problem(
+                    "error",
+                    "syntax",
+                    entry.name,
+                    None,
+                    f"cannot format: the file does not parse ({exc}). Fix it first; "
+                    "`secure-ds policy validate` shows the line.",
+                )
+            )
+            continue
+        if not same:
+            report.problems.append(
+                Problem(
+                    "error",
+                    "format",
+                    entry.name,
+                    None,
+                    "not rewritten: the formatted text would parse to different policies. "
+                    "Format it by hand and report this as a bug in the Cedar formatter.",
+                )
+            )
+            continue
+        report.changed.append(entry.name)
+        if write:
+            _replace(entry, formatted)
+    return report
+
+
+def _replace(path: Path, text: str) -> None:
+    """Write ``text`` over ``path`` atomically: a policy store watching the folder
+    never reads a half-written file. The temporary name does not end in .cedar, so
+    a load in between does not pick it up."""
+    temporary = path.with_name(f".{path.name}.formatting")
+    try:
+        temporary.write_text(text, encoding="utf-8", newline="")
+        shutil.copymode(path, temporary)
+        os.replace(temporary, path)
+    finally:
+        temporary.unlink(missing_ok=True)
+
+
 # ------------------------------------------------------------------------ per file
 
 
@@ -166,8 +250,8 @@ def _check_file(
     report: LintReport,
 ) -> list[Problem]:
     try:
-        text = _read(path)
-        parsed = _parse_policies(path, text)
+        text = read_policy_file(path)
+        parsed = parse_policy_file(path, text)
     except PolicyError as exc:
         return [_from_policy_error(folder, exc, code="file")]
     name = path.name
@@ -182,7 +266,8 @@ def _check_file(
     source = text.splitlines()
     for index, info in enumerate(infos):
         start = lines[index] or None
-        end = lines[index + 1] - 1 if index + 1 < len(lines) and lines[index + 1] else None
+        following = lines[index + 1] if index + 1 < len(lines) else 0
+        end = following - 1 if following else len(source)
         if info.id in seen:
             problems.append(
                 Problem(
@@ -254,14 +339,15 @@ def _policy_problems(
     for obligation in info.obligations:
         problem = check_obligation(obligation, models)
         if problem is not None:
-            severity, message = problem
-            code = "route-target" if message.startswith("route target") else "obligation"
+            severity, code, message = problem
             problems.append(Problem(severity, code, name, obligation_line, f"{label}: {message}"))
     return problems
 
 
-def check_obligation(obligation: str, models: frozenset[str] | None) -> tuple[Severity, str] | None:
-    """(severity, message) when ``obligation`` is malformed or unknown, else None.
+def check_obligation(
+    obligation: str, models: frozenset[str] | None
+) -> tuple[Severity, str, str] | None:
+    """(severity, code, message) when ``obligation`` is malformed or unknown, else None.
 
     ``models`` is the catalogue (None when it could not be read: route targets are then
     not checked). Mirrors what the enforce stage accepts (secure_ds.guard._stages and
@@ -272,6 +358,7 @@ def check_obligation(obligation: str, models: frozenset[str] | None) -> tuple[Se
         if not arg.isdigit() or int(arg) <= 0:
             return (
                 "error",
+                "obligation",
                 f"obligation {obligation!r} is malformed: the cap must be a whole number "
                 "above 0 (the enforce stage refuses anything else, which denies the call). "
                 "Write e.g. cap_max_tokens:1024.",
@@ -281,12 +368,14 @@ def check_obligation(obligation: str, models: frozenset[str] | None) -> tuple[Se
         if not arg:
             return (
                 "error",
+                "obligation",
                 f"obligation {obligation!r} names no model. Write route:MODEL with a model "
                 f"from {CATALOGUE_FILE}.",
             )
         if models is not None and arg not in models:
             return (
                 "error",
+                "route-target",
                 f"route target {arg!r} is not in the model catalogue ({CATALOGUE_FILE}): "
                 "calls would be sent to a model the policies never vetted. Add it to the "
                 "catalogue or route to a model that is there.",
@@ -298,16 +387,17 @@ def check_obligation(obligation: str, models: frozenset[str] | None) -> tuple[Se
             form = "redact:<kinds>[:reversible]" if verb == "redact" else "block:<kinds>"
             return (
                 "error",
+                "obligation",
                 f"obligation {obligation!r} is malformed: write {form}, where <kinds> is "
                 "a comma-separated list of DLP kinds or * for all (the DLP stage refuses "
                 "anything else, which denies the call).",
             )
-        unknown = sorted(
-            k.strip() for k in kinds_text.split(",") if k.strip() not in KINDS and k != "*"
-        )
+        kinds = {k.strip() for k in kinds_text.split(",")} - {""}
+        unknown = sorted(kinds - set(KINDS) - {"*"})
         if unknown:
             return (
                 "warning",
+                "obligation",
                 f"obligation {obligation!r} names {', '.join(map(repr, unknown))}, which "
                 "is not a built-in DLP kind; it only matches if SECURE_DS_DLP_CONFIG "
                 f"defines it. Built-in kinds: {', '.join(KINDS)}.",
@@ -315,9 +405,9 @@ def check_obligation(obligation: str, models: frozenset[str] | None) -> tuple[Se
         return None
     return (
         "warning",
-        f"obligation {obligation!r} is not one the enforce stage can carry out yet: a "
-        "permit carrying it becomes a deny. Use one of "
-        f"{KNOWN_OBLIGATIONS}, or remove it.",
+        "obligation",
+        f"obligation {obligation!r}: the enforce stage cannot carry this out yet: a permit "
+        f"carrying it becomes a deny. Use one of {KNOWN_OBLIGATIONS}, or remove it.",
     )
 
 
@@ -411,8 +501,11 @@ def _from_policy_error(folder: Path, exc: PolicyError, *, code: str) -> Problem:
             file = str(exc.file.relative_to(folder))
         except ValueError:
             file = exc.file.name
-        match = re.search(re.escape(str(exc.file)) + r":(\d+):", text)
+        match = re.search(re.escape(str(exc.file)) + r":(\d+): ", text)
         line = int(match.group(1)) if match else None
+        # the location is shown beside the message: do not repeat it inside
+        text = text.replace(match.group(0), "", 1) if match else text
+        text = text.replace(str(exc.file), file)
     if code == "file" and "syntax error" in text:
         code = "syntax"
     return Problem("error", code, file, line, text)
@@ -425,7 +518,7 @@ def _schema_of(folder: Path) -> cedarpy.Schema | None:
     if len(found) != 1:
         return None
     try:
-        return cedarpy.Schema.from_str(_read(found[0]))
+        return cedarpy.Schema.from_str(read_policy_file(found[0]))
     except (PolicyError, ValueError):
         return None
 
@@ -434,7 +527,7 @@ def _models_of(folder: Path) -> frozenset[str] | None:
     """Model ids in the catalogue, read leniently (the load error covers a bad one);
     None when it is missing or unreadable, so route targets go unchecked."""
     try:
-        entities = json.loads(_read(folder / CATALOGUE_FILE))
+        entities = json.loads(read_policy_file(folder / CATALOGUE_FILE))
     except (PolicyError, ValueError):
         return None
     if not isinstance(entities, list):

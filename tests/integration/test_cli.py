@@ -56,7 +56,8 @@ def test_demo_json_reports_every_step_and_the_audit_file(tmp_path: Path) -> None
     ]
     assert {r["decide"]["engine"] for r in records} == {"cedar"}
     decided = [s["decided_by"] for s in report["steps"]]
-    assert decided[6:8] == ["confidential-needs-clearance", "no-secrets-in-prompts"]
+    assert decided[6].startswith("confidential-needs-clearance")
+    assert decided[7] == "no-secrets-in-prompts"
     assert decided[9] == "no permit matched"
 
 
