@@ -42,9 +42,9 @@ from ._bundle import (
     NAMESPACE,
     PolicyBundle,
     PolicyInfo,
+    load_bundle,
     parse_policy_file,
     read_policy_file,
-    load_bundle,
 )
 
 __all__ = [
