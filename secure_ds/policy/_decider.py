@@ -35,9 +35,12 @@ __all__ = [
     "CedarDecider",
     "Evaluation",
     "PolicyOutcomes",
+    "claim_refusal",
     "evaluate",
     "interpret",
     "not_in_catalogue",
+    "prepare_request",
+    "refusal",
 ]
 
 ENGINE = "cedar"
@@ -188,26 +191,15 @@ class CedarDecider:
             cert_sha256=identity.cert_thumbprint if identity else None,
             source_ip=local_address(),
         )
-        resource: dict[str, str] = API_RESOURCE
-        if call.action in MODEL_ACTIONS:
-            model = (call.model or "").split("@", 1)[0]
-            if model not in bundle.models:
-                return self._decision(state, not_in_catalogue(model), context, started)
-            resource = {"type": MODEL, "id": model}
         try:
-            principal = self._principal(builder, identity)
+            principal: PrincipalInputs | ClaimError = self._principal(builder, identity)
         except ClaimError as exc:
-            refusal = _refusal(f"claim:{exc.claim}" if exc.claim else "claims", str(exc))
-            return self._decision(state, refusal, context, started)
-        request = {
-            "principal": principal.uid,
-            "action": _ACTIONS.get(call.action) or {"type": ACTION, "id": call.action},
-            "resource": resource,
-            "context": context,
-        }
-        result = cedarpy.is_authorized(
-            request, bundle.policy_set, principal.entities, bundle.schema
-        )
+            principal = exc
+        prepared = prepare_request(bundle, call.action, call.model, principal, context)
+        if isinstance(prepared, Evaluation):
+            return self._decision(state, prepared, context, started)
+        request, entities = prepared
+        result = cedarpy.is_authorized(request, bundle.policy_set, entities, bundle.schema)
         return self._decision(state, interpret(outcomes, result), context, started)
 
     def _decision(
@@ -248,6 +240,39 @@ class CedarDecider:
         return inputs
 
 
+def prepare_request(
+    bundle: PolicyBundle,
+    action: str,
+    model: str | None,
+    principal: PrincipalInputs | ClaimError,
+    context: dict[str, Any],
+) -> tuple[dict[str, Any], cedarpy.Entities] | Evaluation:
+    """The decider's steps before Cedar, shared by every evaluator (live guard,
+    ``explain``, ``review``) so they cannot drift apart: a model action's model must be
+    in the catalogue (a pin is ignored), then the principal's claims must fit the
+    schema. Returns the Cedar request and its entities, or the refusal."""
+    resource: dict[str, str] = API_RESOURCE
+    if action in MODEL_ACTIONS:
+        name = (model or "").split("@", 1)[0]
+        if name not in bundle.models:
+            return not_in_catalogue(name)
+        resource = {"type": MODEL, "id": name}
+    if isinstance(principal, ClaimError):
+        return claim_refusal(principal)
+    request = {
+        "principal": principal.uid,
+        "action": _ACTIONS.get(action) or {"type": ACTION, "id": action},
+        "resource": resource,
+        "context": context,
+    }
+    return request, principal.entities
+
+
+def claim_refusal(error: ClaimError) -> Evaluation:
+    """The deny for a token claim that does not fit the schema."""
+    return refusal(f"claim:{error.claim}" if error.claim else "claims", str(error))
+
+
 def not_in_catalogue(model: str) -> Evaluation:
     """The deny for a model the catalogue does not list (shared by every evaluator)."""
     reason = (
@@ -255,8 +280,9 @@ def not_in_catalogue(model: str) -> Evaluation:
         if model
         else "the request names no model"
     )
-    return _refusal("catalogue", reason)
+    return refusal("catalogue", reason)
 
 
-def _refusal(denied_by: str, reason: str) -> Evaluation:
+def refusal(denied_by: str, reason: str) -> Evaluation:
+    """A deny decided before Cedar was asked (nothing determined it)."""
     return Evaluation("deny", (), (), (), (), denied_by, reason)
