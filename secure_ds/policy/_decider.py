@@ -154,6 +154,7 @@ class CedarDecider:
         bundle = source.bundle if isinstance(source, PolicyStore) else source
         self._state = self._state_for(bundle)
         self._last_principal: tuple[Any, PrincipalInputs] | None = None
+        local_address()  # resolve the host's address now, not on the first call's path
 
     @property
     def bundle(self) -> PolicyBundle:
