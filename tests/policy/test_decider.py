@@ -3,16 +3,14 @@ obligations combine as documented, and calls are decided from the token and the 
 
 from __future__ import annotations
 
-import json
 import shutil
 import time
 from pathlib import Path
 from typing import Any
 
-import httpx2
 import pytest
 
-from secure_ds.guard import Classification, Decision, Identity
+from secure_ds.guard import Decision
 from secure_ds.guard._call import Call
 from secure_ds.policy import (
     CedarDecider,
@@ -22,6 +20,8 @@ from secure_ds.policy import (
     load_bundle,
     merge_obligations,
 )
+from tests.policy._calls import make_call as shared_make_call
+from tests.policy._calls import monday_at
 
 POLICIES = Path(__file__).parents[2] / "policies"
 SCHEMA = (POLICIES / "secure-ds.cedarschema").read_text()
@@ -39,36 +39,10 @@ def folder(tmp_path: Path, policies: str, *, name: str = "p") -> Path:
 
 
 def make_call(
-    body: dict[str, Any] | None = None,
-    *,
-    path: str = "/chat/completions",
-    roles: tuple[str, ...] = ("engineer",),
-    attributes: dict[str, Any] | None = None,
-    level: str = "public",
-    findings: tuple[tuple[str, int], ...] = (),
-    bound: bool = True,
-    hour: int | None = None,
+    body: dict[str, Any] | None = None, *, hour: int | None = None, **kwargs: Any
 ) -> Call:
-    if body is None:
-        body = {"model": "deepseek-flash", "messages": []}
-    request = httpx2.Request(
-        "POST", f"https://api.example{path}", content=json.dumps(body).encode()
-    )
-    call = Call.from_request(request)
-    if hour is not None:  # a Monday at the given hour, UTC
-        call.started_at = time.mktime((2026, 11, 23, hour, 30, 0, 0, 0, 0)) - time.timezone
-    call.identity = Identity(
-        subject="alice",
-        roles=roles,
-        attributes=attributes or {},
-        auth="jwt",
-        issuer="test",
-        token_id="jti-1",
-        cert_thumbprint="abc",
-        bound_thumbprint="abc" if bound else None,
-    )
-    call.classification = Classification(engine="dlp", level=level, findings=findings)
-    return call
+    started_at = monday_at(hour) if hour is not None else None
+    return shared_make_call(body, started_at=started_at, **kwargs)
 
 
 PERMIT_ENGINEERS = """

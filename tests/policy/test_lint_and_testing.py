@@ -10,15 +10,14 @@ from pathlib import Path
 from typing import Any
 
 import cedarpy
-import httpx2
 import pytest
 
-from secure_ds.guard import Classification, Identity
 from secure_ds.guard._call import Call
 from secure_ds.policy import CedarDecider, load_bundle
 from secure_ds.policy._explain import explain_call, started_at_for
 from secure_ds.policy._lint import _policy_lines, check_obligation, format_folder, lint_folder
 from secure_ds.policy._testing import CaseProblem, parse_uid, run_policy_tests
+from tests.policy._calls import make_call
 
 POLICIES = Path(__file__).parents[2] / "policies"
 CONTEXT = {
@@ -470,24 +469,15 @@ def _live_call(
     started_at: float,
     bound: bool,
 ) -> Call:
-    body = {"model": model, "messages": [], "max_tokens": 4096}
-    request = httpx2.Request(
-        "POST", "https://api.example/chat/completions", content=json.dumps(body).encode()
-    )
-    call = Call.from_request(request)
-    call.started_at = started_at
-    call.identity = Identity(
-        subject="alice",
+    return make_call(
+        {"model": model, "messages": [], "max_tokens": 4096},
         roles=roles,
         attributes=attributes,
-        auth="jwt",
-        issuer="test",
-        token_id="jti",
-        cert_thumbprint="abc",
-        bound_thumbprint="abc" if bound else None,
+        level=level,
+        findings=findings,
+        bound=bound,
+        started_at=started_at,
     )
-    call.classification = Classification(engine="dlp", level=level, findings=findings)
-    return call
 
 
 @pytest.mark.parametrize(
