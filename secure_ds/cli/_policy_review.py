@@ -7,7 +7,8 @@ verdict go to standard error, so ``> comment.md`` captures only the report.
 
 Exit status: 0 NEW may be merged as far as the review can tell; 1 NEW grants new
 access (a deny that becomes a permit, or a permit whose obligations ask less) and
-``--allow-new-access`` was not given, or NEW does not load; 2 the review could not
+``--allow-new-access`` was not given, or NEW fails its decision tests (which
+``--allow-new-access`` does not excuse), or NEW does not load; 2 the review could not
 run (a side that is neither a folder nor a git revision, an OLD that does not load,
 an unreadable audit log).
 """
@@ -26,7 +27,8 @@ from rich.markup import escape
 from rich.progress import BarColumn, Progress, TaskID, TextColumn, TimeRemainingColumn
 
 from ..errors import SecureDSError
-from ..policy._review import DEFAULT_MAX_ROWS, SWEEP_LIMIT, ProgressFn, ReviewReport, review
+from ..policy._review import DEFAULT_MAX_ROWS, SWEEP_LIMIT, ReviewReport, review
+from ..policy._review._common import ProgressFn
 
 __all__ = ["add_review_parser", "run_review"]
 
@@ -34,7 +36,8 @@ _EPILOG = (
     "OLD and NEW are policy folders or git revisions of one: REV or REV:path, the path "
     "from the repository root (default: policies), e.g. `review origin/main HEAD` or "
     "`review HEAD~1:policies ./policies`. Exit status: 0 no new access; 1 NEW grants "
-    "new access (without --allow-new-access) or does not load; 2 the review could not run."
+    "new access (without --allow-new-access), fails its decision tests or does not load; "
+    "2 the review could not run."
 )
 
 
@@ -136,18 +139,29 @@ def run_review(args: argparse.Namespace) -> int:
 def _verdict(report: ReviewReport, status: int, allowed: bool) -> str:
     if not report.new_loaded:
         return "[bold red]NEW does not load[/]: fix it (see the report) before it can be merged."
+    said: list[str] = []
+    if report.tests_fail:
+        said.append(
+            "[bold red]NEW fails its decision tests[/] (see the report): fix the policies or "
+            "the expectations; --allow-new-access does not excuse failing tests."
+        )
     if report.grants_new_access:
         what = (
             f"{len(report.new_access)} deny→permit change(s), "
             f"{len(report.loosened_obligations)} loosened obligation set(s)"
         )
         if allowed:
-            return f"[yellow]NEW grants new access[/] ({what}); allowed by --allow-new-access."
-        return (
-            f"[bold red]NEW grants new access[/] ({what}). Have it reviewed, then re-run "
-            "with --allow-new-access."
-        )
-    return "[green]NEW grants no new access.[/]" if status == 0 else ""
+            said.append(
+                f"[yellow]NEW grants new access[/] ({what}); allowed by --allow-new-access."
+            )
+        else:
+            said.append(
+                f"[bold red]NEW grants new access[/] ({what}). Have it reviewed, then re-run "
+                "with --allow-new-access."
+            )
+    elif status == 0:
+        said.append("[green]NEW grants no new access.[/]")
+    return "\n".join(said)
 
 
 def _write(path: Path, text: str) -> None:

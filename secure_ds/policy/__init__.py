@@ -10,14 +10,45 @@ loader and evaluator.
 
 from __future__ import annotations
 
+import importlib
+from typing import TYPE_CHECKING, Any
+
 from ._bundle import PolicyBundle, PolicyError, PolicyInfo, load_bundle
 from ._decider import CedarDecider, Evaluation, PolicyOutcomes, evaluate, interpret
-from ._explain import Explanation, explain_call, explain_request
 from ._inputs import ClaimError, InputBuilder, call_context, principal_json
-from ._lint import LintReport, format_folder, lint_folder
 from ._obligations import ObligationConflict, merge_obligations
 from ._store import PolicyStore
-from ._testing import TestRun, run_policy_tests
+
+if TYPE_CHECKING:
+    from ._explain import Explanation, explain_call, explain_request
+    from ._lint import LintReport, format_folder, lint_folder
+    from ._review import ReviewReport, review
+    from ._testing import TestRun, run_policy_tests
+
+# The review tooling is imported on first use: every client imports this package for
+# the decision point, and should not pay for loading the linter and the replayer.
+_TOOLING = {
+    "Explanation": "._explain",
+    "explain_call": "._explain",
+    "explain_request": "._explain",
+    "LintReport": "._lint",
+    "format_folder": "._lint",
+    "lint_folder": "._lint",
+    "ReviewReport": "._review",
+    "review": "._review",
+    "TestRun": "._testing",
+    "run_policy_tests": "._testing",
+}
+
+
+def __getattr__(name: str) -> Any:
+    module = _TOOLING.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(module, __name__), name)
+    globals()[name] = value
+    return value
+
 
 __all__ = [
     "CedarDecider",
@@ -32,6 +63,7 @@ __all__ = [
     "PolicyInfo",
     "PolicyOutcomes",
     "PolicyStore",
+    "ReviewReport",
     "TestRun",
     "call_context",
     "evaluate",
@@ -43,5 +75,6 @@ __all__ = [
     "load_bundle",
     "merge_obligations",
     "principal_json",
+    "review",
     "run_policy_tests",
 ]

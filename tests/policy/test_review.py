@@ -22,16 +22,10 @@ from secure_ds.cli._policy_review import add_review_parser, run_review
 from secure_ds.errors import SecureDSError
 from secure_ds.policy import ClaimError, InputBuilder, evaluate, load_bundle
 from secure_ds.policy._inputs import ACTION, API_RESOURCE, MODEL, MODEL_ACTIONS
-from secure_ds.policy._review import (
-    REVIEW_SCHEMA,
-    Outcome,
-    ReviewReport,
-    _Replay,
-    _Request,
-    _Side,
-    obligation_strength,
-    review,
-)
+from secure_ds.policy._review import REVIEW_SCHEMA, ReviewReport, obligation_strength, review
+from secure_ds.policy._review._common import _Request
+from secure_ds.policy._review._diff import Outcome
+from secure_ds.policy._review._replay import _Replay, _Side
 from secure_ds.sandbox import Sandbox
 from tests.conftest import read_audit
 
@@ -175,15 +169,22 @@ def test_widening_is_new_access_found_in_the_log_and_by_the_sweep(
     assert "| `analysts-use-premium` | added |" in text
 
     assert cli(str(old), str(new), "--audit", str(recorded)) == 1
-    assert cli(str(old), str(new), "--audit", str(recorded), "--allow-new-access") == 0
     err = " ".join(capsys.readouterr().err.split())  # rich wraps lines
     assert "re-run with --allow-new-access" in err
+    # the widening breaks decision tests of the default set (analysts' expectations):
+    # --allow-new-access accepts reviewed new access, not the tests it breaks
+    assert cli(str(old), str(new), "--audit", str(recorded), "--allow-new-access") == 1
+    shutil.rmtree(new / "tests")  # (a reviewed widening comes with its tests updated)
+    assert cli(str(old), str(new), "--audit", str(recorded), "--allow-new-access") == 0
+    err = " ".join(capsys.readouterr().err.split())
+    assert "allowed by --allow-new-access" in err
 
 
 def test_restriction_is_listed_and_exits_0(recorded: Path, old: Path, tmp_path: Path) -> None:
     new = copy_policies(tmp_path, "new")
     (new / "restrict.cedar").write_text(RESTRICT)
-    report = review(str(old), str(new), audit=[recorded])
+    # the edit breaks a decision test of the default set; that gate is tested on its own
+    report = review(str(old), str(new), audit=[recorded], run_tests=False)
     assert report.new_access == []
     [finding] = [f for f in report.restrictions if f.audit_records]
     assert finding.new.policies == ("engineers-off-premium",)
@@ -209,7 +210,8 @@ def test_raising_a_token_cap_is_a_weaker_obligation(
     record["decide"]["context"].update(hour_utc=10, weekday=2)
     log.write_text(json.dumps(record) + "\n")
 
-    report = review(str(old), str(new), audit=[log])
+    # the edit breaks a decision test of the default set; that gate is tested on its own
+    report = review(str(old), str(new), audit=[log], run_tests=False)
     weaker = [f for f in report.obligation_changes if f.strength == "weaker"]
     assert weaker
     assert all("cap_max_tokens:1024" in f.old.obligations for f in weaker)
@@ -228,7 +230,8 @@ def test_raising_a_token_cap_is_a_weaker_obligation(
 def test_a_renamed_policy_is_removed_and_added(recorded: Path, old: Path, tmp_path: Path) -> None:
     new = copy_policies(tmp_path, "new")
     edit(new / "access.cedar", '@id("everyone-lists-models")', '@id("all-list-models")')
-    report = review(str(old), str(new), audit=[recorded])
+    # the edit breaks a decision test of the default set; that gate is tested on its own
+    report = review(str(old), str(new), audit=[recorded], run_tests=False)
     changes = {(c.id, c.change) for c in report.policy_changes}
     assert changes == {("everyone-lists-models", "removed"), ("all-list-models", "added")}
     assert report.new_access == []
@@ -253,13 +256,54 @@ def test_a_new_that_does_not_load_is_reported_and_exits_1(
     assert not report.new.loaded
     assert report.new.error is not None
     assert "access.cedar" in report.new.error
+    assert "SECURE_DS_POLICY_DIR" not in report.new.error  # PolicyError's prefix, dropped
     assert report.exit_code(allow_new_access=True) == 1
     assert report.replay.sweep_requests == 0  # nothing to replay against
     text = report.to_markdown()
     assert "NEW does not load" in text
     assert "Cedar syntax error" in text
+    assert "SECURE_DS_POLICY_DIR" not in text
     assert cli(str(old), str(new), "--allow-new-access") == 1
     assert "NEW does not load" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("problem", ["failed", "malformed"])
+def test_failing_decision_tests_of_new_fail_the_review(
+    problem: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    new = copy_policies(tmp_path, "new")
+    tests_file = new / "tests" / "access.json"
+    cases = json.loads(tests_file.read_text())
+    broken = cases[0]
+    assert broken["decision"] == "allow", "policies/tests/access.json changed: update this test"
+    if problem == "failed":
+        broken["decision"] = "deny"  # an expectation the unchanged policies do not meet
+        del broken["obligations"]  # (obligations come only with an allow)
+    else:
+        broken["decison"] = broken.pop("decision")  # a misspelt key: a malformed case
+    tests_file.write_text(json.dumps(cases, indent=2))
+
+    report = review(str(POLICIES), str(new))
+    assert report.policy_changes == []
+    assert not report.grants_new_access  # the policies are the same: only the tests fail
+    assert report.tests is not None
+    assert report.tests.status == "failed"
+    if problem == "failed":
+        assert report.tests.failed == (broken["name"],)
+    else:
+        [error] = report.tests.errors
+        assert error.startswith(f"{broken['name']}: unknown key(s) 'decison'")
+    assert report.tests_fail
+    assert report.exit_code() == 1
+    assert report.exit_code(allow_new_access=True) == 1  # it excuses new access only
+    text = report.to_markdown()
+    assert "**❌ NEW fails its decision tests**" in text
+    assert broken["name"] in text[text.index("### Validation and tests") :]
+
+    assert cli(str(POLICIES), str(new), "--no-sweep", "--allow-new-access") == 1
+    captured = capsys.readouterr()
+    assert broken["name"] in captured.out
+    assert "NEW fails its decision tests" in " ".join(captured.err.split())
 
 
 def git(repo: Path, *args: str) -> str:
@@ -301,7 +345,11 @@ def test_git_revisions_are_reviewed(
     assert report.tests is not None
     assert report.tests.status == "failed"
     monkeypatch.chdir(repo)
-    assert cli("HEAD~1", "HEAD", "--no-sweep") == 0  # no log, no sweep: nothing found
+    # no log, no sweep: no new access found, but NEW's decision tests still fail it
+    assert cli("HEAD~1", "HEAD", "--no-sweep") == 1
+    out = capsys.readouterr().out
+    assert "NEW grants no new access" in out
+    assert "NEW fails its decision tests" in out
     assert cli("HEAD~1", "HEAD") == 1
     assert "analysts-use-premium" in capsys.readouterr().out
 
@@ -325,8 +373,10 @@ def test_missing_revisions_and_folders_say_what_to_do(
 def test_an_old_that_does_not_load_is_a_usage_error(tmp_path: Path) -> None:
     old = copy_policies(tmp_path, "old")
     (old / "access.cedar").write_text("permit (")
-    with pytest.raises(SecureDSError, match=r"OLD .* does not load"):
+    with pytest.raises(SecureDSError, match=r"OLD .* does not load") as raised:
         review(str(old), str(POLICIES))
+    assert "SECURE_DS_POLICY_DIR" not in str(raised.value)
+    assert "access.cedar" in str(raised.value)
 
 
 def test_malformed_lines_are_counted_not_fatal(recorded: Path, old: Path, tmp_path: Path) -> None:
@@ -597,6 +647,14 @@ def test_grouping_never_changes_a_decision(tmp_path: Path) -> None:
         assert Outcome.of(case.old) == decide_alone(old, request), request
         assert Outcome.of(case.new) == decide_alone(new, request), request
     assert len(replay.cases) < len(requests) * 0.8  # and the grouping does group
+
+
+def test_review_is_exported_by_the_policy_package() -> None:
+    import secure_ds.policy
+
+    assert secure_ds.policy.review is review
+    assert secure_ds.policy.ReviewReport is ReviewReport
+    assert {"review", "ReviewReport"} <= set(secure_ds.policy.__all__)
 
 
 def test_report_round_trips_through_json_types(old: Path) -> None:
