@@ -33,6 +33,7 @@ import sys
 import tempfile
 import time
 import uuid
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -42,7 +43,8 @@ from rich.table import Table
 
 from secure_ds.policy import ClaimError, InputBuilder, PolicyOutcomes, interpret, load_bundle
 from secure_ds.policy._bundle import PolicyBundle
-from secure_ds.policy._inputs import ACTION, API_RESOURCE, MODEL, MODEL_ACTIONS
+from secure_ds.policy._decider import prepare_request
+from secure_ds.policy._inputs import MODEL_ACTIONS, PrincipalInputs
 from secure_ds.policy._review import review_bundles
 
 POLICIES = Path(__file__).resolve().parent.parent / "policies"
@@ -224,29 +226,36 @@ def new_policies(target: Path) -> Path:
     return target
 
 
-def distinct_requests(path: Path) -> int:
-    """Distinct (principal, action, model, context) in the log, for the table: how much
-    an exact de-duplication alone would save (not timed)."""
-    seen: set[str] = set()
+def replayable(path: Path, limit: int | None = None) -> Iterator[dict[str, Any]]:
+    """The records of the first ``limit`` lines that carry a policy context."""
     with path.open("rb") as handle:
-        for line in handle:
+        for number, line in enumerate(handle):
+            if limit is not None and number >= limit:
+                return
             try:
                 record = json.loads(line)
             except ValueError:
                 continue
             decide = record.get("decide")
-            if not decide or decide.get("context") is None:
-                continue
-            actor = record["actor"] or {}
-            key = [
-                actor.get("subject"),
-                actor.get("roles"),
-                actor.get("attributes"),
-                record["action"],
-                record["request"]["model_requested"],
-                decide["context"],
-            ]
-            seen.add(json.dumps(key, sort_keys=True))
+            if decide and decide.get("context") is not None:
+                yield record
+
+
+def distinct_requests(path: Path) -> int:
+    """Distinct (principal, action, model, context) in the log, for the table: how much
+    an exact de-duplication alone would save (not timed)."""
+    seen: set[str] = set()
+    for record in replayable(path):
+        actor = record["actor"] or {}
+        key = [
+            actor.get("subject"),
+            actor.get("roles"),
+            actor.get("attributes"),
+            record["action"],
+            record["request"]["model_requested"],
+            record["decide"]["context"],
+        ]
+        seen.add(json.dumps(key, sort_keys=True))
     return len(seen)
 
 
@@ -255,43 +264,27 @@ def naive_replay(path: Path, limit: int, bundles: list[PolicyBundle]) -> tuple[i
     sides = [(b, InputBuilder(b), PolicyOutcomes(b)) for b in bundles]
     replayed = 0
     started = time.perf_counter()
-    with path.open("rb") as handle:
-        for number, line in enumerate(handle):
-            if number >= limit:
-                break
+    for record in replayable(path, limit):
+        actor = record["actor"] or {}
+        for bundle, builder, outcomes in sides:
             try:
-                record = json.loads(line)
-            except ValueError:
-                continue
-            decide = record.get("decide")
-            if not decide or decide.get("context") is None:
-                continue
-            actor = record["actor"] or {}
-            action = record["action"]
-            for bundle, builder, outcomes in sides:
-                resource = API_RESOURCE
-                if action in MODEL_ACTIONS:
-                    model = (record["request"]["model_requested"] or "").split("@", 1)[0]
-                    if model not in bundle.models:
-                        continue  # a catalogue deny: no Cedar call
-                    resource = {"type": MODEL, "id": model}
-                try:
-                    principal = builder.principal(
-                        actor.get("subject"), actor.get("roles", ()), actor.get("attributes", {})
-                    )
-                except ClaimError:
-                    continue
-                request = {
-                    "principal": principal.uid,
-                    "action": {"type": ACTION, "id": action},
-                    "resource": resource,
-                    "context": decide["context"],
-                }
-                result = cedarpy.is_authorized(
-                    request, bundle.policy_set, principal.entities, bundle.schema
+                principal: PrincipalInputs | ClaimError = builder.principal(
+                    actor.get("subject"), actor.get("roles", ()), actor.get("attributes", {})
                 )
+            except ClaimError as exc:
+                principal = exc
+            prepared = prepare_request(
+                bundle,
+                record["action"],
+                record["request"]["model_requested"],
+                principal,
+                record["decide"]["context"],
+            )
+            if isinstance(prepared, tuple):  # else refused before Cedar, as the decider does
+                request, entities = prepared
+                result = cedarpy.is_authorized(request, bundle.policy_set, entities, bundle.schema)
                 interpret(outcomes, result)
-            replayed += 1
+        replayed += 1
     return replayed, time.perf_counter() - started
 
 

@@ -204,9 +204,11 @@ class ReviewReport:
         lines = [f"### {title}: {len(findings)}", ""]
         if not findings:
             return [*lines, "None.", ""]
-        lines += [
-            lead,
-            "",
+        return [*lines, lead, "", *self._flip_table(findings), ""]
+
+    def _flip_table(self, findings: Sequence[Finding]) -> list[str]:
+        """OLD and NEW outcome with an example request, one row per finding (capped)."""
+        lines = [
             "| OLD | NEW | example request | roles | actions · models | recorded | sweep |",
             "|---|---|---|---|---|---:|---:|",
         ]
@@ -224,7 +226,7 @@ class ReviewReport:
             lines.append("| " + " | ".join(cells) + " |")
         if more:
             lines.append(more)
-        return [*lines, ""]
+        return lines
 
     def _obligations(self) -> list[str]:
         rows = self.obligation_changes
@@ -266,27 +268,8 @@ class ReviewReport:
         rows = self.reattributed
         if not rows:
             return []
-        lines = [
-            f"<details><summary>Same decision, other determining policies: {len(rows)}</summary>",
-            "",
-            "| OLD | NEW | example request | roles | actions · models | recorded | sweep |",
-            "|---|---|---|---|---|---:|---:|",
-        ]
-        shown, more = self._capped(rows)
-        for f in shown:
-            cells = [
-                _cell(_outcome_text(f.old)),
-                _cell(_outcome_text(f.new)),
-                _request_text(f),
-                _roles_text(f.roles),
-                _scope_text(f),
-                f"{f.audit_records:,}",
-                f"{f.sweep_requests:,}",
-            ]
-            lines.append("| " + " | ".join(cells) + " |")
-        if more:
-            lines.append(more)
-        return [*lines, "", "</details>", ""]
+        summary = f"<details><summary>Same decision, other determining policies: {len(rows)}"
+        return [summary + "</summary>", "", *self._flip_table(rows), "", "</details>", ""]
 
     def _policies(self) -> list[str]:
         rows = self.policy_changes
