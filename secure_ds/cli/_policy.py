@@ -33,7 +33,6 @@ if TYPE_CHECKING:
 __all__ = ["register", "run"]
 
 _DIR_HELP = "the policy folder (default: $SECURE_DS_POLICY_DIR, else ./policies)"
-_REVIEW_MODULE = f"{__package__}._policy_review"
 
 
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -529,27 +528,12 @@ def _short(value: Any) -> str:
 
 
 def _add_review(actions: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    try:
-        from ._policy_review import add_review_parser  # type: ignore[import-not-found,unused-ignore]
-    except ModuleNotFoundError as exc:
-        if exc.name != _REVIEW_MODULE:
-            raise  # the module is there but broken: show the real error
-        review = actions.add_parser("review", help="review a policy change (not installed)")
-        review.add_argument("rest", nargs=argparse.REMAINDER, help=argparse.SUPPRESS)
-        return
+    from ._policy_review import add_review_parser
+
     add_review_parser(actions)
 
 
 def _review(args: argparse.Namespace) -> int:
-    try:
-        from ._policy_review import run_review  # type: ignore[import-not-found,unused-ignore]
-    except ModuleNotFoundError as exc:
-        if exc.name != _REVIEW_MODULE:
-            raise
-        Console(stderr=True).print(
-            "[bold red]error:[/] review is not installed in this version of secure-ds "
-            "(secure_ds.cli._policy_review is missing). Use validate, test and explain.",
-            highlight=False,
-        )
-        return 2
+    from ._policy_review import run_review  # imported on use: it loads the replayer
+
     return int(run_review(args))

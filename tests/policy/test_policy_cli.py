@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import shutil
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -469,13 +468,3 @@ def test_explain_request_file_cannot_be_mixed_with_call_flags(
 
 
 # -------------------------------------------------------------------------- review
-
-
-def test_review_without_its_module_says_it_is_not_installed(
-    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
-) -> None:
-    # a None entry makes the import fail as if the module were not there
-    monkeypatch.setitem(sys.modules, "secure_ds.cli._policy_review", None)
-    status, _, err = run(capsys, "review", "main", str(POLICIES))
-    assert status == 2
-    assert "review is not installed" in err

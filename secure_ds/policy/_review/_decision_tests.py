@@ -8,16 +8,17 @@ from typing import Any, Literal
 
 from ...errors import SecureDSError
 from .._bundle import PolicyBundle
+from .._testing import run_policy_tests
 
 
 @dataclass(frozen=True)
 class TestSummary:
     """NEW's decision tests (``tests/*.json`` in the folder), run by
-    :func:`secure_ds.policy._testing.run_policy_tests` when it is available."""
+    :func:`secure_ds.policy._testing.run_policy_tests`."""
 
     __test__ = False  # not a pytest test class, whatever its name
 
-    status: Literal["passed", "failed", "none", "error", "unavailable"]
+    status: Literal["passed", "failed", "none", "error"]
     passed: int = 0
     failed: tuple[str, ...] = ()  # labels of the failed cases
     errors: tuple[str, ...] = ()  # malformed test files or cases: "label: message"
@@ -36,40 +37,16 @@ class TestSummary:
 
 
 def _run_tests(bundle: PolicyBundle) -> TestSummary:
-    # imported late and looked up by name: the test runner is optional here, and the
-    # review works (saying the tests were not run) without it
-    try:
-        from .. import _testing
-    except ImportError:
-        return TestSummary("unavailable", message="the decision-test runner is not installed")
-    runner = getattr(_testing, "run_policy_tests", None)
-    if runner is None:
-        return TestSummary("unavailable", message="the decision-test runner is not available")
     if not bundle.test_files:
         return TestSummary("none", message="the folder has no tests/*.json")
     try:
-        result = runner(bundle)
+        result = run_policy_tests(bundle)
     except SecureDSError as exc:
         return TestSummary("error", message=str(exc))
-    passed = list(getattr(result, "passed", ()) or ())
-    failed = [_label(t) for t in getattr(result, "failed", ()) or ()]
-    errors = [
-        f"{_label(e)}: {getattr(e, 'message', '')}".rstrip(": ")
-        for e in getattr(result, "errors", ()) or ()
-    ]
-    uncovered = [str(p) for p in getattr(result, "uncovered", ()) or ()]
     return TestSummary(
-        "failed" if failed or errors else "passed",
-        passed=len(passed),
-        failed=tuple(failed),
-        errors=tuple(errors),
-        uncovered=tuple(uncovered),
+        "passed" if result.ok else "failed",
+        passed=len(result.passed),
+        failed=tuple(t.label for t in result.failed),
+        errors=tuple(f"{e.label}: {e.message}" for e in result.errors),
+        uncovered=tuple(result.uncovered),
     )
-
-
-def _label(test: Any) -> str:
-    for attr in ("label", "name", "id"):
-        value = getattr(test, attr, None)
-        if isinstance(value, str) and value:
-            return value
-    return str(test)

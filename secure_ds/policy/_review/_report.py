@@ -303,7 +303,7 @@ class ReviewReport:
         tests = self.tests
         if tests is None:
             pass
-        elif tests.status in ("unavailable", "none"):
+        elif tests.status == "none":
             lines.append(f"- Decision tests (NEW): not run ({tests.message}).")
         elif tests.status == "error":
             lines.append(f"- Decision tests (NEW): ❌ could not run: {_cell(tests.message)}")
