@@ -366,3 +366,37 @@ def test_the_shipped_folder_copies_cleanly(tmp_path: Path) -> None:
     copy = tmp_path / "copy"
     shutil.copytree(POLICIES, copy)
     assert load_bundle(copy).revision == load_bundle(POLICIES).revision
+
+
+def test_concurrent_decisions_during_reloads_are_consistent(tmp_path: Path) -> None:
+    # several threads decide for different identities while the folder flips between
+    # two versions; every decision must match one of the two versions, never an error
+    from concurrent.futures import ThreadPoolExecutor
+
+    analysts = PERMIT_ENGINEERS.replace("engineer", "analyst")
+    path = folder(tmp_path, PERMIT_ENGINEERS)
+    store = PolicyStore(path, reload_interval=0)
+    decider = CedarDecider(store)
+    revisions = {store.bundle.revision}
+
+    def decide_many(roles: tuple[str, ...]) -> set[tuple[str, str | None]]:
+        seen = set()
+        for _ in range(200):
+            decision = decider.decide(make_call(roles=roles))
+            assert not decision.errors
+            if decision.effect == "permit":  # only ever by the version naming this role
+                assert decision.policies == (roles[0] + "s",)
+            seen.add((decision.effect, decision.revision))
+        return seen
+
+    with ThreadPoolExecutor(4) as pool:
+        futures = [pool.submit(decide_many, (r,)) for r in ("engineer", "analyst") * 2]
+        for text in (analysts, PERMIT_ENGINEERS, analysts):
+            (path / "main.cedar").write_text(text)
+            store.reload()
+            revisions.add(store.bundle.revision)
+        results = [f.result() for f in futures]
+    assert len(revisions) == 2
+    for seen in results:
+        assert {revision for _, revision in seen} <= revisions
+        assert {effect for effect, _ in seen} <= {"permit", "deny"}
