@@ -59,6 +59,7 @@ ENV_VARS: dict[str, str] = {
     "attributes": "SECURE_DS_ATTRIBUTES",
     "policy_dir": "SECURE_DS_POLICY_DIR",
     "policy_reload": "SECURE_DS_POLICY_RELOAD",
+    "pricing": "SECURE_DS_PRICING",
     "dlp": "SECURE_DS_DLP",
     "dlp_config": "SECURE_DS_DLP_CONFIG",
     "dlp_block": "SECURE_DS_DLP_BLOCK",
@@ -128,6 +129,7 @@ class Settings:
 
     policy_dir: Path | None = None
     policy_reload: float = 2.0
+    pricing: Path | None = None  # None: the table shipped in secure_ds/cost/pricing.toml
     dlp: Literal["off", "detect"] = "detect"
     dlp_config: Path | None = None
     dlp_block: tuple[str, ...] = ()
@@ -432,6 +434,7 @@ _PATH_FIELDS = {
     "ca_bundle",
     "issuer_key",
     "policy_dir",
+    "pricing",
     "audit_path",
     "dlp_config",
 }

@@ -50,6 +50,7 @@ def build_record(call: Call) -> dict[str, Any]:
         "meter": call.metering.record if call.metering else None,
         "attempts": call.attempts,
         "response": call.response or None,
+        "cost": call.cost.record if call.cost is not None else None,
         "latency_ms": round(call.elapsed_ms(), 3),
         "error": call.error,
     }

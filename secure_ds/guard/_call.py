@@ -187,6 +187,7 @@ class Call:
     exception: BaseException | None = None  # raised to the caller once the call is audited
     dlp: list[Any] | None = None  # (TextSlot, ScanResult) per text, set by the DLP classifier
     reidentifier: Any = None  # dlp Reidentifier when a reversible redaction was applied
+    cost: Any = None  # cost.Cost once the usage is known and the model has a price
 
     @classmethod
     def from_request(cls, request: httpx2.Request) -> Call:

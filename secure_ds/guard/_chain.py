@@ -28,6 +28,7 @@ import httpx2
 from ..audit._log import AuditLog
 from ..audit._record import build_record
 from ..config import Settings
+from ..cost import PriceTable
 from ..errors import IdentityError, PolicyDenied, SecureDSError
 from ..identity import Token, TokenProvider
 from ._call import Call, Identity
@@ -64,6 +65,7 @@ class Guard:
     # what the client built for this guard (e.g. the policy store and its watcher)
     # and must release with it; stages passed in by the caller stay the caller's
     owned: list[Any] = field(default_factory=list)
+    pricing: PriceTable | None = None
 
     @classmethod
     def create(
@@ -84,6 +86,7 @@ class Guard:
         if obligations:
             decider = WithObligations(decider, obligations)
         return cls(
+            pricing=PriceTable.load(settings.pricing),
             settings=settings,
             token_provider=token_provider,
             audit_log=audit_log,
@@ -277,7 +280,7 @@ class Guard:
         if isinstance(parsed, dict):
             _copy_response_fields(parsed, info)
         call.response = info
-        self.meter.settle(call)
+        self._account(call)
 
     def complete_stream(self, call: Call, status: int, tracker: SSEUsageTracker) -> None:
         """account: a streamed response that ended (normally or not)."""
@@ -290,6 +293,17 @@ class Guard:
         }
         info.update(tracker.fields)
         call.response = info
+        self._account(call)
+
+    def _account(self, call: Call) -> None:
+        """Price the call from its usage (the model billed, else the model sent), then
+        let the meter settle what it reserved."""
+        if self.pricing is not None:
+            response = call.response
+            model = response.get("model") or call.model
+            if model not in self.pricing.models:
+                model = call.model  # a dated model name in the reply: price what was sent
+            call.cost = self.pricing.cost(model, response.get("usage"), call.started_at)
         self.meter.settle(call)
 
     def fail(self, call: Call, exc: BaseException) -> None:

@@ -49,6 +49,8 @@ def test_permit_deny_and_failure_records_match_the_schema(sb: Sandbox, tmp_path:
         denied.models.list()
     records = read_audit(settings.audit_path)
     assert [r["outcome"] for r in records] == ["permit"] * 5 + ["failure", "failure", "deny"]
+    # priced: the calls that reported usage (chat, stream, FIM); never a deny or failure
+    assert [r["cost"] is not None for r in records] == [True] * 3 + [False] * 5
     validator = jsonschema.Draft202012Validator(SCHEMA)
     for record in records:
         errors = sorted(validator.iter_errors(record), key=str)

@@ -71,7 +71,20 @@ def test_one_audit_record_per_call_with_identity_and_hashes(
     assert record["decide"]["engine"] == "allow-all"  # the permissive default is recorded
     assert record["classify"] == {"engine": "dlp", "classification": "public", "findings": []}
     assert record["meter"]["engine"] == "unmetered"
-    assert record["response"]["usage"]["prompt_cache_miss_tokens"] >= 0
+    usage = record["response"]["usage"]
+    assert usage["prompt_cache_miss_tokens"] >= 0
+    # priced from the shipped table: 0.15 (or 0.30 at peak) per 1M input, 0.60 (1.20) output
+    cost = record["cost"]
+    assert cost["model"] == "deepseek-flash"
+    assert cost["pricing"] == "deepseek-2026-11"
+    factor = 2 if cost["window"] == "peak" else 1
+    expected = factor * (
+        usage["prompt_cache_hit_tokens"] * 0.003
+        + usage["prompt_cache_miss_tokens"] * 0.15
+        + usage["completion_tokens"] * 0.60
+    )
+    assert cost["usd"] == pytest.approx(expected / 1e6)
+    assert cost["usd"] > 0
     assert len(record["request"]["body_sha256"]) == 64
     assert "hello sandbox" not in json.dumps(record)  # no prompt text by default
     assert len(record["attempts"]) == 1
@@ -88,6 +101,7 @@ def test_streaming_yields_chunks_and_audits_usage(
     assert record["response"]["completed"] is True
     assert record["response"]["usage"]["total_tokens"] > 0
     assert record["response"]["chunks"] >= 3
+    assert record["cost"]["usd"] > 0  # priced from the usage of the final chunk
 
 
 def test_fim_goes_to_the_beta_base_url(
@@ -434,3 +448,28 @@ def test_a_failing_token_provider_is_an_audited_identity_error(sb: Sandbox, tmp_
     assert record["outcome"] == "failure"
     assert record["error"]["type"] == "IdentityError"
     assert "hunter2" not in json.dumps(record)
+
+
+def test_a_broken_pricing_table_stops_the_client(settings: Settings, tmp_path: Path) -> None:
+    table = tmp_path / "pricing.toml"
+    table.write_text("id = 'mine'\n[models.deepseek-flash]\noff_peak = {output = 1}\n")
+    with pytest.raises(ConfigError, match="SECURE_DS_PRICING") as info:
+        SecureDeepSeek(settings=settings.replace(pricing=table))
+    assert "off_peak.input_cache_hit must be a price" in str(info.value)
+
+
+def test_a_custom_pricing_table_prices_the_call(settings: Settings, tmp_path: Path) -> None:
+    table = tmp_path / "pricing.toml"
+    table.write_text(
+        "id = 'negotiated-2026'\n[models.deepseek-flash]\n"
+        "off_peak = {input_cache_hit = 0, input_cache_miss = 1, output = 1}\n"
+        "peak = {input_cache_hit = 0, input_cache_miss = 1, output = 1}\n"
+    )
+    with SecureDeepSeek(settings=settings.replace(pricing=table)) as client:
+        client.chat.completions.create(model="deepseek-flash", messages=MESSAGES)
+    (record,) = read_audit(settings.audit_path)
+    usage = record["response"]["usage"]
+    assert record["cost"]["pricing"] == "negotiated-2026"
+    assert record["cost"]["usd"] == pytest.approx(
+        (usage["prompt_tokens"] + usage["completion_tokens"]) / 1e6
+    )

@@ -44,6 +44,7 @@ def test_all_is_exactly_the_public_surface() -> None:
         "config",
         "errors",
         "guard",
+        "cost",
         "policy",
         "identity",
         "sandbox",
