@@ -18,7 +18,7 @@ from rich.table import Table
 
 from .. import __version__
 from ..errors import SecureDSError
-from . import _dlp, _policy
+from . import _cost, _dlp, _policy
 
 __all__ = ["main"]
 
@@ -39,6 +39,7 @@ def _parser() -> argparse.ArgumentParser:
 
     _dlp.register(sub)
     _policy.register(sub)
+    _cost.register(sub)
     return parser
 
 
@@ -53,6 +54,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _dlp.run(args)
         if args.command == "policy":
             return _policy.run(args)
+        if args.command == "cost":
+            return _cost.run(args)
     except SecureDSError as exc:
         # escaped: a message may quote text with [brackets], which rich reads as markup
         Console(stderr=True).print(f"[bold red]error:[/] {escape(str(exc))}", highlight=False)

@@ -21,7 +21,7 @@ from typing import Any, Literal
 
 from ..errors import ConfigError
 
-__all__ = ["DEFAULT_PRICING", "Cost", "PriceTable", "Prices"]
+__all__ = ["DEFAULT_PRICING", "Cost", "PriceTable", "Prices", "tokens_of_usage"]
 
 DEFAULT_PRICING = Path(__file__).with_name("pricing.toml")
 Window = Literal["peak", "off_peak"]
@@ -149,7 +149,7 @@ class PriceTable:
         prices = self.models.get(name)
         if prices is None:
             return None
-        tokens = _tokens(usage)
+        tokens = tokens_of_usage(usage)
         if tokens is None:
             return None
         window = self.window(at)
@@ -167,7 +167,11 @@ class PriceTable:
         )
 
 
-def _tokens(usage: dict[str, Any]) -> dict[str, int] | None:
+def tokens_of_usage(usage: dict[str, Any]) -> dict[str, int] | None:
+    """The billed token counts of a ``usage`` object (cache hits, misses, output with
+    reasoning inside it), or None when it is malformed. Shared with the report so both
+    split tokens the same way."""
+
     def count(value: Any) -> int | None:
         return value if type(value) is int and value >= 0 else None
 
