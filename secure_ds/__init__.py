@@ -12,6 +12,7 @@ from .config import Settings
 from .errors import (
     AuditError,
     AuthenticationFailed,
+    BudgetExceeded,
     CallError,
     CircuitOpen,
     ConfigError,
@@ -34,6 +35,7 @@ __all__ = [
     "AsyncSecureDeepSeek",
     "AuditError",
     "AuthenticationFailed",
+    "BudgetExceeded",
     "CallError",
     "CircuitOpen",
     "ConfigError",

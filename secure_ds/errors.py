@@ -28,6 +28,7 @@ __all__ = [
     "AuditError",
     "AuthenticationFailed",
     "BadRequest",
+    "BudgetExceeded",
     "CallError",
     "CircuitOpen",
     "ConfigError",
@@ -146,6 +147,24 @@ class PolicyDenied(CallError):
     ) -> None:
         self.policy = policy
         super().__init__(message, request=request, hint=hint, event_id=event_id)
+
+
+class BudgetExceeded(PolicyDenied):
+    """A hard budget would be passed by this call. ``details`` names the budget (scope,
+    name, period), what is spent and reserved, the limit and when it resets."""
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        request: httpx2.Request,
+        policy: str,
+        details: dict[str, Any],
+        hint: str = "",
+        event_id: str | None = None,
+    ) -> None:
+        self.details = details
+        super().__init__(message, request=request, policy=policy, hint=hint, event_id=event_id)
 
 
 class CircuitOpen(CallError):

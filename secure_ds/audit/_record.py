@@ -47,10 +47,18 @@ def build_record(call: Call) -> dict[str, Any]:
         "classify": call.classification.record if call.classification else None,
         "decide": call.decision.record if call.decision else None,
         "enforce": {"applied": list(call.enforcement)},
-        "meter": call.metering.record if call.metering else None,
+        "meter": _meter_record(call),
         "attempts": call.attempts,
         "response": call.response or None,
         "cost": call.cost.record if call.cost is not None else None,
         "latency_ms": round(call.elapsed_ms(), 3),
         "error": call.error,
     }
+
+
+def _meter_record(call: Call) -> dict[str, Any] | None:
+    if call.metering is None:
+        return None
+    if call.settle_error is None:
+        return call.metering.record  # shared by the default meter: read-only
+    return {**call.metering.record, "settle_error": call.settle_error}

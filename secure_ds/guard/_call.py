@@ -123,10 +123,18 @@ class Decision:
 
 @dataclass(frozen=True)
 class Metering:
+    """The meter stage's answer. A refusal says which ``kind`` ("budget" or
+    "rate_limit"), with ``details`` (the budget or limit, spent, limit, reset) and, for
+    a rate limit, ``retry_after`` seconds."""
+
     engine: str
     allowed: bool
     reserved_usd: float | None = None
     reason: str = ""
+    kind: str | None = None
+    retry_after: float | None = None
+    details: dict[str, Any] | None = None
+    remaining_usd: float | None = None
 
     @cached_property
     def record(self) -> dict[str, Any]:
@@ -135,6 +143,10 @@ class Metering:
             "allowed": self.allowed,
             "reserved_usd": self.reserved_usd,
             "reason": self.reason,
+            "kind": self.kind,
+            "retry_after_s": self.retry_after,
+            "details": self.details,
+            "remaining_usd": self.remaining_usd,
         }
 
 
@@ -188,6 +200,10 @@ class Call:
     dlp: list[Any] | None = None  # (TextSlot, ScanResult) per text, set by the DLP classifier
     reidentifier: Any = None  # dlp Reidentifier when a reversible redaction was applied
     cost: Any = None  # cost.Cost once the usage is known and the model has a price
+    reservation: Any = None  # the meter's handle on what it reserved for this call
+    budget_remaining_usd: float | None = None  # before this call, for the policy context
+    settled: bool = False  # the meter settled (or released) this call's reservation
+    settle_error: str | None = None
 
     @classmethod
     def from_request(cls, request: httpx2.Request) -> Call:

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import time
 from dataclasses import dataclass, field, replace
 from typing import Any
@@ -29,9 +30,9 @@ from ..audit._log import AuditLog
 from ..audit._record import build_record
 from ..config import Settings
 from ..cost import PriceTable
-from ..errors import IdentityError, PolicyDenied, SecureDSError
+from ..errors import BudgetExceeded, IdentityError, PolicyDenied, RateLimited, SecureDSError
 from ..identity import Token, TokenProvider
-from ._call import Call, Identity
+from ._call import Call, Identity, Metering
 from ._resilience import BreakerRegistry, RetryPolicy
 from ._stages import (
     AllowAll,
@@ -132,6 +133,10 @@ class Guard:
         stage = "classify"
         try:
             call.classification = self.classifier.classify(call)
+            stage = "meter"
+            remaining = getattr(self.meter, "remaining_usd", None)
+            if remaining is not None:  # policies see what is left (context.budget_remaining_usd)
+                call.budget_remaining_usd = remaining(call)
             stage = "decide"
             decision = call.decision = self.decider.decide(call)
         except Exception as exc:
@@ -152,7 +157,52 @@ class Guard:
         except Exception as exc:
             return self._deny(call, "meter:error", _stage_failed("meter", exc))
         if not call.metering.allowed:
-            return self._deny(call, f"meter:{call.metering.engine}", call.metering.reason)
+            return self._refuse_metered(call, call.metering)
+        return call
+
+    def _refuse_metered(self, call: Call, metering: Metering) -> Call:
+        """A budget refusal is a :class:`BudgetExceeded`; a rate limit is answered the
+        way DeepSeek answers one: a :class:`RateLimited` 429 with ``Retry-After``."""
+        if metering.kind != "rate_limit":
+            self._deny(call, f"meter:{metering.engine}", metering.reason)
+            if metering.kind == "budget":
+                call.exception = BudgetExceeded(
+                    f"Call denied by the {metering.engine} meter: {metering.reason}.",
+                    request=call.request,
+                    policy=f"meter:{metering.engine}",
+                    details=metering.details or {},
+                    hint="Wait for the reset, ask for a higher budget, or lower max_tokens "
+                    f"(audit event {call.event_id}).",
+                    event_id=call.event_id,
+                )
+            return call
+        retry_after = max(0.0, metering.retry_after or 0.0)
+        body = {
+            "error": {
+                "message": metering.reason,
+                "type": "rate_limit_error",
+                "code": "rate_limit_exceeded",
+            }
+        }
+        response = httpx2.Response(
+            429,
+            headers={"retry-after": str(math.ceil(retry_after))},
+            json=body,
+            request=call.request,
+        )
+        call.outcome = "deny"
+        call.error = {
+            "type": "RateLimited",
+            "policy": f"meter:{metering.engine}",
+            "message": metering.reason,
+        }
+        call.exception = RateLimited(
+            f"Rate limit reached before sending: {metering.reason}.",
+            response=response,
+            body=body,
+            hint=f"Retry after {retry_after:.0f} s (audit event {call.event_id}).",
+            event_id=call.event_id,
+        )
         return call
 
     def _identify(self, call: Call) -> None:
@@ -296,15 +346,25 @@ class Guard:
         self._account(call)
 
     def _account(self, call: Call) -> None:
-        """Price the call from its usage (the model billed, else the model sent), then
-        let the meter settle what it reserved."""
+        """Price the call from its usage (the model billed, else the model sent)."""
         if self.pricing is not None:
             response = call.response
             model = response.get("model") or call.model
             if model not in self.pricing.models:
                 model = call.model  # a dated model name in the reply: price what was sent
             call.cost = self.pricing.cost(model, response.get("usage"), call.started_at)
-        self.meter.settle(call)
+
+    def _settle(self, call: Call) -> None:
+        """Settle (success) or release (failure) what the meter reserved: exactly once
+        per call it allowed, whatever happened after. A meter that fails here cannot
+        take the call back; the failure is recorded, never raised over the audit."""
+        if call.settled or call.metering is None or not call.metering.allowed:
+            return
+        call.settled = True
+        try:
+            self.meter.settle(call)
+        except Exception as exc:
+            call.settle_error = f"the meter failed to settle ({type(exc).__name__})"
 
     def fail(self, call: Call, exc: BaseException) -> None:
         call.outcome = "failure"
@@ -312,6 +372,8 @@ class Guard:
         call.exception = exc
 
     def record(self, call: Call) -> dict[str, Any]:
+        """The audit record; settles the meter first so the record shows the outcome."""
+        self._settle(call)
         return build_record(call)
 
 

@@ -191,6 +191,7 @@ class CedarDecider:
             and identity.bound_thumbprint == identity.cert_thumbprint,
             cert_sha256=identity.cert_thumbprint if identity else None,
             source_ip=local_address(),
+            budget_remaining_usd=call.budget_remaining_usd,
         )
         try:
             principal: PrincipalInputs | ClaimError = self._principal(builder, identity)

@@ -11,6 +11,7 @@ the decider turns into a deny naming the claim.
 from __future__ import annotations
 
 import json
+import math
 import socket
 import threading
 from collections import OrderedDict
@@ -93,6 +94,7 @@ def call_context(
     certificate_bound: bool,
     cert_sha256: str | None,
     source_ip: str,
+    budget_remaining_usd: float | None = None,
 ) -> dict[str, Any]:
     """The context record the schema's ``CallContext`` declares, in Cedar's JSON."""
     seconds = int(started_at)
@@ -112,6 +114,10 @@ def call_context(
     }
     if cert_sha256:
         context["client_cert_sha256"] = cert_sha256
+    if budget_remaining_usd is not None:
+        # Cedar decimals carry at most four decimal places; round down, never up
+        cents = math.floor(budget_remaining_usd * 10_000) / 10_000
+        context["budget_remaining_usd"] = {"__extn": {"fn": "decimal", "arg": f"{cents:.4f}"}}
     return context
 
 

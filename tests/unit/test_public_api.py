@@ -12,6 +12,7 @@ EXPECTED_PUBLIC = {
     "AsyncSecureDeepSeek",
     "AuditError",
     "AuthenticationFailed",
+    "BudgetExceeded",
     "CallError",
     "CircuitOpen",
     "ConfigError",
