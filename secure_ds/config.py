@@ -60,6 +60,9 @@ ENV_VARS: dict[str, str] = {
     "policy_dir": "SECURE_DS_POLICY_DIR",
     "policy_reload": "SECURE_DS_POLICY_RELOAD",
     "pricing": "SECURE_DS_PRICING",
+    "budgets": "SECURE_DS_BUDGETS",
+    "meter_backend": "SECURE_DS_METER_BACKEND",
+    "meter_db": "SECURE_DS_METER_DB",
     "dlp": "SECURE_DS_DLP",
     "dlp_config": "SECURE_DS_DLP_CONFIG",
     "dlp_block": "SECURE_DS_DLP_BLOCK",
@@ -130,6 +133,9 @@ class Settings:
     policy_dir: Path | None = None
     policy_reload: float = 2.0
     pricing: Path | None = None  # None: the table shipped in secure_ds/cost/pricing.toml
+    budgets: Path | None = None  # TOML budgets and rate limits; None: unmetered
+    meter_backend: Literal["memory", "sqlite"] = "memory"
+    meter_db: Path | None = None  # the SQLite ledger (meter_backend="sqlite")
     dlp: Literal["off", "detect"] = "detect"
     dlp_config: Path | None = None
     dlp_block: tuple[str, ...] = ()
@@ -249,6 +255,19 @@ class Settings:
                 "tls_min_version",
                 f"{self.tls_min_version!r} is not allowed",
                 "Use 1.3 (the default) or 1.2; older versions are refused.",
+            )
+        if self.meter_backend not in ("memory", "sqlite"):
+            raise _err(
+                "meter_backend",
+                f"{self.meter_backend!r} is not a meter backend",
+                "Use memory (one process, the default) or sqlite (several processes on one "
+                "host; set SECURE_DS_METER_DB too).",
+            )
+        if self.meter_backend == "sqlite" and self.meter_db is None:
+            raise _err(
+                "meter_db",
+                "is not set, but SECURE_DS_METER_BACKEND=sqlite keeps the ledger in it",
+                "Set SECURE_DS_METER_DB to a file path shared by the processes on this host.",
             )
         if self.audit_fsync not in ("always", "background", "never"):
             raise _err(
@@ -435,6 +454,8 @@ _PATH_FIELDS = {
     "issuer_key",
     "policy_dir",
     "pricing",
+    "budgets",
+    "meter_db",
     "audit_path",
     "dlp_config",
 }

@@ -130,6 +130,8 @@ def test_defaults_and_environment_parsing(material: dict[str, Path], tmp_path: P
         ("SECURE_DS_TOKEN_TTL", "86400", "[30, 3600]"),
         ("SECURE_DS_MAX_ATTEMPTS", "0", "[1, 10]"),
         ("SECURE_DS_AUDIT_FSYNC", "maybe", "not an fsync policy"),
+        ("SECURE_DS_METER_BACKEND", "redis", "not a meter backend"),
+        ("SECURE_DS_POLICY_RELOAD", "-1", "[0, 3600]"),
     ],
 )
 def test_bad_values_name_the_variable(
@@ -141,6 +143,12 @@ def test_bad_values_name_the_variable(
     assert str(info.value).startswith(f"{variable}:")
     assert says in str(info.value)
     assert info.value.hint  # every error says what to do
+
+
+def test_a_sqlite_meter_needs_its_database(material: dict[str, Path], tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="SECURE_DS_METER_BACKEND=sqlite keeps") as info:
+        Settings.from_env(_env(material, tmp_path, SECURE_DS_METER_BACKEND="sqlite"))
+    assert info.value.variable == "SECURE_DS_METER_DB"
 
 
 @pytest.mark.parametrize(
