@@ -92,7 +92,7 @@ def _build_guard(
     if settings.client_cert is not None:
         cert = x509.load_pem_x509_certificates(Path(settings.client_cert).read_bytes())[0]
         thumbprint = cert_thumbprint(cert.public_bytes(serialization.Encoding.DER))
-    owned: list[CedarDecider] = []
+    owned: list[Any] = []
     if decider is None and settings.policy_dir is not None:
         # raises PolicyError (a ConfigError) when the folder does not load: a client
         # never starts with a broken policy set
@@ -100,6 +100,12 @@ def _build_guard(
             PolicyStore(settings.policy_dir, reload_interval=settings.policy_reload)
         )
         owned.append(decider)
+    if meter is None and settings.budgets is not None:
+        from .cost import PriceTable
+        from .cost._meter import BudgetMeter  # lazily: it imports the guard's call model
+
+        meter = BudgetMeter.from_settings(settings, PriceTable.load(settings.pricing))
+        owned.append(meter)
     guard = Guard.create(
         settings,
         token_provider=token_provider or token_provider_from_settings(settings),

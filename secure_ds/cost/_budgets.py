@@ -37,7 +37,7 @@ import tomllib
 from dataclasses import dataclass
 from decimal import Decimal
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, TypeGuard
 
 from ..errors import ConfigError
 
@@ -116,7 +116,9 @@ def load_budgets(path: Path) -> BudgetConfig:
 def parse_budgets(data: dict[str, Any], source: str = "(inline)") -> BudgetConfig:
     unknown = set(data) - {"meter", "budget", "rate_limit"}
     if unknown:
-        raise _bad(source, f"unknown table {sorted(unknown)[0]!r} (expected meter, budget, rate_limit)")
+        raise _bad(
+            source, f"unknown table {sorted(unknown)[0]!r} (expected meter, budget, rate_limit)"
+        )
     meter = data.get("meter", {})
     if not isinstance(meter, dict):
         raise _bad(source, "`meter` must be a table")
@@ -192,7 +194,7 @@ def _entries(source: str, data: dict[str, Any], table: str) -> list[dict[str, An
 def _name(source: str, where: str, entry: dict[str, Any]) -> str:
     name = entry.get("name", "*")
     if not isinstance(name, str) or not name.strip():
-        raise _bad(source, f"{where}: name must be a non-empty string (\"*\" for each separately)")
+        raise _bad(source, f'{where}: name must be a non-empty string ("*" for each separately)')
     return name
 
 
@@ -201,7 +203,8 @@ def _no_unknown(source: str, where: str, entry: dict[str, Any], known: set[str])
     if unknown:
         # a typo such as hard_usb would otherwise silently leave a budget without a limit
         raise _bad(
-            source, f"{where}: unknown key {sorted(unknown)[0]!r} (known: {', '.join(sorted(known))})"
+            source,
+            f"{where}: unknown key {sorted(unknown)[0]!r} (known: {', '.join(sorted(known))})",
         )
 
 
@@ -213,7 +216,7 @@ def _no_duplicates(source: str, table: str, keys: list[tuple[str, ...]]) -> None
         seen.add(key)
 
 
-def _is_number(value: Any) -> bool:
+def _is_number(value: Any) -> TypeGuard[int | float]:
     # TOML allows inf and nan; neither is a limit anyone means
     return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
 

@@ -68,6 +68,12 @@ class Guard:
     owned: list[Any] = field(default_factory=list)
     pricing: PriceTable | None = None
 
+    @property
+    def meter_blocks(self) -> bool:
+        """The meter may block on I/O (a SQLite or Redis ledger): the async transport
+        then runs the stages that touch it in a worker thread."""
+        return bool(getattr(self.meter, "blocking", False))
+
     @classmethod
     def create(
         cls,
@@ -171,12 +177,11 @@ class Guard:
                     request=call.request,
                     policy=f"meter:{metering.engine}",
                     details=metering.details or {},
-                    hint="Wait for the reset, ask for a higher budget, or lower max_tokens "
-                    f"(audit event {call.event_id}).",
+                    hint=f"Wait for the reset or ask for a higher budget (audit event "
+                    f"{call.event_id}).",
                     event_id=call.event_id,
                 )
             return call
-        retry_after = max(0.0, metering.retry_after or 0.0)
         body = {
             "error": {
                 "message": metering.reason,
@@ -184,12 +189,14 @@ class Guard:
                 "code": "rate_limit_exceeded",
             }
         }
-        response = httpx2.Response(
-            429,
-            headers={"retry-after": str(math.ceil(retry_after))},
-            json=body,
-            request=call.request,
-        )
+        headers: dict[str, str] = {}
+        if metering.retry_after is not None:
+            retry_after = max(0.0, metering.retry_after)
+            headers["retry-after"] = str(math.ceil(retry_after))
+            hint = f"Retry after {retry_after:.0f} s (audit event {call.event_id})."
+        else:  # waiting cannot help: the call alone is larger than the limit
+            hint = f"Lower max_tokens or split the request (audit event {call.event_id})."
+        response = httpx2.Response(429, headers=headers, json=body, request=call.request)
         call.outcome = "deny"
         call.error = {
             "type": "RateLimited",
@@ -200,7 +207,7 @@ class Guard:
             f"Rate limit reached before sending: {metering.reason}.",
             response=response,
             body=body,
-            hint=f"Retry after {retry_after:.0f} s (audit event {call.event_id}).",
+            hint=hint,
             event_id=call.event_id,
         )
         return call

@@ -146,7 +146,10 @@ class AsyncGuardedTransport(httpx2.AsyncBaseTransport):
 
     async def handle_async_request(self, request: httpx2.Request) -> httpx2.Response:
         guard = self.guard
-        call = guard.begin(request)
+        if guard.meter_blocks:  # a shared ledger may make reserve wait: off the loop
+            call = await anyio.to_thread.run_sync(guard.begin, request)
+        else:
+            call = guard.begin(request)
         if call.exception is not None:
             await self._audit(call)
             raise call.exception
@@ -198,7 +201,12 @@ class AsyncGuardedTransport(httpx2.AsyncBaseTransport):
             await anyio.sleep(attempts.after_error_status(response, body))
 
     async def _audit(self, call: Call) -> None:
-        await self.guard.audit_log.append_async(self.guard.record(call))
+        guard = self.guard
+        if guard.meter_blocks:  # settling may wait on a shared ledger: not on the loop
+            record = await anyio.to_thread.run_sync(guard.record, call)
+        else:
+            record = guard.record(call)
+        await guard.audit_log.append_async(record)
 
     async def aclose(self) -> None:
         await self._inner.aclose()

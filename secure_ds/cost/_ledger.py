@@ -1,0 +1,476 @@
+"""Ledgers: where budget spend, reservations and rate-limit counts are kept.
+
+Backends: :class:`MemoryLedger` (one process; the default) and :class:`SQLiteLedger`
+(several processes on one host, and restarts). A Redis ledger (many hosts) slots in
+behind the same :class:`Ledger` protocol: every operation names all the keys it
+touches up front (a Lua script's ``KEYS``) and takes the time from the caller.
+
+Invariants (every backend keeps them; the tests check them):
+
+1. **No overspend by reservation.** ``reserve`` succeeds only if, for *every* budget
+   of the call, ``spent + reserved + amount <= limit``; the check and the holds it
+   writes are one atomic step across all the call's budgets (all or nothing), so
+   concurrent callers — threads, or processes on one SQLite file — can never together
+   reserve past a limit. ``reserved`` counts only holds that have not expired.
+2. **Actual spend is recorded truthfully.** ``settle`` adds the real cost to every
+   budget of the reservation, even when it is above the estimate or the limit (the
+   next ``reserve`` is then refused); an estimate never replaces a known cost.
+3. **Settle and release happen at most once.** The first ``settle`` or ``release`` of a
+   reservation removes its holds; a repeated one finds none and changes nothing, so a
+   retried settlement never charges twice.
+4. **Unsettled reservations expire.** A hold stops counting ``ttl`` seconds after it was
+   made (a crashed caller cannot block a budget for longer). The expired hold is kept a
+   further :data:`GRACE_S` so that a late ``settle`` of a call that did finish still
+   charges its cost; after that it is deleted and a settle for it is ignored.
+5. **A call is charged to the periods in force when it was reserved.** Keys carry the
+   period (``principal:alice:day:2026-11-28``), fixed at reserve time; a call that
+   straddles midnight is charged to the day it started, as its price is (the pricing
+   window is also the one in force when the call started).
+6. **Money is Decimal.** Amounts are :class:`~decimal.Decimal` in memory and decimal
+   text in SQLite, never floats, so sums are exact.
+7. **Rate limits count fixed UTC minute windows.** ``hit`` counts a call in every
+   rate key of the call or in none; a refused hit counts nothing; ``retry_after`` is
+   the time until the current window ends (exact for fixed windows). Fixed windows let
+   a caller send up to twice the limit across a minute boundary; that is the price of
+   O(1) state per key, and matches the ``X per minute`` a limit is written as.
+8. **Time comes from the caller.** ``now`` is a Unix time passed in, so one clock
+   decides every comparison (processes on one host share it; a Redis backend must use
+   synchronised clocks or the server's ``TIME``).
+"""
+
+from __future__ import annotations
+
+import os
+import sqlite3
+import threading
+import time
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from decimal import Decimal
+from pathlib import Path
+from typing import Literal, Protocol, runtime_checkable
+
+from .._ids import uuid7
+
+__all__ = [
+    "GRACE_S",
+    "WINDOW_S",
+    "Balance",
+    "BudgetLimit",
+    "Ledger",
+    "MemoryLedger",
+    "RateLimit",
+    "RateResult",
+    "Reservation",
+    "ReserveResult",
+    "SQLiteLedger",
+]
+
+WINDOW_S = 60  # rate-limit window (seconds)
+GRACE_S = 86_400.0  # how long an expired hold is kept for a late settle (invariant 4)
+_ZERO = Decimal(0)
+
+
+@dataclass(frozen=True)
+class BudgetLimit:
+    """One budget a call is reserved against: its period key and hard limit."""
+
+    key: str
+    limit: Decimal
+
+
+@dataclass(frozen=True)
+class Balance:
+    """A budget's state: settled spend and live (unexpired) reservations."""
+
+    spent: Decimal
+    reserved: Decimal
+
+
+@dataclass(frozen=True)
+class Reservation:
+    """A successful reservation. It carries its keys so that settling needs no lookup
+    (and a Redis script can name them), and so a late settle can still charge them."""
+
+    id: str
+    keys: tuple[str, ...]
+    amount: Decimal
+    expires_at: float
+
+
+@dataclass(frozen=True)
+class ReserveResult:
+    """``reservation`` is None when refused; ``blocked`` is then the index of the first
+    budget that would be exceeded. ``balances`` are every budget's state just before
+    this call (in the order given), refused or not."""
+
+    reservation: Reservation | None
+    balances: tuple[Balance, ...]
+    blocked: int | None = None
+
+
+@dataclass(frozen=True)
+class RateLimit:
+    """One rate key of a call and its per-minute limits (None: not limited)."""
+
+    key: str
+    rpm: int | None
+    tpm: int | None
+
+
+@dataclass(frozen=True)
+class RateResult:
+    """``retry_after`` None: counted. Otherwise refused by ``limits[blocked]`` on
+    ``unit`` with ``used`` already counted this window. ``window`` is the minute the
+    hit was counted in (for :meth:`Ledger.adjust_tokens`)."""
+
+    window: int
+    retry_after: float | None = None
+    blocked: int | None = None
+    unit: Literal["requests", "tokens"] | None = None
+    used: int = 0
+
+
+@runtime_checkable
+class Ledger(Protocol):
+    """What the budget meter needs from a backend; see the module's invariants."""
+
+    def reserve(
+        self, limits: Sequence[BudgetLimit], amount: Decimal, ttl: float, now: float
+    ) -> ReserveResult: ...
+
+    def settle(self, reservation: Reservation, actual: Decimal) -> None: ...
+
+    def release(self, reservation: Reservation) -> None: ...
+
+    def balance(self, key: str, now: float) -> Balance: ...
+
+    def hit(
+        self, limits: Sequence[RateLimit], requests: int, tokens: int, now: float
+    ) -> RateResult: ...
+
+    def adjust_tokens(self, keys: Sequence[str], window: int, delta: int) -> None: ...
+
+    def close(self) -> None: ...
+
+
+def _rate_check(
+    limits: Sequence[RateLimit], counts: Sequence[tuple[int, int]], requests: int, tokens: int
+) -> tuple[int, Literal["requests", "tokens"], int] | None:
+    """The first limit this hit would pass, shared by the backends so they agree."""
+    for index, (limit, (used_requests, used_tokens)) in enumerate(zip(limits, counts, strict=True)):
+        if limit.rpm is not None and used_requests + requests > limit.rpm:
+            return index, "requests", used_requests
+        if limit.tpm is not None and used_tokens + tokens > limit.tpm:
+            return index, "tokens", used_tokens
+    return None
+
+
+def _refused(now: float, blocked: tuple[int, Literal["requests", "tokens"], int]) -> RateResult:
+    window = int(now // WINDOW_S)
+    index, unit, used = blocked
+    # the window in force ends at (window + 1) * 60; a retry before then is refused again
+    retry = max((window + 1) * WINDOW_S - now, 0.001)
+    return RateResult(window, retry, index, unit, used)
+
+
+class MemoryLedger:
+    """A ledger in this process's memory: one lock makes each operation atomic.
+
+    Spend is lost when the process ends; use :class:`SQLiteLedger` to keep it.
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._spent: dict[str, Decimal] = {}
+        # key -> reservation id -> (amount, expires_at)
+        self._holds: dict[str, dict[str, tuple[Decimal, float]]] = {}
+        self._rates: dict[tuple[str, int], list[int]] = {}  # (key, window) -> [requests, tokens]
+        self._rate_window = -1
+        self._next_prune = 0.0
+
+    def reserve(
+        self, limits: Sequence[BudgetLimit], amount: Decimal, ttl: float, now: float
+    ) -> ReserveResult:
+        with self._lock:
+            self._prune(now)
+            balances = tuple(self._balance(limit.key, now) for limit in limits)
+            for index, (limit, bal) in enumerate(zip(limits, balances, strict=True)):
+                if bal.spent + bal.reserved + amount > limit.limit:
+                    return ReserveResult(None, balances, index)
+            reservation = Reservation(
+                uuid7(), tuple(limit.key for limit in limits), amount, now + ttl
+            )
+            for key in reservation.keys:
+                self._holds.setdefault(key, {})[reservation.id] = (amount, reservation.expires_at)
+            return ReserveResult(reservation, balances)
+
+    def settle(self, reservation: Reservation, actual: Decimal) -> None:
+        with self._lock:
+            if self._drop(reservation):
+                for key in reservation.keys:
+                    self._spent[key] = self._spent.get(key, _ZERO) + actual
+
+    def release(self, reservation: Reservation) -> None:
+        with self._lock:
+            self._drop(reservation)
+
+    def balance(self, key: str, now: float) -> Balance:
+        with self._lock:
+            return self._balance(key, now)
+
+    def hit(
+        self, limits: Sequence[RateLimit], requests: int, tokens: int, now: float
+    ) -> RateResult:
+        window = int(now // WINDOW_S)
+        with self._lock:
+            if window != self._rate_window:
+                # drop finished windows; the previous one stays for adjust_tokens
+                self._rates = {k: v for k, v in self._rates.items() if k[1] >= window - 1}
+                self._rate_window = window
+            counts = [self._rates.get((limit.key, window), [0, 0]) for limit in limits]
+            blocked = _rate_check(limits, [(c[0], c[1]) for c in counts], requests, tokens)
+            if blocked is not None:
+                return _refused(now, blocked)
+            for limit in limits:
+                count = self._rates.setdefault((limit.key, window), [0, 0])
+                count[0] += requests
+                count[1] += tokens
+            return RateResult(window)
+
+    def adjust_tokens(self, keys: Sequence[str], window: int, delta: int) -> None:
+        with self._lock:
+            for key in keys:
+                count = self._rates.get((key, window))
+                if count is not None:
+                    count[1] = max(count[1] + delta, 0)
+
+    def close(self) -> None:
+        return None
+
+    def _balance(self, key: str, now: float) -> Balance:
+        holds = self._holds.get(key, {})
+        reserved = sum((amount for amount, expires in holds.values() if expires > now), _ZERO)
+        return Balance(self._spent.get(key, _ZERO), reserved)
+
+    def _drop(self, reservation: Reservation) -> bool:
+        found = False
+        for key in reservation.keys:
+            holds = self._holds.get(key)
+            if holds is not None and holds.pop(reservation.id, None) is not None:
+                found = True
+                if not holds:
+                    del self._holds[key]
+        return found
+
+    def _prune(self, now: float) -> None:
+        if now < self._next_prune:
+            return
+        self._next_prune = now + WINDOW_S  # a scan at most once a minute
+        for key in list(self._holds):
+            holds = self._holds[key]
+            for rid in [r for r, (_, expires) in holds.items() if expires + GRACE_S <= now]:
+                del holds[rid]
+            if not holds:
+                del self._holds[key]
+
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS spend (key TEXT PRIMARY KEY, usd TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS hold (
+    id TEXT NOT NULL, key TEXT NOT NULL, usd TEXT NOT NULL, expires REAL NOT NULL,
+    PRIMARY KEY (id, key));
+CREATE INDEX IF NOT EXISTS hold_key ON hold (key);
+CREATE INDEX IF NOT EXISTS hold_expires ON hold (expires);
+CREATE TABLE IF NOT EXISTS rate (
+    key TEXT NOT NULL, window INTEGER NOT NULL,
+    requests INTEGER NOT NULL, tokens INTEGER NOT NULL,
+    PRIMARY KEY (key, window));
+CREATE INDEX IF NOT EXISTS rate_window ON rate (window);
+CREATE TABLE IF NOT EXISTS meta (name TEXT PRIMARY KEY, value TEXT NOT NULL);
+INSERT OR IGNORE INTO meta VALUES ('schema', '1');
+"""
+
+
+class SQLiteLedger:
+    """A ledger in a SQLite file shared by the processes of one host.
+
+    Every operation is one ``BEGIN IMMEDIATE`` transaction: it takes the database's
+    write lock before reading, so a read-check-write by one process cannot interleave
+    with another's (invariant 1 across processes). WAL mode lets readers proceed
+    during a write; ``synchronous=NORMAL`` keeps committed spend through a process
+    crash (not necessarily through a power cut, which may lose the last commits).
+    A writer waits up to ``busy_timeout`` seconds for the lock, then the operation
+    raises ``sqlite3.OperationalError`` and the guard refuses the call (fail closed).
+
+    The schema is created on first use. One connection per process, guarded by a lock
+    (threads take turns, as they would for the file lock anyway); a forked child opens
+    its own, since SQLite connections must not cross a fork.
+    """
+
+    def __init__(self, path: Path | str, *, busy_timeout: float = 10.0) -> None:
+        self.path = Path(path)
+        self.busy_timeout = busy_timeout
+        self._lock = threading.Lock()
+        self._conn: sqlite3.Connection | None = None
+        self._pid = 0
+        self._pruned_window = -1
+
+    def reserve(
+        self, limits: Sequence[BudgetLimit], amount: Decimal, ttl: float, now: float
+    ) -> ReserveResult:
+        with self._transaction() as db:
+            db.execute("DELETE FROM hold WHERE expires <= ?", (now - GRACE_S,))
+            balances = tuple(self._balance(db, limit.key, now) for limit in limits)
+            for index, (limit, bal) in enumerate(zip(limits, balances, strict=True)):
+                if bal.spent + bal.reserved + amount > limit.limit:
+                    return ReserveResult(None, balances, index)
+            reservation = Reservation(
+                uuid7(), tuple(limit.key for limit in limits), amount, now + ttl
+            )
+            db.executemany(
+                "INSERT INTO hold (id, key, usd, expires) VALUES (?, ?, ?, ?)",
+                [
+                    (reservation.id, key, str(amount), reservation.expires_at)
+                    for key in reservation.keys
+                ],
+            )
+            return ReserveResult(reservation, balances)
+
+    def settle(self, reservation: Reservation, actual: Decimal) -> None:
+        with self._transaction() as db:
+            if not self._drop(db, reservation):
+                return  # already settled or released (invariant 3)
+            for key in reservation.keys:
+                row = db.execute("SELECT usd FROM spend WHERE key = ?", (key,)).fetchone()
+                total = (Decimal(row[0]) if row else _ZERO) + actual
+                db.execute(
+                    "INSERT INTO spend (key, usd) VALUES (?, ?) "
+                    "ON CONFLICT (key) DO UPDATE SET usd = excluded.usd",
+                    (key, str(total)),
+                )
+
+    def release(self, reservation: Reservation) -> None:
+        with self._transaction() as db:
+            self._drop(db, reservation)
+
+    def balance(self, key: str, now: float) -> Balance:
+        # a plain read: WAL gives it a consistent snapshot without taking the write lock
+        with self._lock:
+            return self._balance(self._db(), key, now)
+
+    def hit(
+        self, limits: Sequence[RateLimit], requests: int, tokens: int, now: float
+    ) -> RateResult:
+        window = int(now // WINDOW_S)
+        with self._transaction() as db:
+            if window != self._pruned_window:
+                # once a minute per process; the previous window stays for adjust_tokens
+                db.execute("DELETE FROM rate WHERE window < ?", (window - 1,))
+                self._pruned_window = window
+            counts: list[tuple[int, int]] = []
+            for limit in limits:
+                row = db.execute(
+                    "SELECT requests, tokens FROM rate WHERE key = ? AND window = ?",
+                    (limit.key, window),
+                ).fetchone()
+                counts.append((int(row[0]), int(row[1])) if row else (0, 0))
+            blocked = _rate_check(limits, counts, requests, tokens)
+            if blocked is not None:
+                return _refused(now, blocked)
+            db.executemany(
+                "INSERT INTO rate (key, window, requests, tokens) VALUES (?, ?, ?, ?) "
+                "ON CONFLICT (key, window) DO UPDATE SET "
+                "requests = requests + excluded.requests, tokens = tokens + excluded.tokens",
+                [(limit.key, window, requests, tokens) for limit in limits],
+            )
+            return RateResult(window)
+
+    def adjust_tokens(self, keys: Sequence[str], window: int, delta: int) -> None:
+        with self._transaction() as db:
+            db.executemany(
+                "UPDATE rate SET tokens = max(tokens + ?, 0) WHERE key = ? AND window = ?",
+                [(delta, key, window) for key in keys],
+            )
+
+    def close(self) -> None:
+        with self._lock:
+            if self._conn is not None and self._pid == os.getpid():
+                self._conn.close()
+            self._conn = None
+
+    # ------------------------------------------------------------------ internals
+
+    @staticmethod
+    def _balance(db: sqlite3.Connection, key: str, now: float) -> Balance:
+        row = db.execute("SELECT usd FROM spend WHERE key = ?", (key,)).fetchone()
+        holds = db.execute(
+            "SELECT usd FROM hold WHERE key = ? AND expires > ?", (key, now)
+        ).fetchall()
+        reserved = sum((Decimal(usd) for (usd,) in holds), _ZERO)
+        return Balance(Decimal(row[0]) if row else _ZERO, reserved)
+
+    @staticmethod
+    def _drop(db: sqlite3.Connection, reservation: Reservation) -> bool:
+        cursor = db.execute("DELETE FROM hold WHERE id = ?", (reservation.id,))
+        return cursor.rowcount > 0
+
+    @contextmanager
+    def _transaction(self) -> Iterator[sqlite3.Connection]:
+        with self._lock:
+            db = self._db()
+            db.execute("BEGIN IMMEDIATE")
+            try:
+                yield db
+            except BaseException:
+                if db.in_transaction:
+                    db.execute("ROLLBACK")
+                raise
+            db.execute("COMMIT")
+
+    def _db(self) -> sqlite3.Connection:
+        if self._conn is None or self._pid != os.getpid():
+            self._conn = self._open()
+            self._pid = os.getpid()
+        return self._conn
+
+    def _open(self) -> sqlite3.Connection:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        # isolation_level=None: no implicit transactions; we issue BEGIN IMMEDIATE
+        db = sqlite3.connect(
+            self.path, timeout=self.busy_timeout, isolation_level=None, check_same_thread=False
+        )
+        try:
+            self._use_wal(db)
+            db.execute("PRAGMA synchronous=NORMAL")
+            db.execute("BEGIN IMMEDIATE")
+            for statement in _SCHEMA.split(";"):
+                if statement.strip():
+                    db.execute(statement)
+            db.execute("COMMIT")
+        except BaseException:
+            db.close()
+            raise
+        return db
+
+    def _use_wal(self, db: sqlite3.Connection) -> None:
+        """Switch the file to WAL (a persistent property of the file). Switching needs
+        an exclusive lock and SQLite does not wait for it with the busy handler, so
+        processes opening a new file at once retry here until one has switched it."""
+        deadline = time.monotonic() + self.busy_timeout
+        while True:
+            try:
+                mode = str(db.execute("PRAGMA journal_mode").fetchone()[0]).lower()
+                if mode != "wal":
+                    mode = str(db.execute("PRAGMA journal_mode=WAL").fetchone()[0]).lower()
+            except sqlite3.OperationalError:
+                mode = "busy"
+            if mode == "wal":
+                return
+            if time.monotonic() > deadline:
+                raise sqlite3.OperationalError(
+                    f"{self.path}: could not switch to WAL mode within {self.busy_timeout} s "
+                    f"(journal mode is {mode}); check that the file is on a local disk"
+                )
+            time.sleep(0.01)

@@ -1,0 +1,511 @@
+"""The budget meter: rate limits, and worst-case budget reservations settled at cost.
+
+Before a call (``reserve``) the meter finds the caller's budgets and rate limits (see
+:mod:`._budgets`), estimates the call's worst-case cost and reserves it against every
+budget at once; a budget that could be passed refuses the call, as does a rate limit.
+After the call (``settle``) the reservation is replaced by the real cost, or released
+when the call failed. The ledger (:mod:`._ledger`) makes both atomic.
+
+**The worst case.** Prompt tokens are estimated from the request's text: the UTF-8
+bytes of every string in ``messages`` and ``tools`` (chat) or ``prompt`` and
+``suffix`` (FIM), divided by 3 and rounded up, plus :data:`MESSAGE_OVERHEAD` tokens
+per message. Bytes, not characters, keep the estimate above the real count for both
+English (a token is roughly 3-4 characters) and CJK text (roughly one token per
+character, three UTF-8 bytes). They are priced at the cache-miss input price (no
+cache hit assumed), and ``max_tokens`` (else ``[meter] default_max_tokens``, 8192) at
+the output price, in the peak or off-peak window in force now. A model the price
+table does not list is priced as the dearest model in it: an unknown model must not
+be a way around a budget.
+
+Only calls that can cost money are reserved (chat, stream, FIM); every call counts
+against rate limits. The estimate is also what a call counts against a token rate
+limit until it settles, when the count is corrected to the tokens actually used.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, replace
+from datetime import UTC, datetime, timedelta
+from decimal import ROUND_FLOOR, ROUND_HALF_UP, Decimal
+from typing import Any, Literal, TypeVar
+
+from ..config import Settings
+from ..errors import ConfigError
+from ..guard._call import Call, Metering
+from ._budgets import BudgetConfig, BudgetRule, RateRule, load_budgets, team_of
+from ._ledger import (
+    WINDOW_S,
+    BudgetLimit,
+    Ledger,
+    MemoryLedger,
+    RateLimit,
+    Reservation,
+    SQLiteLedger,
+)
+from ._pricing import PriceTable, Window
+
+__all__ = ["MESSAGE_OVERHEAD", "BudgetMeter", "Estimate", "estimate_prompt_tokens"]
+
+MESSAGE_OVERHEAD = 8  # tokens per message for role and chat-template markers
+_COSTED = ("chat", "stream", "fim")
+_NO_PRINCIPAL = "(none)"  # the same label the cost report gives unidentified calls
+_R = TypeVar("_R", BudgetRule, RateRule)
+
+
+@dataclass(frozen=True)
+class Estimate:
+    """The worst-case cost of one call, and how it was reached."""
+
+    usd: Decimal
+    model: str  # the model priced (the dearest one when ``assumed``)
+    window: Window
+    prompt_tokens: int
+    max_tokens: int
+    assumed: bool = False  # the model has no price: priced as the dearest
+
+    @property
+    def tokens(self) -> int:
+        return self.prompt_tokens + self.max_tokens
+
+
+@dataclass(frozen=True)
+class _Budget:
+    """One budget rule as it applies to this caller now."""
+
+    rule: BudgetRule
+    label: str  # the principal, team or org label the key is for
+    key: str
+    resets_at: datetime
+
+
+@dataclass(frozen=True)
+class _Rate:
+    rule: RateRule
+    label: str
+    key: str
+
+
+@dataclass
+class _Held:
+    """What ``reserve`` took for a call (``call.reservation``), for ``settle``."""
+
+    reservation: Reservation | None
+    rate_keys: tuple[str, ...]
+    window: int | None
+    tokens: int  # counted against token rate limits at reserve
+
+
+class BudgetMeter:
+    """The :class:`~secure_ds.guard.Meter` for budgets and rate limits.
+
+    Thread-safe (the ledger serialises); share one per process. ``clock`` is the Unix
+    time source, replaceable in tests.
+    """
+
+    engine = "budget"
+
+    def __init__(
+        self,
+        config: BudgetConfig,
+        pricing: PriceTable,
+        ledger: Ledger | None = None,
+        *,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.config = config
+        self.pricing = pricing
+        self.ledger: Ledger = ledger if ledger is not None else MemoryLedger()
+        self._clock = clock
+
+    @classmethod
+    def from_settings(cls, settings: Settings, pricing: PriceTable) -> BudgetMeter:
+        """The meter ``SECURE_DS_BUDGETS``, ``SECURE_DS_METER_BACKEND`` and
+        ``SECURE_DS_METER_DB`` describe. Without a budgets file nothing is limited."""
+        path = settings.budgets
+        config = load_budgets(path) if path is not None else BudgetConfig()
+        backend = settings.meter_backend
+        ledger: Ledger
+        if backend == "memory":
+            ledger = MemoryLedger()
+        elif backend == "sqlite":
+            if settings.meter_db is None:
+                raise ConfigError(
+                    "SECURE_DS_METER_DB",
+                    "is not set, but the sqlite meter backend keeps its ledger there",
+                    fix="Set SECURE_DS_METER_DB to a file path shared by this host's processes.",
+                )
+            ledger = SQLiteLedger(settings.meter_db)
+        else:
+            raise ConfigError(
+                "SECURE_DS_METER_BACKEND",
+                f"{backend!r} is not a meter backend",
+                fix="Use memory (one process) or sqlite (several processes on one host).",
+            )
+        return cls(config, pricing, ledger)
+
+    @property
+    def blocking(self) -> bool:
+        """A SQLite ledger can wait on another process's lock: the async client then
+        calls the meter from a worker thread (see ``Guard.meter_blocks``)."""
+        return not isinstance(self.ledger, MemoryLedger)
+
+    def close(self) -> None:
+        self.ledger.close()
+
+    # ------------------------------------------------------------------ the Meter protocol
+
+    def remaining_usd(self, call: Call) -> float | None:
+        """The least left (hard limit minus spent and reserved) across the call's
+        budgets before this call, or None when no budget applies. Rounded down (to
+        1e-6 USD) so a policy never sees more than is left."""
+        now = self._clock()
+        budgets = list(self._budgets(call, now))
+        if not budgets:
+            return None
+        left = min(self._left(b, now) for b in budgets)
+        return _floor_float(left)
+
+    def reserve(self, call: Call) -> Metering:
+        now = self._clock()
+        budgets = list(self._budgets(call, now)) if call.action in _COSTED else []
+        rates = list(self._rates(call))
+        estimate = self.estimate(call, now) if call.action in _COSTED else None
+        reservation: Reservation | None = None
+        details: dict[str, Any] | None = None
+        remaining: float | None = None
+        if estimate is not None and budgets:
+            result = self.ledger.reserve(
+                [BudgetLimit(b.key, b.rule.hard_usd) for b in budgets],
+                estimate.usd,
+                self.config.reservation_ttl_s,
+                now,
+            )
+            if result.reservation is None:
+                assert result.blocked is not None
+                balance = result.balances[result.blocked]
+                return self._over_budget(
+                    budgets[result.blocked], balance.spent, balance.reserved, estimate
+                )
+            reservation = result.reservation
+            left = [
+                b.rule.hard_usd - bal.spent - bal.reserved
+                for b, bal in zip(budgets, result.balances, strict=True)
+            ]
+            remaining = _floor_float(min(left))
+            details = _soft_crossing(budgets, result.balances, estimate.usd)
+        tokens = estimate.tokens if estimate is not None else 0
+        window: int | None = None
+        if rates:
+            try:
+                hit = self.ledger.hit(
+                    [RateLimit(r.key, r.rule.rpm, r.rule.tpm) for r in rates], 1, tokens, now
+                )
+            except BaseException:
+                # the guard refuses the call and will not settle it: give the budget back
+                # now rather than leave it held until the reservation expires
+                if reservation is not None:
+                    self.ledger.release(reservation)
+                raise
+            if hit.retry_after is not None:
+                if reservation is not None:
+                    self.ledger.release(reservation)  # refused calls spend nothing
+                assert hit.blocked is not None
+                assert hit.unit is not None
+                return _rate_limited(
+                    rates[hit.blocked], hit.unit, hit.used, tokens, hit.retry_after
+                )
+            window = hit.window
+        call.reservation = _Held(reservation, tuple(r.key for r in rates), window, tokens)
+        return Metering(
+            engine=self.engine,
+            allowed=True,
+            reserved_usd=float(estimate.usd) if reservation and estimate else None,
+            reason=_allowed_reason(estimate, budgets, rates),
+            details=details,
+            remaining_usd=remaining,
+        )
+
+    def settle(self, call: Call) -> None:
+        held = call.reservation
+        if not isinstance(held, _Held):
+            return
+        call.reservation = None  # a second settle has nothing to act on
+        cost = call.cost
+        if call.outcome == "failure":
+            settled: Decimal | None = None
+            used: int | None = 0  # a failed call is refunded its tokens as it is its money
+            how = "released: the call failed"
+        else:
+            settled = cost.usd if cost is not None else Decimal(0)
+            used = (
+                _tokens_used(call)
+                if cost is None
+                else sum(cost.tokens[p] for p in ("input_cache_hit", "input_cache_miss", "output"))
+            )
+            how = "settled at cost" if cost is not None else "settled at $0: the call has no price"
+        if held.reservation is not None:
+            if settled is None:
+                self.ledger.release(held.reservation)
+            else:
+                self.ledger.settle(held.reservation, settled)
+        if held.window is not None and held.rate_keys and used is not None:
+            delta = used - held.tokens
+            if delta:
+                self.ledger.adjust_tokens(held.rate_keys, held.window, delta)
+        metering = call.metering
+        if metering is not None and held.reservation is not None:
+            # the record shows what the reservation became (and that $0 means unpriced)
+            extra = {
+                "settled_usd": None if settled is None else float(settled),
+                "settlement": how,
+            }
+            call.metering = replace(metering, details={**(metering.details or {}), **extra})
+
+    # ------------------------------------------------------------------ estimate
+
+    def estimate(self, call: Call, now: float) -> Estimate:
+        """The worst-case cost of ``call`` if it were sent at ``now`` (see the module)."""
+        body = call.body or {}
+        prompt = estimate_prompt_tokens(body, fim=call.action == "fim")
+        max_tokens = body.get("max_tokens")
+        if type(max_tokens) is not int or max_tokens <= 0:
+            max_tokens = self.config.default_max_tokens
+        usage = {
+            "prompt_tokens": prompt,
+            "prompt_cache_hit_tokens": 0,
+            "prompt_cache_miss_tokens": prompt,
+            "completion_tokens": max_tokens,
+        }
+        model = (call.model or "").split("@", 1)[0]
+        window = self.pricing.window(now)
+        cost = self.pricing.cost(model, usage, now) if model in self.pricing.models else None
+        if cost is not None:
+            return Estimate(cost.usd, cost.model, window, prompt, max_tokens)
+        # fail safe: an unknown model costs as much as the dearest one for this usage
+        costs = [self.pricing.cost(name, usage, now) for name in self.pricing.models]
+        dearest = max((c for c in costs if c is not None), key=lambda c: c.usd)
+        return Estimate(dearest.usd, dearest.model, window, prompt, max_tokens, assumed=True)
+
+    # ------------------------------------------------------------------ rules for a caller
+
+    def _budgets(self, call: Call, now: float) -> Iterator[_Budget]:
+        principal, team = _who(call)
+        day = datetime.fromtimestamp(now, UTC)
+        for rule in _chosen(self.config.budgets, principal, team):
+            label = {"principal": principal, "team": team, "org": rule.name}[rule.scope]
+            assert label is not None  # _chosen drops team rules for a caller without a team
+            period_id, resets = _period(rule.period, day)
+            yield _Budget(rule, label, _key(rule.scope, label, rule.period, period_id), resets)
+
+    def _rates(self, call: Call) -> Iterator[_Rate]:
+        principal, team = _who(call)
+        for rule in _chosen(self.config.rate_limits, principal, team):
+            label = principal if rule.scope == "principal" else team
+            assert label is not None
+            yield _Rate(rule, label, f"rate:{rule.scope}:{_escape(label)}")
+
+    def _left(self, budget: _Budget, now: float) -> Decimal:
+        balance = self.ledger.balance(budget.key, now)
+        return budget.rule.hard_usd - balance.spent - balance.reserved
+
+    def _over_budget(
+        self, budget: _Budget, spent: Decimal, reserved: Decimal, estimate: Estimate
+    ) -> Metering:
+        rule = budget.rule
+        resets = budget.resets_at.strftime("%Y-%m-%dT%H:%M:%SZ")
+        what = f"{rule.scope} budget '{budget.label}' for {rule.period}"
+        if estimate.usd > rule.hard_usd:
+            reason = (
+                f"{what}: this call alone could cost up to ${_usd(estimate.usd)} "
+                f"({estimate.prompt_tokens} prompt + {estimate.max_tokens} output tokens), more "
+                f"than the ${_usd(rule.hard_usd)} limit; lower max_tokens or shorten the prompt"
+            )
+        else:
+            reason = (
+                f"{what}: spent ${_usd(spent)} + reserved ${_usd(reserved)} + this call up to "
+                f"${_usd(estimate.usd)} would pass the ${_usd(rule.hard_usd)} limit; it resets "
+                f"at {resets.replace('T', ' ').removesuffix('Z')} UTC (or lower max_tokens)"
+            )
+        return Metering(
+            engine=self.engine,
+            allowed=False,
+            reason=reason,
+            kind="budget",
+            details={
+                "scope": rule.scope,
+                "name": budget.label,
+                "period": rule.period,
+                "spent_usd": float(spent),
+                "reserved_usd": float(reserved),
+                "limit_usd": float(rule.hard_usd),
+                "resets_at": resets,
+            },
+            remaining_usd=_floor_float(rule.hard_usd - spent - reserved),
+        )
+
+
+def estimate_prompt_tokens(body: dict[str, Any], *, fim: bool = False) -> int:
+    """A prompt-token count no lower than the real one (see the module docstring)."""
+    if fim:
+        size = sum(_text_bytes(body.get(part)) for part in ("prompt", "suffix"))
+        return math.ceil(size / 3) + MESSAGE_OVERHEAD
+    messages = body.get("messages")
+    count = len(messages) if isinstance(messages, list) else 0
+    size = _text_bytes(messages) + _text_bytes(body.get("tools"))
+    return math.ceil(size / 3) + MESSAGE_OVERHEAD * max(count, 1)
+
+
+def _text_bytes(value: Any) -> int:
+    """UTF-8 bytes of every string in ``value``, keys included (tool schemas' property
+    names are prompt text; a message's ``role`` key costs a little extra: safe side)."""
+    if isinstance(value, str):
+        return len(value.encode("utf-8", "surrogatepass"))
+    if isinstance(value, dict):
+        return sum(_text_bytes(k) + _text_bytes(v) for k, v in value.items())
+    if isinstance(value, list):
+        return sum(_text_bytes(v) for v in value)
+    return 0
+
+
+def _who(call: Call) -> tuple[str, str | None]:
+    identity = call.identity
+    if identity is None:
+        return _NO_PRINCIPAL, None
+    return identity.subject or _NO_PRINCIPAL, team_of(identity.attributes)
+
+
+def _chosen(rules: Sequence[_R], principal: str, team: str | None) -> list[_R]:
+    """The rules that apply: per scope (and period), the one naming this caller, else
+    the ``"*"`` one; every org rule; no team rule for a caller without a team."""
+    chosen: dict[tuple[str, ...], _R] = {}
+    for rule in rules:
+        period = getattr(rule, "period", "")
+        if rule.scope == "org":
+            chosen[(rule.scope, period, rule.name)] = rule
+            continue
+        label = principal if rule.scope == "principal" else team
+        if label is None:
+            continue
+        slot = (rule.scope, period)
+        if rule.name == label:
+            chosen[slot] = rule
+        elif rule.name == "*":
+            chosen.setdefault(slot, rule)
+    return list(chosen.values())
+
+
+def _period(period: Literal["day", "month"], at: datetime) -> tuple[str, datetime]:
+    """The period's id (part of the key) and when the next one starts (UTC)."""
+    start = at.replace(hour=0, minute=0, second=0, microsecond=0)
+    if period == "day":
+        return start.date().isoformat(), start + timedelta(days=1)
+    first = start.replace(day=1)
+    following = (first + timedelta(days=32)).replace(day=1)
+    return f"{first.year:04d}-{first.month:02d}", following
+
+
+def _key(scope: str, label: str, period: str, period_id: str) -> str:
+    return f"{scope}:{_escape(label)}:{period}:{period_id}"
+
+
+def _escape(label: str) -> str:
+    # a name containing ':' must not be able to collide with another scope's key
+    return label.replace("%", "%25").replace(":", "%3A")
+
+
+def _soft_crossing(
+    budgets: Sequence[_Budget], balances: Sequence[Any], amount: Decimal
+) -> dict[str, Any] | None:
+    """Details of the first budget whose soft limit this call (at worst) reaches."""
+    for budget, balance in zip(budgets, balances, strict=True):
+        soft = budget.rule.soft_usd
+        if soft is not None and balance.spent + balance.reserved + amount >= soft:
+            return {
+                "soft_limit_crossed": True,
+                "scope": budget.rule.scope,
+                "name": budget.label,
+                "period": budget.rule.period,
+                "spent_usd": float(balance.spent),
+                "reserved_usd": float(balance.reserved),
+                "soft_usd": float(soft),
+                "limit_usd": float(budget.rule.hard_usd),
+                "resets_at": budget.resets_at.strftime("%Y-%m-%dT%H:%M:%SZ"),
+            }
+    return None
+
+
+def _rate_limited(
+    rate: _Rate, unit: Literal["requests", "tokens"], used: int, tokens: int, retry_after: float
+) -> Metering:
+    rule = rate.rule
+    limit = rule.rpm if unit == "requests" else rule.tpm
+    assert limit is not None
+    what = f"{rule.scope} rate limit '{rate.label}'"
+    retry: float | None = round(retry_after, 3)
+    if unit == "tokens" and tokens > limit:
+        # waiting cannot help: the call alone needs more than a minute's allowance
+        retry = None
+        reason = (
+            f"{what}: this call may use up to {tokens} tokens, more than the {limit} tokens per "
+            "minute allowed; lower max_tokens or shorten the prompt"
+        )
+    elif unit == "tokens":
+        reason = (
+            f"{what}: {used} of {limit} tokens per minute used and this call may use up to "
+            f"{tokens}; retry after {retry_after:.1f} s"
+        )
+    else:
+        reason = (
+            f"{what}: {used} of {limit} requests per minute used; retry after {retry_after:.1f} s"
+        )
+    return Metering(
+        engine="budget",
+        allowed=False,
+        reason=reason,
+        kind="rate_limit",
+        retry_after=retry,
+        details={
+            "scope": rule.scope,
+            "name": rate.label,
+            "limit": limit,
+            "unit": unit,
+            "window_s": WINDOW_S,
+        },
+    )
+
+
+def _allowed_reason(
+    estimate: Estimate | None, budgets: Sequence[_Budget], rates: Sequence[_Rate]
+) -> str:
+    if not budgets and not rates:
+        return "no budget or rate limit applies to this caller"
+    parts = []
+    if budgets and estimate is not None:
+        assumed = f" (model not priced: as {estimate.model})" if estimate.assumed else ""
+        parts.append(f"reserved ${_usd(estimate.usd)}{assumed} against {len(budgets)} budget(s)")
+    if rates:
+        parts.append(f"within {len(rates)} rate limit(s)")
+    return "; ".join(parts) or "no budget applies to this action"
+
+
+def _tokens_used(call: Call) -> int | None:
+    usage = call.response.get("usage") if isinstance(call.response, dict) else None
+    total = usage.get("total_tokens") if isinstance(usage, dict) else None
+    return total if type(total) is int and total >= 0 else None
+
+
+def _usd(value: Decimal) -> str:
+    """Dollars for a message: at least cents, at most six decimals (a small call's
+    estimate is a fraction of a cent and must not print as $0.00)."""
+    text = format(value.quantize(Decimal("0.000001"), rounding=ROUND_HALF_UP), "f")
+    whole, _, fraction = text.partition(".")
+    fraction = fraction.rstrip("0").ljust(2, "0")
+    return f"{whole}.{fraction}"
+
+
+def _floor_float(value: Decimal) -> float:
+    # down to 1e-6 USD: a policy comparing against what is left must not see more
+    return float(value.quantize(Decimal("0.000001"), rounding=ROUND_FLOOR))

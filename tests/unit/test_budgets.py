@@ -1,0 +1,619 @@
+"""Budgets and rate limits: configuration, the worst-case estimate, the ledger
+arithmetic (exact, in Decimal), period boundaries, expiry, and the meter's answers."""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+import httpx2
+import pytest
+
+from secure_ds._secret import Secret
+from secure_ds.config import Settings
+from secure_ds.cost import PriceTable
+from secure_ds.cost._budgets import BudgetConfig, load_budgets, parse_budgets, team_of
+from secure_ds.cost._ledger import (
+    BudgetLimit,
+    Ledger,
+    MemoryLedger,
+    RateLimit,
+    SQLiteLedger,
+)
+from secure_ds.cost._meter import MESSAGE_OVERHEAD, BudgetMeter, estimate_prompt_tokens
+from secure_ds.errors import ConfigError
+from secure_ds.guard._call import Call, Identity
+
+PRICING = PriceTable.load()
+MILLION = Decimal(1_000_000)
+# 2026-11-28 is a Saturday: off-peak all day. 2026-11-30 07:00 is a Monday peak hour.
+SAT_NOON = datetime(2026, 11, 28, 12, 0, tzinfo=UTC).timestamp()
+MON_PEAK = datetime(2026, 11, 30, 7, 0, tzinfo=UTC).timestamp()
+
+
+class Clock:
+    def __init__(self, now: float) -> None:
+        self.now = now
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def _call(
+    subject: str = "alice",
+    attributes: dict[str, Any] | None = None,
+    *,
+    content: str = "hello",
+    max_tokens: int | None = 1000,
+    model: str = "deepseek-flash",
+    path: str = "/chat/completions",
+) -> Call:
+    body: dict[str, Any] = {"model": model, "messages": [{"role": "user", "content": content}]}
+    if max_tokens is not None:
+        body["max_tokens"] = max_tokens
+    request = httpx2.Request(
+        "POST", f"https://api.example{path}", content=json.dumps(body).encode()
+    )
+    call = Call.from_request(request)
+    call.identity = Identity(
+        subject=subject,
+        roles=(),
+        attributes=attributes or {},
+        auth="jwt",
+        issuer="test",
+        token_id=None,
+        cert_thumbprint=None,
+        bound_thumbprint=None,
+    )
+    return call
+
+
+def _config(text: str) -> BudgetConfig:
+    import tomllib
+
+    return parse_budgets(tomllib.loads(text))
+
+
+def _flash_cost(prompt: int, output: int, *, peak: bool = False) -> Decimal:
+    miss, out = (Decimal("0.30"), Decimal("1.20")) if peak else (Decimal("0.15"), Decimal("0.60"))
+    return Decimal(prompt) * miss / MILLION + Decimal(output) * out / MILLION
+
+
+def _succeed(call: Call, prompt: int, output: int, at: float) -> None:
+    """What the guard does after a successful call: price it, then settle."""
+    usage = {"prompt_tokens": prompt, "completion_tokens": output, "total_tokens": prompt + output}
+    call.response = {"usage": usage}
+    call.cost = PRICING.cost(call.model, usage, at)
+
+
+@pytest.fixture(params=["memory", "sqlite"])
+def ledger(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Ledger]:
+    led: Ledger = MemoryLedger() if request.param == "memory" else SQLiteLedger(tmp_path / "l.db")
+    yield led
+    led.close()
+
+
+def _meter(text: str, ledger: Ledger, clock: Clock) -> BudgetMeter:
+    return BudgetMeter(_config(text), PRICING, ledger, clock=clock)
+
+
+DAY5 = """
+[[budget]]
+scope = "principal"
+name = "*"
+period = "day"
+hard_usd = 0.01
+soft_usd = 0.008
+"""
+
+# ---------------------------------------------------------------------- configuration
+
+
+def test_config_parses_exact_decimals_and_tiers(tmp_path: Path) -> None:
+    path = tmp_path / "budgets.toml"
+    path.write_text(
+        """
+[meter]
+reservation_ttl_s = 120
+default_max_tokens = 4096
+[[budget]]
+scope = "team"
+period = "month"
+hard_usd = 0.1
+soft_usd = 0.07
+[[rate_limit]]
+scope = "principal"
+tier = "enterprise"
+[[rate_limit]]
+scope = "team"
+tier = "government"
+rpm = 7
+tpm = 900
+"""
+    )
+    config = load_budgets(path)
+    rule = config.budgets[0]
+    # 0.1 from the file is the decimal 0.1, not 0.1000000000000000055...
+    assert (rule.hard_usd, rule.soft_usd, rule.name) == (Decimal("0.1"), Decimal("0.07"), "*")
+    assert config.rate_limits[0].rpm == 50_000
+    assert config.rate_limits[0].tpm is None  # no tier sets a token rate
+    assert (config.rate_limits[1].rpm, config.rate_limits[1].tpm) == (7, 900)  # explicit wins
+    assert (config.reservation_ttl_s, config.default_max_tokens) == (120.0, 4096)
+
+
+@pytest.mark.parametrize(
+    ("text", "problem"),
+    [
+        ("[[budget]]\nscope='user'\nperiod='day'\nhard_usd=1", "scope must be principal, team"),
+        ("[[budget]]\nscope='org'\nperiod='week'\nhard_usd=1", "period must be day or month"),
+        ("[[budget]]\nscope='org'\nperiod='day'\nhard_usd=0", "hard_usd must be a number"),
+        ("[[budget]]\nscope='org'\nperiod='day'\nhard_usd='5'", "hard_usd must be a number"),
+        ("[[budget]]\nscope='org'\nperiod='day'\nhard_usd=true", "hard_usd must be a number"),
+        ("[[budget]]\nscope='org'\nperiod='day'\nhard_usd=nan", "hard_usd must be a number"),
+        ("[[budget]]\nscope='org'\nperiod='day'\nhard_usd=inf", "hard_usd must be a number"),
+        ("[[budget]]\nscope='org'\nperiod='day'\nhard_usd=1\nsoft_usd=1", "below hard_usd"),
+        ("[[budget]]\nscope='org'\nperiod='day'\nhard_usb=1", "unknown key 'hard_usb'"),
+        ("[[budget]]\nscope='team'\nname=''\nperiod='day'\nhard_usd=1", "name must be"),
+        ("budget = 5", "must be an array of tables"),
+        ("[budgets]\nx=1", "unknown table 'budgets'"),
+        (
+            "[[budget]]\nscope='org'\nperiod='day'\nhard_usd=1\n"
+            "[[budget]]\nscope='org'\nperiod='day'\nhard_usd=2",
+            "two [[budget]] rules for org * day",
+        ),
+        ("[[rate_limit]]\nscope='org'\nrpm=5", "scope must be principal or team"),
+        ("[[rate_limit]]\nscope='team'\ntier='gold'", "tier must be one of developer"),
+        ("[[rate_limit]]\nscope='team'\nrpm=1.5", "rpm must be an integer > 0"),
+        ("[[rate_limit]]\nscope='team'\ntpm=0", "tpm must be an integer > 0"),
+        ("[[rate_limit]]\nscope='team'", "give a tier, rpm or tpm"),
+        ("[meter]\nreservation_ttl_s=0", "reservation_ttl_s must be"),
+        ("[meter]\ndefault_max_tokens=-1", "default_max_tokens must be"),
+        ("[meter]\nttl=5", "unknown key 'ttl'"),
+    ],
+)
+def test_config_errors_name_the_problem_and_the_fix(
+    tmp_path: Path, text: str, problem: str
+) -> None:
+    path = tmp_path / "budgets.toml"
+    path.write_text(text)
+    with pytest.raises(ConfigError) as info:
+        load_budgets(path)
+    assert info.value.variable == "SECURE_DS_BUDGETS"
+    assert problem in str(info.value)
+    assert str(path) in str(info.value)
+    assert "Fix the budgets file" in info.value.hint
+
+
+def test_config_errors_for_unreadable_and_malformed_files(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="cannot be read"):
+        load_budgets(tmp_path / "missing.toml")
+    bad = tmp_path / "bad.toml"
+    bad.write_text("[[budget]\n")
+    with pytest.raises(ConfigError, match="is not valid TOML"):
+        load_budgets(bad)
+
+
+def test_from_settings_builds_the_configured_backend(tmp_path: Path) -> None:
+    path = tmp_path / "b.toml"
+    path.write_text(DAY5)
+    settings = Settings(
+        token_provider="api-key",
+        api_key=Secret("sk-test"),
+        budgets=path,
+        meter_backend="sqlite",
+        meter_db=tmp_path / "meter.db",
+    )
+    meter = BudgetMeter.from_settings(settings, PRICING)
+    try:
+        assert isinstance(meter.ledger, SQLiteLedger)
+        assert meter.config.budgets[0].hard_usd == Decimal("0.01")
+    finally:
+        meter.close()
+    memory = BudgetMeter.from_settings(
+        Settings(token_provider="api-key", api_key=Secret("sk-test")), PRICING
+    )
+    assert isinstance(memory.ledger, MemoryLedger)
+    assert memory.config.budgets == ()  # no file: nothing limited
+    assert memory.reserve(_call()).allowed
+
+
+# ---------------------------------------------------------------------- the estimate
+
+
+def test_prompt_estimate_counts_bytes_over_three_plus_overhead() -> None:
+    body = {"messages": [{"role": "user", "content": "a" * 300}]}
+    # role/user/content/300 a's = 315 bytes -> 105 tokens, + one message's overhead
+    assert estimate_prompt_tokens(body) == 105 + MESSAGE_OVERHEAD
+    # CJK: 3 UTF-8 bytes per character, so at least one token per character
+    cjk = {"messages": [{"role": "user", "content": "字" * 100}]}
+    assert estimate_prompt_tokens(cjk) >= 100
+    # multimodal-style parts and tools are prompt text too
+    parts = {
+        "messages": [{"role": "user", "content": [{"type": "text", "text": "b" * 90}]}],
+        "tools": [{"type": "function", "function": {"name": "f" * 30}}],
+    }
+    assert estimate_prompt_tokens(parts) > estimate_prompt_tokens(
+        {"messages": [{"role": "user", "content": [{"type": "text", "text": "b" * 90}]}]}
+    )
+    assert estimate_prompt_tokens({"prompt": "x" * 30, "suffix": "y" * 30}, fim=True) == (
+        20 + MESSAGE_OVERHEAD
+    )
+
+
+def test_estimate_prices_prompt_at_cache_miss_and_max_tokens_at_output() -> None:
+    meter = BudgetMeter(BudgetConfig(default_max_tokens=4096), PRICING)
+    call = _call(content="a" * 300, max_tokens=1000)
+    prompt = estimate_prompt_tokens(call.body or {})
+    off = meter.estimate(call, SAT_NOON)
+    assert (off.usd, off.window, off.assumed) == (_flash_cost(prompt, 1000), "off_peak", False)
+    peak = meter.estimate(call, MON_PEAK)
+    assert (peak.usd, peak.window) == (_flash_cost(prompt, 1000, peak=True), "peak")
+    # no max_tokens: the configured default is the worst case
+    bare = meter.estimate(_call(content="a" * 300, max_tokens=None), SAT_NOON)
+    assert bare.max_tokens == 4096
+    assert bare.usd == _flash_cost(prompt, 4096)
+
+
+def test_unknown_model_is_priced_as_the_dearest() -> None:
+    meter = BudgetMeter(BudgetConfig(), PRICING)
+    call = _call(model="deepseek-mystery", max_tokens=1000)
+    estimate = meter.estimate(call, SAT_NOON)
+    prompt = estimate.prompt_tokens
+    pro = Decimal(prompt) * Decimal("0.66") / MILLION + Decimal(1000) * Decimal("1.98") / MILLION
+    assert (estimate.usd, estimate.model, estimate.assumed) == (pro, "deepseek-v4-pro", True)
+    assert estimate.usd > meter.estimate(_call(max_tokens=1000), SAT_NOON).usd
+
+
+# ---------------------------------------------------------------------- ledger arithmetic
+
+
+def test_ledger_reserve_settle_release_are_exact(ledger: Ledger) -> None:
+    limits = [BudgetLimit("principal:alice:day:2026-11-28", Decimal("0.01"))]
+    a = ledger.reserve(limits, Decimal("0.003"), 900, SAT_NOON)
+    b = ledger.reserve(limits, Decimal("0.004"), 900, SAT_NOON)
+    assert a.reservation is not None
+    assert b.reservation is not None
+    assert b.balances[0].reserved == Decimal("0.003")  # balances are before this call
+    # 0.003 + 0.004 + 0.0031 > 0.01: refused, and the refusal reserves nothing
+    refused = ledger.reserve(limits, Decimal("0.0031"), 900, SAT_NOON)
+    assert (refused.reservation, refused.blocked) == (None, 0)
+    assert ledger.balance(limits[0].key, SAT_NOON).reserved == Decimal("0.007")
+    # exactly at the limit is allowed (the limit is inclusive)
+    c = ledger.reserve(limits, Decimal("0.003"), 900, SAT_NOON)
+    assert c.reservation is not None
+    ledger.settle(a.reservation, Decimal("0.000000123"))
+    ledger.release(b.reservation)
+    ledger.settle(c.reservation, Decimal("0.0025"))
+    balance = ledger.balance(limits[0].key, SAT_NOON)
+    assert (balance.spent, balance.reserved) == (Decimal("0.002500123"), Decimal(0))
+    # settle and release are idempotent: repeating them charges nothing more
+    ledger.settle(a.reservation, Decimal("0.000000123"))
+    ledger.settle(b.reservation, Decimal("1"))
+    assert ledger.balance(limits[0].key, SAT_NOON).spent == Decimal("0.002500123")
+
+
+def test_ledger_reserve_is_all_or_nothing(ledger: Ledger) -> None:
+    person = BudgetLimit("principal:alice:day:2026-11-28", Decimal("1"))
+    team = BudgetLimit("team:ml:day:2026-11-28", Decimal("0.001"))
+    result = ledger.reserve([person, team], Decimal("0.002"), 900, SAT_NOON)
+    assert (result.reservation, result.blocked) == (None, 1)
+    # the principal's budget, which had room, was not touched
+    assert ledger.balance(person.key, SAT_NOON).reserved == Decimal(0)
+
+
+def test_unsettled_reservation_expires_but_a_late_settle_still_charges(ledger: Ledger) -> None:
+    limits = [BudgetLimit("org:acme:day:2026-11-28", Decimal("0.01"))]
+    held = ledger.reserve(limits, Decimal("0.01"), 60, SAT_NOON)
+    assert held.reservation is not None
+    assert ledger.reserve(limits, Decimal("0.001"), 60, SAT_NOON + 59).reservation is None
+    # the caller crashed: after the ttl its hold no longer counts
+    assert ledger.balance(limits[0].key, SAT_NOON + 60).reserved == Decimal(0)
+    later = ledger.reserve(limits, Decimal("0.004"), 60, SAT_NOON + 61)
+    assert later.reservation is not None
+    # ...but a call that did finish late is still charged what it cost
+    ledger.settle(held.reservation, Decimal("0.005"))
+    assert ledger.balance(limits[0].key, SAT_NOON + 62).spent == Decimal("0.005")
+
+
+def test_rate_window_counts_and_retry_after(ledger: Ledger) -> None:
+    limits = [RateLimit("rate:principal:alice", rpm=3, tpm=None)]
+    start = datetime(2026, 11, 28, 12, 0, 15, tzinfo=UTC).timestamp()
+    for i in range(3):
+        assert ledger.hit(limits, 1, 0, start + i).retry_after is None
+    refused = ledger.hit(limits, 1, 0, start + 5)  # 12:00:20
+    assert refused.retry_after == pytest.approx(40.0)  # until 12:01:00
+    assert (refused.unit, refused.used, refused.blocked) == ("requests", 3, 0)
+    assert ledger.hit(limits, 1, 0, start + 45).retry_after is None  # a new minute
+
+
+def test_rate_tokens_and_adjustment(ledger: Ledger) -> None:
+    limits = [RateLimit("rate:team:ml", rpm=None, tpm=1000)]
+    first = ledger.hit(limits, 1, 800, SAT_NOON)
+    assert first.retry_after is None
+    assert ledger.hit(limits, 1, 300, SAT_NOON + 1).unit == "tokens"
+    # the call used 100 tokens, not 800: the window is corrected and room comes back
+    ledger.adjust_tokens(["rate:team:ml"], first.window, -700)
+    assert ledger.hit(limits, 1, 300, SAT_NOON + 2).retry_after is None
+
+
+def test_rate_hit_is_all_or_nothing(ledger: Ledger) -> None:
+    person = RateLimit("rate:principal:bob", rpm=10, tpm=None)
+    team = RateLimit("rate:team:ml", rpm=1, tpm=None)
+    assert ledger.hit([team], 1, 0, SAT_NOON).retry_after is None
+    assert ledger.hit([person, team], 1, 0, SAT_NOON).blocked == 1
+    # the refused hit did not count against bob: ten more requests fit
+    for _ in range(10):
+        assert ledger.hit([person], 1, 0, SAT_NOON).retry_after is None
+    assert ledger.hit([person], 1, 0, SAT_NOON).retry_after is not None
+
+
+# ---------------------------------------------------------------------- the meter
+
+
+def test_meter_settles_success_at_cost_and_releases_failure(ledger: Ledger) -> None:
+    clock = Clock(SAT_NOON)
+    meter = _meter(DAY5, ledger, clock)
+    call = _call(max_tokens=1000)
+    metering = call.metering = meter.reserve(call)
+    estimate = meter.estimate(call, SAT_NOON)
+    assert (metering.allowed, metering.engine) == (True, "budget")
+    assert metering.reserved_usd == float(estimate.usd)
+    assert metering.remaining_usd == 0.01  # before this call
+    key = "principal:alice:day:2026-11-28"
+    assert ledger.balance(key, SAT_NOON).reserved == estimate.usd
+    _succeed(call, 40, 250, SAT_NOON)
+    meter.settle(call)
+    assert call.cost is not None
+    assert ledger.balance(key, SAT_NOON).spent == _flash_cost(40, 250) == call.cost.usd
+    assert ledger.balance(key, SAT_NOON).reserved == Decimal(0)
+    assert call.metering.details is not None
+    assert call.metering.details["settled_usd"] == float(call.cost.usd)
+
+    failed = _call(max_tokens=1000)
+    failed.metering = meter.reserve(failed)
+    failed.outcome = "failure"
+    meter.settle(failed)
+    assert ledger.balance(key, SAT_NOON) == ledger.balance(key, SAT_NOON + 1)
+    assert ledger.balance(key, SAT_NOON).spent == _flash_cost(40, 250)  # nothing added
+    assert failed.metering.details is not None
+    assert failed.metering.details["settlement"].startswith("released")
+
+
+def test_meter_settles_an_unpriced_success_at_zero_and_says_so(ledger: Ledger) -> None:
+    meter = _meter(DAY5, ledger, Clock(SAT_NOON))
+    call = _call()
+    call.metering = meter.reserve(call)
+    call.cost = None  # e.g. the reply had no usage
+    meter.settle(call)
+    balance = ledger.balance("principal:alice:day:2026-11-28", SAT_NOON)
+    assert (balance.spent, balance.reserved) == (Decimal(0), Decimal(0))
+    assert call.metering.details is not None
+    assert call.metering.details["settled_usd"] == 0.0
+    assert "no price" in call.metering.details["settlement"]
+
+
+def test_meter_refuses_over_budget_with_which_budget_spent_limit_and_reset(
+    ledger: Ledger,
+) -> None:
+    meter = _meter(DAY5, ledger, Clock(SAT_NOON))
+    spent = _call(max_tokens=10_000)  # up to $0.006 off-peak
+    assert meter.reserve(spent).allowed
+    _succeed(spent, 10, 10_000, SAT_NOON)
+    meter.settle(spent)
+    call = _call(max_tokens=10_000)
+    metering = meter.reserve(call)
+    assert (metering.allowed, metering.kind) == (False, "budget")
+    assert metering.details == {
+        "scope": "principal",
+        "name": "alice",
+        "period": "day",
+        "spent_usd": float(_flash_cost(10, 10_000)),
+        "reserved_usd": 0.0,
+        "limit_usd": 0.01,
+        "resets_at": "2026-11-29T00:00:00Z",
+    }
+    assert metering.reason.startswith("principal budget 'alice' for day: spent $0.0060")
+    assert "would pass the $0.01 limit; it resets at 2026-11-29 00:00:00 UTC" in metering.reason
+    assert call.reservation is None  # nothing to settle for a refused call
+    # a call that alone could pass the limit says so, and what to change
+    huge = meter.reserve(_call("bob", max_tokens=100_000))
+    assert "this call alone could cost up to $0.06" in huge.reason
+    assert "lower max_tokens" in huge.reason
+
+
+def test_budget_periods_reset_at_utc_day_and_month_boundaries(ledger: Ledger) -> None:
+    config = DAY5 + '[[budget]]\nscope = "org"\nname = "acme"\nperiod = "month"\nhard_usd = 0.015\n'
+    clock = Clock(datetime(2026, 11, 30, 23, 59, 59, tzinfo=UTC).timestamp())
+    meter = _meter(config, ledger, clock)
+    call = _call(max_tokens=10_000)
+    assert meter.reserve(call).allowed
+    _succeed(call, 10, 10_000, clock.now)
+    meter.settle(call)
+    # one second later it is December: a new day and a new month for both budgets
+    clock.now += 1
+    assert meter.remaining_usd(_call()) == 0.01
+    # within November both budgets still see the spend
+    clock.now -= 2
+    assert _flash_cost(10, 10_000) == Decimal("0.0060015")
+    assert meter.remaining_usd(_call()) == 0.003998  # 0.0039985 rounded down
+    # the month budget's refusal names the first of next month, across a year end
+    clock.now = datetime(2026, 12, 31, 23, 0, tzinfo=UTC).timestamp()
+    for who in ("a1", "a2"):  # two principals, so only the org budget adds up
+        first = _call(who, max_tokens=10_000)
+        assert meter.reserve(first).allowed
+        _succeed(first, 10, 10_000, clock.now)
+        meter.settle(first)
+    refused = meter.reserve(_call("carol", max_tokens=10_000))
+    assert refused.details is not None
+    assert (refused.details["scope"], refused.details["resets_at"]) == (
+        "org",
+        "2027-01-01T00:00:00Z",
+    )
+
+
+def test_soft_limit_crossing_is_flagged_and_allowed(ledger: Ledger) -> None:
+    meter = _meter(DAY5, ledger, Clock(SAT_NOON))
+    below = meter.reserve(_call(max_tokens=5000))  # up to ~$0.003: below $0.008
+    assert below.allowed
+    assert below.details is None
+    crossing = meter.reserve(_call(max_tokens=9000))  # $0.003 + $0.0054 >= $0.008
+    assert crossing.allowed
+    assert crossing.details is not None
+    assert crossing.details["soft_limit_crossed"] is True
+    assert (crossing.details["soft_usd"], crossing.details["limit_usd"]) == (0.008, 0.01)
+
+
+TEAMS = """
+[[budget]]
+scope = "team"
+period = "day"
+hard_usd = 1.0
+[[budget]]
+scope = "principal"
+period = "day"
+hard_usd = 0.5
+[[budget]]
+scope = "principal"
+name = "boss"
+period = "day"
+hard_usd = 2.0
+[[budget]]
+scope = "org"
+name = "acme"
+period = "month"
+hard_usd = 100.0
+"""
+
+
+def test_team_resolution_and_specific_rules_override_the_default() -> None:
+    assert team_of({"team": "ml", "department": "research"}) == "ml"
+    assert team_of({"department": "research"}) == "research"
+    assert team_of({"team": ""}) is None
+    assert team_of(None) is None
+    ledger = MemoryLedger()
+    meter = _meter(TEAMS, ledger, Clock(SAT_NOON))
+    call = _call("alice", {"department": "research"}, max_tokens=1000)
+    assert meter.reserve(call).allowed
+    amount = meter.estimate(call, SAT_NOON).usd
+    for key in ("team:research:day:2026-11-28", "principal:alice:day:2026-11-28"):
+        assert ledger.balance(key, SAT_NOON).reserved == amount
+    assert ledger.balance("org:acme:month:2026-11", SAT_NOON).reserved == amount
+    # no team claim: no team budget; the smallest remaining is the principal's
+    loner = _call("dave")
+    assert meter.remaining_usd(loner) == 0.5
+    # boss's own rule replaces the "*" one (2.0, not min(0.5, 2.0))
+    assert meter.remaining_usd(_call("boss")) == 2.0
+    # a name with ':' cannot reach another scope's key
+    odd = _call("team:research", max_tokens=1000)
+    assert meter.reserve(odd).allowed
+    assert ledger.balance("principal:team%3Aresearch:day:2026-11-28", SAT_NOON).reserved == amount
+
+
+RATES = """
+[[rate_limit]]
+scope = "principal"
+rpm = 2
+[[rate_limit]]
+scope = "team"
+tpm = 5000
+[[budget]]
+scope = "principal"
+period = "day"
+hard_usd = 1.0
+"""
+
+
+def test_rate_limit_refusal_has_retry_after_and_releases_the_budget() -> None:
+    ledger = MemoryLedger()
+    clock = Clock(datetime(2026, 11, 28, 12, 0, 50, tzinfo=UTC).timestamp())
+    meter = _meter(RATES, ledger, clock)
+    for _ in range(2):
+        assert meter.reserve(_call("erin", max_tokens=10)).allowed
+    refused = meter.reserve(_call("erin", max_tokens=10))
+    assert (refused.allowed, refused.kind, refused.retry_after) == (False, "rate_limit", 10.0)
+    assert refused.details == {
+        "scope": "principal",
+        "name": "erin",
+        "limit": 2,
+        "unit": "requests",
+        "window_s": 60,
+    }
+    assert "2 of 2 requests per minute used; retry after 10.0 s" in refused.reason
+    # the refused call's budget reservation was released: only two calls are held
+    held = ledger.balance("principal:erin:day:2026-11-28", clock.now).reserved
+    assert held == 2 * meter.estimate(_call("erin", max_tokens=10), clock.now).usd
+    clock.now += 10  # the next minute
+    assert meter.reserve(_call("erin", max_tokens=10)).allowed
+
+
+def test_token_rate_counts_worst_case_then_settles_to_actual() -> None:
+    ledger = MemoryLedger()
+    clock = Clock(SAT_NOON)
+    meter = _meter(RATES, ledger, clock)
+    team = {"team": "ml"}
+    first = _call("u1", team, max_tokens=4000)
+    first.metering = meter.reserve(first)
+    assert first.metering.allowed
+    # 4000+ tokens held of 5000: a second big call must wait...
+    second = meter.reserve(_call("u2", team, max_tokens=4000))
+    assert (second.kind, second.details and second.details["unit"]) == ("rate_limit", "tokens")
+    assert second.retry_after is not None
+    # ...until the first settles having used 300 tokens
+    _succeed(first, 100, 200, clock.now)
+    meter.settle(first)
+    assert meter.reserve(_call("u2", team, max_tokens=4000)).allowed
+    # a call larger than a whole minute's allowance cannot succeed by waiting
+    alone = meter.reserve(_call("u3", team, max_tokens=6000))
+    assert alone.retry_after is None
+    assert "lower max_tokens" in alone.reason
+
+
+def test_non_billable_actions_are_rate_limited_but_not_reserved() -> None:
+    ledger = MemoryLedger()
+    meter = _meter(RATES, ledger, Clock(SAT_NOON))
+    request = httpx2.Request("GET", "https://api.example/models")
+    call = Call.from_request(request)
+    call.identity = _call("frank").identity
+    metering = meter.reserve(call)
+    assert (metering.allowed, metering.reserved_usd) == (True, None)
+    assert ledger.balance("principal:frank:day:2026-11-28", SAT_NOON).reserved == Decimal(0)
+    assert meter.reserve(call).allowed
+    assert meter.reserve(call).kind == "rate_limit"  # the third request this minute
+
+
+def test_sqlite_ledger_keeps_spend_across_a_restart(tmp_path: Path) -> None:
+    path = tmp_path / "meter.db"
+    first = SQLiteLedger(path)
+    limits = [BudgetLimit("principal:alice:month:2026-11", Decimal("10"))]
+    held = first.reserve(limits, Decimal("1.5"), 900, SAT_NOON)
+    open_hold = first.reserve(limits, Decimal("2"), 900, SAT_NOON)
+    assert held.reservation is not None
+    first.settle(held.reservation, Decimal("1.25"))
+    first.close()
+    second = SQLiteLedger(path)  # a new process would see the same
+    balance = second.balance(limits[0].key, SAT_NOON + 1)
+    assert (balance.spent, balance.reserved) == (Decimal("1.25"), Decimal("2"))
+    assert open_hold.reservation is not None
+    second.settle(open_hold.reservation, Decimal("0.5"))  # settled by the restarted process
+    assert second.balance(limits[0].key, SAT_NOON + 2).spent == Decimal("1.75")
+    second.close()
+
+
+def test_remaining_is_none_without_budgets_and_floors() -> None:
+    meter = _meter("[[rate_limit]]\nscope='principal'\ntier='developer'", MemoryLedger(), Clock(0))
+    assert meter.remaining_usd(_call()) is None
+    assert meter.config.rate_limits[0].rpm == 1000
+    # remaining is rounded down: a policy must never see more than is left
+    tight = _meter(DAY5, MemoryLedger(), Clock(SAT_NOON))
+    call = _call(max_tokens=7)
+    assert tight.reserve(call).allowed
+    left = tight.remaining_usd(_call())
+    assert left is not None
+    exact = Decimal("0.01") - tight.estimate(call, SAT_NOON).usd
+    assert Decimal(str(left)) <= exact
+    assert math.isclose(left, float(exact), abs_tol=1e-6)
