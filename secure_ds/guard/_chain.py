@@ -30,6 +30,7 @@ from ..audit._log import AuditLog
 from ..audit._record import build_record
 from ..config import Settings
 from ..cost import PriceTable
+from ..cost._router import Router
 from ..errors import BudgetExceeded, IdentityError, PolicyDenied, RateLimited, SecureDSError
 from ..identity import Token, TokenProvider
 from ._call import Call, Identity, Metering
@@ -92,8 +93,9 @@ class Guard:
         obligations = configured_obligations(settings)
         if obligations:
             decider = WithObligations(decider, obligations)
+        pricing = PriceTable.load(settings.pricing)
         return cls(
-            pricing=PriceTable.load(settings.pricing),
+            pricing=pricing,
             settings=settings,
             token_provider=token_provider,
             audit_log=audit_log,
@@ -101,7 +103,7 @@ class Guard:
             classifier=classifier,
             decider=decider,
             meter=meter or Unmetered(),
-            enforcer=Enforcer(settings),
+            enforcer=Enforcer(settings, Router(pricing)),
             retry=RetryPolicy.from_settings(settings),
             breakers=BreakerRegistry(settings.breaker_threshold, settings.breaker_cooldown),
         )

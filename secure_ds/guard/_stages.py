@@ -12,6 +12,7 @@ from dataclasses import replace
 from typing import Protocol, runtime_checkable
 
 from ..config import Settings
+from ..cost._router import Router
 from ..dlp._guard import DLPRefusal, apply_dlp_obligation
 from ..policy._obligations import merge_obligations
 from ._call import Call, Classification, Decision, Metering
@@ -128,7 +129,8 @@ class ObligationRefused(Exception):
 class Enforcer:
     """enforce: carry out obligations and apply the configured request defaults.
 
-    Known obligations: ``cap_max_tokens:N``, ``route:MODEL``, and the DLP ones,
+    Known obligations: ``cap_max_tokens:N``, ``route:MODEL``, ``route:auto`` (the
+    cost-aware router of :mod:`secure_ds.cost._router`), and the DLP ones,
     ``block:<kinds>`` and ``redact:<kinds>[:reversible]`` (see
     :mod:`secure_ds.dlp._guard`). Any other obligation raises
     :class:`ObligationRefused` (fail closed). Besides obligations it strips a
@@ -139,7 +141,8 @@ class Enforcer:
 
     _PARAMS = ("max_tokens", "temperature", "top_p", "frequency_penalty")
 
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: Settings, router: Router | None = None) -> None:
+        self._router = router
         self._defaults = {
             name: getattr(settings, name)
             for name in self._PARAMS
@@ -165,6 +168,25 @@ class Enforcer:
                     call.enforcement.append(f"default:{name}")
         for obligation in decision.obligations:
             self._apply(call, body, obligation)
+
+    def _route_auto(self, call: Call, body: dict[str, object]) -> None:
+        """Let the router pick the model (and cap max_tokens to fit the budget)."""
+        if call.action not in ("chat", "stream", "fim"):
+            call.enforcement.append("route:auto (not a model call)")
+            return
+        if self._router is None:
+            raise ObligationRefused("route:auto needs a pricing table to choose a model")
+        route = self._router.choose(
+            body, call.budget_remaining_usd, call.started_at, fim=call.action == "fim"
+        )
+        if body.get("model") != route.model:
+            body["model"] = route.model
+            call.body_changed = True
+        call.enforcement.append(f"route:auto -> {route.model} ({route.note})")
+        if route.max_tokens is not None:
+            body["max_tokens"] = route.max_tokens
+            call.body_changed = True
+            call.enforcement.append(f"cap_max_tokens:{route.max_tokens} (budget)")
 
     def _pin(self, call: Call, body: dict[str, object]) -> None:
         model = body.get("model")
@@ -194,6 +216,8 @@ class Enforcer:
                 body["max_tokens"] = cap
                 call.body_changed = True
             call.enforcement.append(obligation)
+        elif obligation == "route:auto":
+            self._route_auto(call, body)
         elif kind == "route" and arg:
             if body.get("model") != arg:
                 body["model"] = arg

@@ -59,7 +59,9 @@ __all__ = [
 
 Severity = Literal["error", "warning"]
 
-KNOWN_OBLIGATIONS = "cap_max_tokens:N, route:MODEL, redact:<kinds>[:reversible], block:<kinds>"
+KNOWN_OBLIGATIONS = (
+    "cap_max_tokens:N, route:MODEL, route:auto, redact:<kinds>[:reversible], block:<kinds>"
+)
 _DIFF_LINES = 40  # enough to see what the formatter changes; `format` shows the rest
 
 
@@ -372,6 +374,8 @@ def check_obligation(
                 f"obligation {obligation!r} names no model. Write route:MODEL with a model "
                 f"from {CATALOGUE_FILE}.",
             )
+        if arg == "auto":
+            return None  # the cost-aware router picks among the pricing table's models
         if models is not None and arg not in models:
             return (
                 "error",

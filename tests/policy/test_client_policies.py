@@ -212,3 +212,20 @@ def test_closing_the_client_stops_the_policy_watcher(sb: Sandbox, tmp_path: Path
     assert not any(
         t.name == "secure-ds-policy-watch" and t.is_alive() for t in threading.enumerate()
     )
+
+
+def test_route_auto_sends_a_simple_prompt_to_the_cheap_model(sb: Sandbox, tmp_path: Path) -> None:
+    policy = (
+        '@id("auto-routed")\n@obligation("route:auto")\n'
+        'permit (principal in SecureDS::Role::"engineer", action, resource);\n'
+    )
+    with client(sb, tmp_path, folder(tmp_path, policy)) as c:
+        reply = c.chat.completions.create(
+            model="deepseek-v4-pro", messages=[{"role": "user", "content": "Say hi."}]
+        )
+    assert reply.model == "deepseek-flash"
+    record = read_audit(tmp_path / "audit.jsonl")[-1]
+    assert record["request"]["model_requested"] == "deepseek-v4-pro"
+    assert record["request"]["model"] == "deepseek-flash"
+    applied = record["enforce"]["applied"]
+    assert any(a.startswith("route:auto -> deepseek-flash (complexity") for a in applied)
