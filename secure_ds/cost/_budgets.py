@@ -20,6 +20,12 @@
     rpm = 1000                 # optional: overrides the tier's RPM
     tpm = 1000000              # optional: tokens per minute (no tier sets one)
 
+    [alerts]                   # optional: post a soft-limit crossing to a webhook
+    webhook_url_env = "SECURE_DS_ALERT_WEBHOOK"  # the variable holding the webhook URL
+    timeout_s = 5              # per connect/read/write of one attempt
+    max_attempts = 4           # tries per alert (connection errors, timeouts, 429, 5xx)
+    backoff_s = 0.5            # wait before the 2nd try, doubling each time after
+
 A principal is the token's subject. A team is the token's ``attributes.team``, else
 ``attributes.department`` (the same rule as ``secure-ds cost report --by team``); a
 caller with neither has no team budget or team rate limit. An ``org`` budget is one
@@ -28,11 +34,16 @@ pot for everyone; its ``name`` is only a label for messages.
 A rule for a specific name replaces the ``"*"`` rule of the same scope and period
 (``alice`` gets her own daily limit instead of everyone's, not both), so a default
 with exceptions is written as one ``"*"`` rule plus one rule per exception.
+
+The webhook URL is a credential (a Slack incoming-webhook URL embeds its token), so
+the file never holds it: ``webhook_url_env`` names the environment variable that does,
+and the variable is read when the meter is built (see :mod:`._alerts`).
 """
 
 from __future__ import annotations
 
 import math
+import re
 import tomllib
 from dataclasses import dataclass
 from decimal import Decimal
@@ -43,6 +54,7 @@ from ..errors import ConfigError
 
 __all__ = [
     "TIERS",
+    "AlertConfig",
     "BudgetConfig",
     "BudgetRule",
     "RateRule",
@@ -62,6 +74,8 @@ _FIX = "Fix the budgets file; the format is in the docstring of secure_ds/cost/_
 _BUDGET_KEYS = {"scope", "name", "period", "hard_usd", "soft_usd"}
 _RATE_KEYS = {"scope", "name", "tier", "rpm", "tpm"}
 _METER_KEYS = {"reservation_ttl_s", "default_max_tokens"}
+_ALERT_KEYS = {"webhook_url_env", "timeout_s", "max_attempts", "backoff_s"}
+_ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 
 
 @dataclass(frozen=True)
@@ -83,12 +97,23 @@ class RateRule:
 
 
 @dataclass(frozen=True)
+class AlertConfig:
+    """The ``[alerts]`` table: where and how soft-limit alerts are posted."""
+
+    webhook_url_env: str  # the name of the variable holding the URL, never the URL
+    timeout_s: float = 5.0
+    max_attempts: int = 4
+    backoff_s: float = 0.5
+
+
+@dataclass(frozen=True)
 class BudgetConfig:
     budgets: tuple[BudgetRule, ...] = ()
     rate_limits: tuple[RateRule, ...] = ()
     reservation_ttl_s: float = 900.0  # longer than a call may take (600 s read timeout)
     default_max_tokens: int = 8192
     source: str = "(built in)"
+    alerts: AlertConfig | None = None  # None: soft-limit crossings are only flagged
 
 
 def team_of(attributes: Any) -> str | None:
@@ -114,10 +139,11 @@ def load_budgets(path: Path) -> BudgetConfig:
 
 
 def parse_budgets(data: dict[str, Any], source: str = "(inline)") -> BudgetConfig:
-    unknown = set(data) - {"meter", "budget", "rate_limit"}
+    unknown = set(data) - {"meter", "budget", "rate_limit", "alerts"}
     if unknown:
         raise _bad(
-            source, f"unknown table {sorted(unknown)[0]!r} (expected meter, budget, rate_limit)"
+            source,
+            f"unknown table {sorted(unknown)[0]!r} (expected meter, budget, rate_limit, alerts)",
         )
     meter = data.get("meter", {})
     if not isinstance(meter, dict):
@@ -137,7 +163,40 @@ def parse_budgets(data: dict[str, Any], source: str = "(inline)") -> BudgetConfi
     )
     _no_duplicates(source, "budget", [(b.scope, b.name, b.period) for b in budgets])
     _no_duplicates(source, "rate_limit", [(r.scope, r.name) for r in rates])
-    return BudgetConfig(budgets, rates, float(ttl), default_max, source)
+    alerts = _alerts(source, data["alerts"]) if "alerts" in data else None
+    return BudgetConfig(budgets, rates, float(ttl), default_max, source, alerts)
+
+
+def _alerts(source: str, table: Any) -> AlertConfig:
+    if not isinstance(table, dict):
+        raise _bad(source, "`alerts` must be a table, written [alerts]")
+    if "webhook_url" in table or "url" in table:
+        # the value is not echoed: it is most likely the webhook URL itself, a credential
+        raise _bad(
+            source,
+            "[alerts] must not hold the webhook URL (it embeds a token); put the URL in an "
+            "environment variable and name that variable, e.g. "
+            'webhook_url_env = "SECURE_DS_ALERT_WEBHOOK"',
+        )
+    _no_unknown(source, "[alerts]", table, _ALERT_KEYS)
+    env = table.get("webhook_url_env")
+    if not isinstance(env, str) or not _ENV_NAME.fullmatch(env):
+        # not echoed either: a URL pasted here by mistake must not reach a log
+        raise _bad(
+            source,
+            "[alerts] webhook_url_env must be the name of the environment variable holding the "
+            'webhook URL (letters, digits and _), e.g. "SECURE_DS_ALERT_WEBHOOK", not the URL',
+        )
+    timeout = table.get("timeout_s", 5.0)
+    if not _is_number(timeout) or timeout <= 0:
+        raise _bad(source, "[alerts] timeout_s must be a number of seconds > 0")
+    attempts = table.get("max_attempts", 4)
+    if type(attempts) is not int or attempts < 1:
+        raise _bad(source, "[alerts] max_attempts must be an integer >= 1 (1: no retries)")
+    backoff = table.get("backoff_s", 0.5)
+    if not _is_number(backoff) or backoff < 0:
+        raise _bad(source, "[alerts] backoff_s must be a number of seconds >= 0")
+    return AlertConfig(env, float(timeout), attempts, float(backoff))
 
 
 def _budget(source: str, index: int, entry: dict[str, Any]) -> BudgetRule:

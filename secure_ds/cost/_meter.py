@@ -20,11 +20,17 @@ be a way around a budget.
 Only calls that can cost money are reserved (chat, stream, FIM); every call counts
 against rate limits. The estimate is also what a call counts against a token rate
 limit until it settles, when the count is corrected to the tokens actually used.
+
+**Soft limits.** A reservation that takes a budget to its ``soft_usd`` is allowed and
+flagged (``soft_limit_crossed`` in the audit record, on every such call); with an
+``[alerts]`` table the first crossing per budget and period is also posted to a webhook
+by an :class:`~._alerts.AlertSender`, off the call path.
 """
 
 from __future__ import annotations
 
 import math
+import os
 import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, replace
@@ -35,6 +41,7 @@ from typing import Any, Literal, TypeVar
 from ..config import Settings
 from ..errors import ConfigError
 from ..guard._call import Call, Metering
+from ._alerts import AlertSender, BudgetAlert
 from ._budgets import BudgetConfig, BudgetRule, RateRule, load_budgets, team_of
 from ._ledger import (
     WINDOW_S,
@@ -79,6 +86,7 @@ class _Budget:
     label: str  # the principal, team or org label the key is for
     key: str
     resets_at: datetime
+    period_id: str  # 2026-11-28 or 2026-11: which day or month the key counts
 
 
 @dataclass(frozen=True)
@@ -102,7 +110,8 @@ class BudgetMeter:
     """The :class:`~secure_ds.guard.Meter` for budgets and rate limits.
 
     Thread-safe (the ledger serialises); share one per process. ``clock`` is the Unix
-    time source, replaceable in tests.
+    time source, replaceable in tests. ``alerts``, when given, is handed each first
+    soft-limit crossing per budget and period; the meter closes it.
     """
 
     engine = "budget"
@@ -114,18 +123,23 @@ class BudgetMeter:
         ledger: Ledger | None = None,
         *,
         clock: Callable[[], float] = time.time,
+        alerts: AlertSender | None = None,
     ) -> None:
         self.config = config
         self.pricing = pricing
         self.ledger: Ledger = ledger if ledger is not None else MemoryLedger()
+        self.alerts = alerts
         self._clock = clock
 
     @classmethod
     def from_settings(cls, settings: Settings, pricing: PriceTable) -> BudgetMeter:
         """The meter ``SECURE_DS_BUDGETS``, ``SECURE_DS_METER_BACKEND`` and
-        ``SECURE_DS_METER_DB`` describe. Without a budgets file nothing is limited."""
+        ``SECURE_DS_METER_DB`` describe. Without a budgets file nothing is limited. The
+        alert webhook URL is read from the variable the file's ``[alerts]`` names."""
         path = settings.budgets
         config = load_budgets(path) if path is not None else BudgetConfig()
+        # before the ledger opens: a missing webhook variable then leaves nothing open
+        alerts = AlertSender.from_config(config.alerts, os.environ) if config.alerts else None
         backend = settings.meter_backend
         ledger: Ledger
         if backend == "memory":
@@ -144,7 +158,7 @@ class BudgetMeter:
                 f"{backend!r} is not a meter backend",
                 fix="Use memory (one process) or sqlite (several processes on one host).",
             )
-        return cls(config, pricing, ledger)
+        return cls(config, pricing, ledger, alerts=alerts)
 
     @property
     def blocking(self) -> bool:
@@ -153,7 +167,11 @@ class BudgetMeter:
         return not isinstance(self.ledger, MemoryLedger)
 
     def close(self) -> None:
-        self.ledger.close()
+        try:
+            if self.alerts is not None:
+                self.alerts.close()  # delivers what is queued, within its deadline
+        finally:
+            self.ledger.close()
 
     # ------------------------------------------------------------------ the Meter protocol
 
@@ -196,6 +214,8 @@ class BudgetMeter:
             ]
             remaining = _floor_float(min(left))
             details = _soft_crossing(budgets, result.balances, estimate.usd)
+            if details is not None and self.alerts is not None:
+                self._alert(call, budgets, result.balances, estimate.usd, now)
         tokens = estimate.tokens if estimate is not None else 0
         window: int | None = None
         if rates:
@@ -298,7 +318,8 @@ class BudgetMeter:
             label = {"principal": principal, "team": team, "org": rule.name}[rule.scope]
             assert label is not None  # _chosen drops team rules for a caller without a team
             period_id, resets = _period(rule.period, day)
-            yield _Budget(rule, label, _key(rule.scope, label, rule.period, period_id), resets)
+            key = _key(rule.scope, label, rule.period, period_id)
+            yield _Budget(rule, label, key, resets, period_id)
 
     def _rates(self, call: Call) -> Iterator[_Rate]:
         principal, team = _who(call)
@@ -306,6 +327,40 @@ class BudgetMeter:
             label = principal if rule.scope == "principal" else team
             assert label is not None
             yield _Rate(rule, label, f"rate:{rule.scope}:{_escape(label)}")
+
+    def _alert(
+        self,
+        call: Call,
+        budgets: Sequence[_Budget],
+        balances: Sequence[Any],
+        amount: Decimal,
+        now: float,
+    ) -> None:
+        """Hand every budget this call takes to its soft limit to the sender (which
+        posts the first per period). Every one, not only the first the details name:
+        a team's crossing must not be hidden by a principal budget already past its own."""
+        assert self.alerts is not None
+        principal, _ = _who(call)
+        crossed_at = datetime.fromtimestamp(now, UTC)
+        for budget, balance in zip(budgets, balances, strict=True):
+            soft = budget.rule.soft_usd
+            if soft is None or balance.spent + balance.reserved + amount < soft:
+                continue
+            self.alerts.notify(
+                BudgetAlert(
+                    scope=budget.rule.scope,
+                    name=budget.label,
+                    period=budget.rule.period,
+                    period_id=budget.period_id,
+                    spent_usd=balance.spent,
+                    reserved_usd=balance.reserved + amount,
+                    soft_usd=soft,
+                    hard_usd=budget.rule.hard_usd,
+                    resets_at=budget.resets_at,
+                    principal=principal,
+                    crossed_at=crossed_at,
+                )
+            )
 
     def _left(self, budget: _Budget, now: float) -> Decimal:
         balance = self.ledger.balance(budget.key, now)
