@@ -1,8 +1,18 @@
 #!/usr/bin/env bash
 # Starts the real services the integration tests need and waits until they answer.
 #
-# Today the suite needs none beyond the in-process DeepSeek sandbox (started by the
-# tests themselves). Later issues add Keycloak, the OpenTelemetry Collector, nginx,
-# SoftHSM2 and Redis here, each installed and cached by its own scripts/*.sh.
+# - redis (scripts/redis.sh): a private redis-server on 127.0.0.1:6390 for the Redis
+#   ledger's tests (tests/integration/test_redis_ledger.py); installed from Debian's
+#   packages when missing.
+# The DeepSeek sandbox is in-process (started by the tests themselves). Later issues add
+# Keycloak, the OpenTelemetry Collector, nginx and SoftHSM2 here, each installed and
+# cached by its own scripts/*.sh. Any failure exits non-zero: with
+# SECURE_DS_REQUIRE_SERVICES=1 (CI) the tests would fail anyway, and this says why first.
 set -euo pipefail
-echo "start-services: no external services required yet"
+here="$(cd "$(dirname "$0")" && pwd)"
+
+bash "$here/redis.sh" || {
+    echo "start-services: redis failed to start (see the message above)" >&2
+    exit 1
+}
+echo "start-services: all services are up"

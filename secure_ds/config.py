@@ -63,6 +63,7 @@ ENV_VARS: dict[str, str] = {
     "budgets": "SECURE_DS_BUDGETS",
     "meter_backend": "SECURE_DS_METER_BACKEND",
     "meter_db": "SECURE_DS_METER_DB",
+    "meter_redis_url": "SECURE_DS_METER_REDIS_URL",
     "dlp": "SECURE_DS_DLP",
     "dlp_config": "SECURE_DS_DLP_CONFIG",
     "dlp_block": "SECURE_DS_DLP_BLOCK",
@@ -134,8 +135,10 @@ class Settings:
     policy_reload: float = 2.0
     pricing: Path | None = None  # None: the table shipped in secure_ds/cost/pricing.toml
     budgets: Path | None = None  # TOML budgets and rate limits; None: unmetered
-    meter_backend: Literal["memory", "sqlite"] = "memory"
+    meter_backend: Literal["memory", "sqlite", "redis"] = "memory"
     meter_db: Path | None = None  # the SQLite ledger (meter_backend="sqlite")
+    # the Redis ledger (meter_backend="redis"); a Secret: the URL may carry a password
+    meter_redis_url: Secret | None = None
     dlp: Literal["off", "detect"] = "detect"
     dlp_config: Path | None = None
     dlp_block: tuple[str, ...] = ()
@@ -256,13 +259,30 @@ class Settings:
                 f"{self.tls_min_version!r} is not allowed",
                 "Use 1.3 (the default) or 1.2; older versions are refused.",
             )
-        if self.meter_backend not in ("memory", "sqlite"):
+        if self.meter_backend not in ("memory", "sqlite", "redis"):
             raise _err(
                 "meter_backend",
                 f"{self.meter_backend!r} is not a meter backend",
-                "Use memory (one process, the default) or sqlite (several processes on one "
-                "host; set SECURE_DS_METER_DB too).",
+                "Use memory (one process, the default), sqlite (several processes on one "
+                "host; set SECURE_DS_METER_DB too) or redis (many hosts; set "
+                "SECURE_DS_METER_REDIS_URL too).",
             )
+        if self.meter_backend == "redis" and self.meter_redis_url is None:
+            raise _err(
+                "meter_redis_url",
+                "is not set, but SECURE_DS_METER_BACKEND=redis keeps the ledger there",
+                "Set SECURE_DS_METER_REDIS_URL to the Redis shared by every host, e.g. "
+                "redis://:PASSWORD@redis.internal:6379/0 (rediss:// for TLS).",
+            )
+        if self.meter_redis_url is not None:
+            # only the scheme is shown: the rest may hold a password
+            scheme = self.meter_redis_url.reveal().partition("://")[0].lower()
+            if scheme not in ("redis", "rediss"):
+                raise _err(
+                    "meter_redis_url",
+                    "is not a redis:// or rediss:// URL",
+                    "Use redis://[[USER]:PASSWORD@]HOST[:PORT][/DB], or rediss://... for TLS.",
+                )
         if self.meter_backend == "sqlite" and self.meter_db is None:
             raise _err(
                 "meter_db",
@@ -460,7 +480,7 @@ _PATH_FIELDS = {
     "dlp_config",
 }
 _LIST_FIELDS = {"roles", "dlp_block", "dlp_redact"}
-_SECRET_FIELDS = {"api_key", "client_key_password"}
+_SECRET_FIELDS = {"api_key", "client_key_password", "meter_redis_url"}
 
 
 def _parse(field: str, raw: str) -> Any:

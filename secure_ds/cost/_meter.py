@@ -39,7 +39,6 @@ from decimal import ROUND_FLOOR, ROUND_HALF_UP, Decimal
 from typing import Any, Literal, TypeVar
 
 from ..config import Settings
-from ..errors import ConfigError
 from ..guard._call import Call, Metering
 from ._alerts import AlertSender, BudgetAlert
 from ._budgets import BudgetConfig, BudgetRule, RateRule, load_budgets, team_of
@@ -50,8 +49,8 @@ from ._ledger import (
     MemoryLedger,
     RateLimit,
     Reservation,
-    SQLiteLedger,
 )
+from ._ledgers import ledger_from_settings
 from ._pricing import PriceTable, Window
 
 __all__ = ["MESSAGE_OVERHEAD", "BudgetMeter", "Estimate", "estimate_prompt_tokens"]
@@ -133,37 +132,21 @@ class BudgetMeter:
 
     @classmethod
     def from_settings(cls, settings: Settings, pricing: PriceTable) -> BudgetMeter:
-        """The meter ``SECURE_DS_BUDGETS``, ``SECURE_DS_METER_BACKEND`` and
-        ``SECURE_DS_METER_DB`` describe. Without a budgets file nothing is limited. The
-        alert webhook URL is read from the variable the file's ``[alerts]`` names."""
+        """The meter ``SECURE_DS_BUDGETS`` and ``SECURE_DS_METER_BACKEND`` (with
+        ``SECURE_DS_METER_DB`` or ``SECURE_DS_METER_REDIS_URL``) describe. Without a
+        budgets file nothing is limited. The alert webhook URL is read from the
+        variable the file's ``[alerts]`` names."""
         path = settings.budgets
         config = load_budgets(path) if path is not None else BudgetConfig()
         # before the ledger opens: a missing webhook variable then leaves nothing open
         alerts = AlertSender.from_config(config.alerts, os.environ) if config.alerts else None
-        backend = settings.meter_backend
-        ledger: Ledger
-        if backend == "memory":
-            ledger = MemoryLedger()
-        elif backend == "sqlite":
-            if settings.meter_db is None:
-                raise ConfigError(
-                    "SECURE_DS_METER_DB",
-                    "is not set, but the sqlite meter backend keeps its ledger there",
-                    fix="Set SECURE_DS_METER_DB to a file path shared by this host's processes.",
-                )
-            ledger = SQLiteLedger(settings.meter_db)
-        else:
-            raise ConfigError(
-                "SECURE_DS_METER_BACKEND",
-                f"{backend!r} is not a meter backend",
-                fix="Use memory (one process) or sqlite (several processes on one host).",
-            )
+        ledger = ledger_from_settings(settings)
         return cls(config, pricing, ledger, alerts=alerts)
 
     @property
     def blocking(self) -> bool:
-        """A SQLite ledger can wait on another process's lock: the async client then
-        calls the meter from a worker thread (see ``Guard.meter_blocks``)."""
+        """A SQLite or Redis ledger can wait (on a lock, on the network): the async
+        client then calls the meter from a worker thread (see ``Guard.meter_blocks``)."""
         return not isinstance(self.ledger, MemoryLedger)
 
     def close(self) -> None:

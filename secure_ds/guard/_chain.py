@@ -397,6 +397,10 @@ def _default_classifier(settings: Settings) -> Classifier:
 
 
 def _stage_failed(stage: str, exc: Exception) -> str:
+    if isinstance(exc, SecureDSError):
+        # our own errors are written to be shown (no secrets) and say what to do
+        return f"the {stage} stage failed, so the call is refused: {exc}"
+    # anything else only by type: a third-party message might quote what it was given
     return f"the {stage} stage failed ({type(exc).__name__}), so the call is refused"
 
 

@@ -28,6 +28,7 @@ from secure_ds.cost._ledger import (
 from secure_ds.cost._meter import MESSAGE_OVERHEAD, BudgetMeter, estimate_prompt_tokens
 from secure_ds.errors import ConfigError
 from secure_ds.guard._call import Call, Identity
+from tests._services import redis_ledger
 
 PRICING = PriceTable.load()
 MILLION = Decimal(1_000_000)
@@ -91,8 +92,14 @@ def _succeed(call: Call, prompt: int, output: int, at: float) -> None:
     call.cost = PRICING.cost(call.model, usage, at)
 
 
-@pytest.fixture(params=["memory", "sqlite"])
+# The same checks on every backend; Redis needs the server scripts/start-services.sh
+# starts (skipped without it, failed when SECURE_DS_REQUIRE_SERVICES=1).
+@pytest.fixture(params=["memory", "sqlite", pytest.param("redis", marks=pytest.mark.integration)])
 def ledger(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Ledger]:
+    if request.param == "redis":
+        with redis_ledger() as shared:
+            yield shared
+        return
     led: Ledger = MemoryLedger() if request.param == "memory" else SQLiteLedger(tmp_path / "l.db")
     yield led
     led.close()

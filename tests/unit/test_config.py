@@ -130,7 +130,7 @@ def test_defaults_and_environment_parsing(material: dict[str, Path], tmp_path: P
         ("SECURE_DS_TOKEN_TTL", "86400", "[30, 3600]"),
         ("SECURE_DS_MAX_ATTEMPTS", "0", "[1, 10]"),
         ("SECURE_DS_AUDIT_FSYNC", "maybe", "not an fsync policy"),
-        ("SECURE_DS_METER_BACKEND", "redis", "not a meter backend"),
+        ("SECURE_DS_METER_BACKEND", "etcd", "not a meter backend"),
         ("SECURE_DS_POLICY_RELOAD", "-1", "[0, 3600]"),
     ],
 )
@@ -149,6 +149,32 @@ def test_a_sqlite_meter_needs_its_database(material: dict[str, Path], tmp_path: 
     with pytest.raises(ConfigError, match="SECURE_DS_METER_BACKEND=sqlite keeps") as info:
         Settings.from_env(_env(material, tmp_path, SECURE_DS_METER_BACKEND="sqlite"))
     assert info.value.variable == "SECURE_DS_METER_DB"
+
+
+def test_a_redis_meter_needs_a_redis_url_and_never_shows_it(
+    material: dict[str, Path], tmp_path: Path
+) -> None:
+    with pytest.raises(ConfigError, match="SECURE_DS_METER_BACKEND=redis keeps") as info:
+        Settings.from_env(_env(material, tmp_path, SECURE_DS_METER_BACKEND="redis"))
+    assert info.value.variable == "SECURE_DS_METER_REDIS_URL"
+    bad = "http://:hunter2-secret@redis.internal:6379/0"
+    with pytest.raises(ConfigError, match="not a redis:// or rediss:// URL") as info:
+        Settings.from_env(
+            _env(
+                material,
+                tmp_path,
+                SECURE_DS_METER_BACKEND="redis",
+                SECURE_DS_METER_REDIS_URL=bad,
+            )
+        )
+    assert "hunter2" not in str(info.value)
+    good = "rediss://:hunter2-secret@redis.internal:6379/0"
+    settings = Settings.from_env(
+        _env(material, tmp_path, SECURE_DS_METER_BACKEND="redis", SECURE_DS_METER_REDIS_URL=good)
+    )
+    assert settings.meter_redis_url is not None
+    assert settings.meter_redis_url.reveal() == good
+    assert "hunter2" not in repr(settings)  # held as a Secret
 
 
 @pytest.mark.parametrize(

@@ -1,0 +1,69 @@
+"""Real services for the tests: find them, or skip (fail when they are required).
+
+``scripts/start-services.sh`` starts them. A test that needs one calls the helper
+here: when the service does not answer, the test is skipped, unless
+``SECURE_DS_REQUIRE_SERVICES=1`` (CI), where it fails, so a CI run can never pass by
+skipping what it was meant to test.
+"""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+import pytest
+
+from secure_ds.cost._ledger_redis import RedisLedger, safe_url
+
+REDIS_URL = os.environ.get("SECURE_DS_TEST_REDIS_URL", "redis://127.0.0.1:6390/0")
+_redis_problem: list[str] = []  # [] untested, [""] reachable, [message] not
+
+
+def skip_unless_required(message: str) -> None:
+    """Skip with ``message``; fail instead when the services are required."""
+    if os.environ.get("SECURE_DS_REQUIRE_SERVICES") == "1":
+        pytest.fail(f"{message} (SECURE_DS_REQUIRE_SERVICES=1: a missing service fails the run)")
+    pytest.skip(message)
+
+
+def require_redis() -> str:
+    """The test Redis's URL, once it has answered a PING (checked once per session)."""
+    if not _redis_problem:
+        try:
+            import redis
+
+            client = redis.Redis.from_url(REDIS_URL, socket_connect_timeout=2, socket_timeout=2)
+            client.ping()
+            client.close()
+            _redis_problem.append("")
+        except Exception as exc:  # ImportError too: redis-py is an optional extra
+            _redis_problem.append(
+                f"Redis is not reachable at {safe_url(REDIS_URL)} ({type(exc).__name__}); "
+                "run bash scripts/start-services.sh (or set SECURE_DS_TEST_REDIS_URL)"
+            )
+    if _redis_problem[0]:
+        skip_unless_required(_redis_problem[0])
+    return REDIS_URL
+
+
+def delete_namespace(ledger: RedisLedger) -> None:
+    """Remove every key of ``ledger``'s namespace (and nothing else)."""
+    client = ledger._client
+    keys = list(client.scan_iter(match=f"{ledger.prefix}*", count=1000))
+    if keys:
+        client.delete(*keys)
+
+
+@contextmanager
+def redis_ledger(**kwargs: object) -> Iterator[RedisLedger]:
+    """A RedisLedger in a namespace of its own, deleted afterwards, so tests neither
+    see each other's keys nor leave any behind."""
+    url = require_redis()
+    ledger = RedisLedger(url, namespace=f"test-{uuid.uuid4().hex}", **kwargs)  # type: ignore[arg-type]
+    try:
+        yield ledger
+    finally:
+        delete_namespace(ledger)
+        ledger.close()

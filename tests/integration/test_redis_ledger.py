@@ -1,0 +1,294 @@
+"""The Redis ledger against a real redis-server (scripts/start-services.sh starts one on
+127.0.0.1:6390). The semantic checks every backend shares run in
+tests/unit/test_budgets.py; these are Redis's own: processes on a shared server never
+together pass a limit, exact money beyond a double's reach, keys that expire, scripts
+reloaded after a server restart, and errors that name the server but never its
+password."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import multiprocessing
+import queue
+import time
+from collections.abc import Iterator
+from decimal import Decimal, localcontext
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from secure_ds._secret import Secret
+from secure_ds.config import Settings
+from secure_ds.cost._ledger import GRACE_S, Balance, BudgetLimit, RateLimit
+from secure_ds.cost._ledger_redis import (
+    RETAIN_S,
+    LedgerUnavailable,
+    RedisLedger,
+    from_units,
+    to_units,
+)
+from secure_ds.cost._ledgers import ledger_from_settings
+from secure_ds.errors import ConfigError, SecureDSError
+from secure_ds.sandbox import Sandbox
+from tests._services import redis_ledger, require_redis
+from tests.conftest import read_audit
+
+pytestmark = pytest.mark.integration
+
+KEY = "org:acme:day:2026-11-28"
+NOW = 1_795_867_200.0  # 2026-11-28 12:00 UTC; one fixed time so nothing expires mid-test
+WORKERS = 4
+ATTEMPTS = 60
+_ctx = multiprocessing.get_context("spawn")
+
+
+@pytest.fixture
+def ledger() -> Iterator[RedisLedger]:
+    with redis_ledger() as led:
+        yield led
+
+
+# ---------------------------------------------------------------------- many processes
+
+
+def _reserve_only(url: str, ns: str, limit: str, amount: str, barrier: Any, out: Any) -> None:
+    ledger = RedisLedger(url, namespace=ns)
+    barrier.wait()  # start together, so the reservations really contend
+    won = 0
+    for _ in range(ATTEMPTS):
+        result = ledger.reserve([BudgetLimit(KEY, Decimal(limit))], Decimal(amount), 900, NOW)
+        won += result.reservation is not None
+    ledger.close()
+    out.put(won)
+
+
+def _reserve_and_settle(url: str, ns: str, limit: str, worker: int, barrier: Any, out: Any) -> None:
+    ledger = RedisLedger(url, namespace=ns)
+    barrier.wait()
+    charged = Decimal(0)
+    for i in range(ATTEMPTS):
+        amount = Decimal("0.0105") + Decimal(worker) / 1000
+        result = ledger.reserve([BudgetLimit(KEY, Decimal(limit))], amount, 900, NOW)
+        if result.reservation is None:
+            continue
+        if i % 3 == 0:
+            ledger.release(result.reservation)  # a failed call: nothing spent
+        else:
+            actual = amount * 2 / 5  # the real cost is below the worst case (and exact)
+            ledger.settle(result.reservation, actual)
+            ledger.settle(result.reservation, actual)  # a retried settle charges nothing
+            charged += actual
+    ledger.close()
+    out.put(str(charged))
+
+
+def _run(target: Any, args: list[tuple[Any, ...]]) -> list[Any]:
+    barrier = _ctx.Barrier(len(args))
+    out = _ctx.Queue()
+    procs = [_ctx.Process(target=target, args=(*a, barrier, out)) for a in args]
+    for p in procs:
+        p.start()
+    results: list[Any] = []
+    deadline = time.monotonic() + 120
+    while len(results) < len(procs):
+        # a worker that dies fails the test now, not after the whole timeout
+        assert all(p.exitcode in (None, 0) for p in procs), [p.exitcode for p in procs]
+        assert time.monotonic() < deadline, "the workers did not finish in time"
+        with contextlib.suppress(queue.Empty):
+            results.append(out.get(timeout=0.5))
+    for p in procs:
+        p.join(timeout=60)
+        assert p.exitcode == 0
+    return results
+
+
+def test_processes_never_reserve_past_the_limit(ledger: RedisLedger) -> None:
+    url = require_redis()
+    # 240 attempts of $0.007 against $1.00: exactly 142 fit (142 * 0.007 = 0.994)
+    won = _run(_reserve_only, [(url, ledger.namespace, "1.00", "0.007")] * WORKERS)
+    assert sum(won) == 142
+    balance = ledger.balance(KEY, NOW)
+    assert balance.reserved == Decimal("0.007") * 142 <= Decimal("1.00")
+
+
+def test_concurrent_settlements_lose_nothing(ledger: RedisLedger) -> None:
+    url = require_redis()
+    charged = _run(_reserve_and_settle, [(url, ledger.namespace, "0.5", w) for w in range(WORKERS)])
+    # a new client (another host's view) sees every settlement exactly once
+    other = RedisLedger(url, namespace=ledger.namespace)
+    balance = other.balance(KEY, NOW)
+    other.close()
+    assert balance.spent == sum((Decimal(c) for c in charged), Decimal(0))
+    assert balance.reserved == Decimal(0)
+    assert Decimal(0) < balance.spent <= Decimal("0.5")
+
+
+# ---------------------------------------------------------------------- exact money
+
+
+def test_amounts_beyond_a_doubles_precision_stay_exact(ledger: RedisLedger) -> None:
+    # 2**53 units would be 0.009 USD: these sums pass it by far, digit for digit
+    limit = BudgetLimit(KEY, Decimal("123456789012.000000000000000001"))
+    amounts = [Decimal("123456789011.999999999999999999"), Decimal("0.000000000000000002")]
+    first = ledger.reserve([limit], amounts[0], 900, NOW)
+    assert first.reservation is not None
+    # one unit (10**-18 USD) over the limit: refused
+    assert ledger.reserve([limit], Decimal("0.000000000000000003"), 900, NOW).blocked == 0
+    second = ledger.reserve([limit], amounts[1], 900, NOW)
+    assert second.reservation is not None  # exactly at the limit
+    assert ledger.balance(KEY, NOW).reserved == limit.limit
+    ledger.settle(first.reservation, amounts[0])
+    ledger.settle(second.reservation, amounts[1])
+    assert ledger.balance(KEY, NOW) == Balance(limit.limit, Decimal(0))
+
+
+def test_unit_conversion_rounds_up_and_round_trips() -> None:
+    assert to_units(Decimal("0.0025")) == "2500000000000000"
+    assert from_units(to_units(Decimal("0.0025"))) == Decimal("0.0025")
+    assert str(from_units(to_units(Decimal(100)))) == "100"  # not 1E+2
+    # finer than 10**-18 USD: rounded up, so a hold or charge is never smaller
+    assert to_units(Decimal("1e-19")) == "1"
+    with localcontext() as ctx:
+        ctx.prec = 60
+        big = Decimal(10) ** 30 + Decimal("0.000000000000000001")
+        assert from_units(to_units(big)) == big
+    with pytest.raises(ValueError, match=">= 0"):
+        to_units(Decimal("-0.01"))
+
+
+# ---------------------------------------------------------------------- keys and scripts
+
+
+def test_keys_live_in_the_namespace_and_expire(ledger: RedisLedger) -> None:
+    held = ledger.reserve([BudgetLimit(KEY, Decimal(1))], Decimal("0.1"), 900, NOW)
+    assert held.reservation is not None
+    ledger.settle(held.reservation, Decimal("0.05"))
+    ledger.reserve([BudgetLimit(KEY, Decimal(1))], Decimal("0.1"), 900, NOW)
+    ledger.hit([RateLimit("rate:team:ml", rpm=5, tpm=None)], 1, 10, NOW)
+    client = ledger._client
+    keys = sorted(client.scan_iter(match="secure-ds:*"))
+    mine = [k for k in keys if k.startswith(f"secure-ds:{{{ledger.namespace}}}:")]
+    assert {k.split(":", 2)[2].split(":", 1)[0] for k in mine} == {"spent", "holds", "rate"}
+    for key in mine:
+        ttl = client.ttl(key)
+        # budget keys outlive any period they count; rate windows last a few minutes
+        limit = 3 * 60 if ":rate:" in key else RETAIN_S
+        assert 0 < ttl <= limit, (key, ttl)
+    assert RETAIN_S > 31 * 86_400 + GRACE_S
+
+
+def test_namespaces_do_not_share_budgets(ledger: RedisLedger) -> None:
+    with redis_ledger() as other:
+        assert ledger.reserve([BudgetLimit(KEY, Decimal(1))], Decimal(1), 900, NOW).reservation
+        assert other.reserve([BudgetLimit(KEY, Decimal(1))], Decimal(1), 900, NOW).reservation
+
+
+def test_scripts_are_reloaded_after_a_server_loses_them(ledger: RedisLedger) -> None:
+    limits = [BudgetLimit(KEY, Decimal(1))]
+    assert ledger.reserve(limits, Decimal("0.1"), 900, NOW).reservation is not None
+    ledger._client.script_flush()  # what a restarted server looks like to EVALSHA
+    assert ledger.reserve(limits, Decimal("0.1"), 900, NOW).reservation is not None
+    assert ledger.balance(KEY, NOW).reserved == Decimal("0.2")
+
+
+def test_a_settle_after_the_grace_period_is_ignored(ledger: RedisLedger) -> None:
+    limits = [BudgetLimit(KEY, Decimal(1))]
+    held = ledger.reserve(limits, Decimal("0.5"), 60, NOW)
+    assert held.reservation is not None
+    # the next reserve after expiry + grace deletes the hold...
+    ledger.reserve(limits, Decimal("0.1"), 60, NOW + 60 + GRACE_S)
+    ledger.settle(held.reservation, Decimal("0.5"))
+    # ...so its settle finds nothing to charge, as on the other backends
+    assert ledger.balance(KEY, NOW + 60 + GRACE_S).spent == Decimal(0)
+
+
+# ---------------------------------------------------------------------- failures and settings
+
+
+def test_an_unreachable_server_fails_closed_without_showing_the_password() -> None:
+    # port 1 on loopback: nothing listens there, so the connection is refused at once
+    ledger = RedisLedger("redis://:hunter2-secret@127.0.0.1:1/0", timeout=2)
+    try:
+        with pytest.raises(LedgerUnavailable) as info:
+            ledger.reserve([BudgetLimit(KEY, Decimal(1))], Decimal("0.1"), 900, NOW)
+        with pytest.raises(LedgerUnavailable):
+            ledger.hit([RateLimit("rate:team:ml", rpm=5, tpm=None)], 1, 0, NOW)
+        with pytest.raises(LedgerUnavailable):
+            ledger.balance(KEY, NOW)
+    finally:
+        ledger.close()
+    text = str(info.value)
+    assert isinstance(info.value, SecureDSError)
+    assert "redis://127.0.0.1:1/0" in text
+    assert "hunter2" not in text
+    assert "scripts/start-services.sh" in info.value.hint
+
+
+def test_a_wrong_password_says_to_check_it() -> None:
+    url = require_redis()
+    # the test server has no password: AUTH with one fails as a wrong password would
+    ledger = RedisLedger(url.replace("redis://", "redis://nobody:wrong-pw@", 1), timeout=2)
+    try:
+        with pytest.raises(LedgerUnavailable) as info:
+            ledger.balance(KEY, NOW)
+    finally:
+        ledger.close()
+    assert "wrong-pw" not in str(info.value)
+    assert "password in SECURE_DS_METER_REDIS_URL" in info.value.hint
+
+
+def test_bad_urls_and_namespaces_are_config_errors() -> None:
+    with pytest.raises(ConfigError, match="not a Redis URL") as info:
+        RedisLedger("http://:pw@host:6379/0")
+    assert "pw" not in str(info.value).replace("SECURE_DS", "")
+    with pytest.raises(ConfigError, match="not a ledger namespace"):
+        RedisLedger("redis://127.0.0.1:6390/0", namespace="a b")
+
+
+def test_ledger_from_settings_builds_a_redis_ledger() -> None:
+    url = require_redis()
+    settings = Settings(
+        token_provider="api-key",
+        api_key=Secret("sk-test"),
+        meter_backend="redis",
+        meter_redis_url=Secret(url),
+    )
+    ledger = ledger_from_settings(settings)
+    try:
+        assert isinstance(ledger, RedisLedger)
+        assert ledger.namespace == "default"
+        assert ledger.balance("nobody:day:1970-01-01", NOW).spent == Decimal(0)
+    finally:
+        ledger.close()
+
+
+def test_a_client_whose_redis_is_down_refuses_calls_and_says_why(
+    sb: Sandbox, tmp_path: Path
+) -> None:
+    from secure_ds import PolicyDenied, SecureDeepSeek
+
+    budgets = tmp_path / "budgets.toml"
+    budgets.write_text('[[budget]]\nscope = "org"\nperiod = "day"\nhard_usd = 5\n')
+    settings = sb.client_settings(
+        "alice",
+        audit_path=tmp_path / "audit.jsonl",
+        budgets=budgets,
+        meter_backend="redis",
+        meter_redis_url=Secret("redis://:hunter2-secret@127.0.0.1:1/0"),
+    )
+    before = sb.stats.requests
+    with (
+        SecureDeepSeek(settings=settings) as client,
+        pytest.raises(PolicyDenied, match="meter stage failed") as info,
+    ):
+        client.chat.completions.create(
+            model="deepseek-flash", messages=[{"role": "user", "content": "hi"}]
+        )
+    assert sb.stats.requests == before  # fail closed: nothing was sent
+    assert "redis://127.0.0.1:1/0" in str(info.value)
+    assert "hunter2" not in str(info.value)
+    record = read_audit(tmp_path / "audit.jsonl")[-1]
+    assert record["outcome"] == "deny"
+    assert "hunter2" not in json.dumps(record)
