@@ -241,14 +241,19 @@ class BudgetMeter:
             settled: Decimal | None = None
             used: int | None = 0  # a failed call is refunded its tokens as it is its money
             how = "released: the call failed"
+        elif cost is not None:
+            settled = cost.usd
+            used = sum(cost.tokens[p] for p in ("input_cache_hit", "input_cache_miss", "output"))
+            how = "settled at cost"
         else:
-            settled = cost.usd if cost is not None else Decimal(0)
-            used = (
-                _tokens_used(call)
-                if cost is None
-                else sum(cost.tokens[p] for p in ("input_cache_hit", "input_cache_miss", "output"))
-            )
-            how = "settled at cost" if cost is not None else "settled at $0: the call has no price"
+            # a success the table cannot price (no usage in the reply, or a model with no
+            # price): charge what was reserved, the worst case, rather than nothing, and
+            # say so in the record; the cost report shows these calls as unpriced
+            settled = held.reservation.amount if held.reservation is not None else Decimal(0)
+            used = _tokens_used(call)
+            reported = isinstance(call.response.get("usage"), dict)
+            why = "the model has no price" if reported else "the response reported no usage"
+            how = f"settled at the worst case reserved: {why}"
         if held.reservation is not None:
             if settled is None:
                 self.ledger.release(held.reservation)

@@ -391,17 +391,33 @@ def test_meter_settles_success_at_cost_and_releases_failure(ledger: Ledger) -> N
     assert failed.metering.details["settlement"].startswith("released")
 
 
-def test_meter_settles_an_unpriced_success_at_zero_and_says_so(ledger: Ledger) -> None:
+def test_meter_charges_the_worst_case_when_a_success_reports_no_usage(ledger: Ledger) -> None:
+    # fail safe: a reply without usage cannot be priced, so what was reserved is spent
     meter = _meter(DAY5, ledger, Clock(SAT_NOON))
     call = _call()
     call.metering = meter.reserve(call)
-    call.cost = None  # e.g. the reply had no usage
+    reserved = Decimal(str(call.metering.reserved_usd))
+    call.response = {"status": 200}  # no usage
+    call.cost = None
     meter.settle(call)
     balance = ledger.balance("principal:alice:day:2026-11-28", SAT_NOON)
-    assert (balance.spent, balance.reserved) == (Decimal(0), Decimal(0))
+    assert balance.reserved == Decimal(0)
+    assert balance.spent == pytest.approx(reserved)
     assert call.metering.details is not None
-    assert call.metering.details["settled_usd"] == 0.0
-    assert "no price" in call.metering.details["settlement"]
+    assert call.metering.details["settled_usd"] == pytest.approx(float(reserved))
+    assert "the response reported no usage" in call.metering.details["settlement"]
+
+
+def test_meter_charges_the_worst_case_for_a_model_without_a_price(ledger: Ledger) -> None:
+    meter = _meter(DAY5, ledger, Clock(SAT_NOON))
+    call = _call()
+    call.metering = meter.reserve(call)
+    call.response = {"status": 200, "usage": {"prompt_tokens": 3, "completion_tokens": 4}}
+    call.cost = None  # usage, but the table has no price for the model
+    meter.settle(call)
+    assert call.metering.details is not None
+    assert call.metering.details["settled_usd"] > 0
+    assert "the model has no price" in call.metering.details["settlement"]
 
 
 def test_meter_refuses_over_budget_with_which_budget_spent_limit_and_reset(
