@@ -5,11 +5,7 @@ ledger on the same file (a restart) still sees."""
 
 from __future__ import annotations
 
-import contextlib
-import multiprocessing
 import os
-import queue
-import time
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
@@ -17,6 +13,7 @@ from typing import Any
 import pytest
 
 from secure_ds.cost._ledger import BudgetLimit, SQLiteLedger
+from tests._processes import SPAWN, run_workers
 
 pytestmark = pytest.mark.integration
 
@@ -24,7 +21,6 @@ KEY = "org:acme:day:2026-11-28"
 NOW = 1_795_867_200.0  # 2026-11-28 12:00 UTC; one fixed time so nothing expires mid-test
 WORKERS = 4
 ATTEMPTS = 60
-_ctx = multiprocessing.get_context("spawn")
 
 
 def _reserve_only(path: str, limit: str, amount: str, barrier: Any, out: Any) -> None:
@@ -63,30 +59,10 @@ def _crash_holding(path: str, limit: str) -> None:
     os._exit(1)  # die without settling or closing, as a killed caller would
 
 
-def _run(target: Any, args: list[tuple[Any, ...]]) -> list[Any]:
-    barrier = _ctx.Barrier(len(args))
-    out = _ctx.Queue()
-    procs = [_ctx.Process(target=target, args=(*a, barrier, out)) for a in args]
-    for p in procs:
-        p.start()
-    results: list[Any] = []
-    deadline = time.monotonic() + 120
-    while len(results) < len(procs):
-        # a worker that dies fails the test now, not after the whole timeout
-        assert all(p.exitcode in (None, 0) for p in procs), [p.exitcode for p in procs]
-        assert time.monotonic() < deadline, "the workers did not finish in time"
-        with contextlib.suppress(queue.Empty):
-            results.append(out.get(timeout=0.5))
-    for p in procs:
-        p.join(timeout=60)
-        assert p.exitcode == 0
-    return results
-
-
 def test_processes_never_reserve_past_the_limit(tmp_path: Path) -> None:
     path = str(tmp_path / "meter.db")
     # 240 attempts of $0.007 against $1.00: exactly 142 fit (142 * 0.007 = 0.994)
-    won = _run(_reserve_only, [(path, "1.00", "0.007")] * WORKERS)
+    won = run_workers(_reserve_only, [(path, "1.00", "0.007")] * WORKERS)
     assert sum(won) == 142
     balance = SQLiteLedger(path).balance(KEY, NOW)
     assert balance.reserved == Decimal("0.007") * 142 <= Decimal("1.00")
@@ -94,7 +70,7 @@ def test_processes_never_reserve_past_the_limit(tmp_path: Path) -> None:
 
 def test_concurrent_settlements_lose_nothing_and_survive_a_restart(tmp_path: Path) -> None:
     path = str(tmp_path / "meter.db")
-    charged = _run(_reserve_and_settle, [(path, "0.5", w) for w in range(WORKERS)])
+    charged = run_workers(_reserve_and_settle, [(path, "0.5", w) for w in range(WORKERS)])
     restarted = SQLiteLedger(path)  # a new process's view of the same file
     balance = restarted.balance(KEY, NOW)
     # every settlement landed exactly once (no lost update), nothing is left reserved
@@ -106,7 +82,7 @@ def test_concurrent_settlements_lose_nothing_and_survive_a_restart(tmp_path: Pat
 
 def test_a_crashed_callers_reservation_expires(tmp_path: Path) -> None:
     path = str(tmp_path / "meter.db")
-    proc = _ctx.Process(target=_crash_holding, args=(path, "1.00"))
+    proc = SPAWN.Process(target=_crash_holding, args=(path, "1.00"))
     proc.start()
     proc.join(timeout=60)
     assert proc.exitcode == 1

@@ -7,11 +7,7 @@ password."""
 
 from __future__ import annotations
 
-import contextlib
 import json
-import multiprocessing
-import queue
-import time
 from collections.abc import Iterator
 from decimal import Decimal, localcontext
 from pathlib import Path
@@ -32,6 +28,7 @@ from secure_ds.cost._ledger_redis import (
 from secure_ds.cost._ledgers import ledger_from_settings
 from secure_ds.errors import ConfigError, SecureDSError
 from secure_ds.sandbox import Sandbox
+from tests._processes import run_workers
 from tests._services import redis_ledger, require_redis
 from tests.conftest import read_audit
 
@@ -41,7 +38,6 @@ KEY = "org:acme:day:2026-11-28"
 NOW = 1_795_867_200.0  # 2026-11-28 12:00 UTC; one fixed time so nothing expires mid-test
 WORKERS = 4
 ATTEMPTS = 60
-_ctx = multiprocessing.get_context("spawn")
 
 
 @pytest.fixture
@@ -84,30 +80,10 @@ def _reserve_and_settle(url: str, ns: str, limit: str, worker: int, barrier: Any
     out.put(str(charged))
 
 
-def _run(target: Any, args: list[tuple[Any, ...]]) -> list[Any]:
-    barrier = _ctx.Barrier(len(args))
-    out = _ctx.Queue()
-    procs = [_ctx.Process(target=target, args=(*a, barrier, out)) for a in args]
-    for p in procs:
-        p.start()
-    results: list[Any] = []
-    deadline = time.monotonic() + 120
-    while len(results) < len(procs):
-        # a worker that dies fails the test now, not after the whole timeout
-        assert all(p.exitcode in (None, 0) for p in procs), [p.exitcode for p in procs]
-        assert time.monotonic() < deadline, "the workers did not finish in time"
-        with contextlib.suppress(queue.Empty):
-            results.append(out.get(timeout=0.5))
-    for p in procs:
-        p.join(timeout=60)
-        assert p.exitcode == 0
-    return results
-
-
 def test_processes_never_reserve_past_the_limit(ledger: RedisLedger) -> None:
     url = require_redis()
     # 240 attempts of $0.007 against $1.00: exactly 142 fit (142 * 0.007 = 0.994)
-    won = _run(_reserve_only, [(url, ledger.namespace, "1.00", "0.007")] * WORKERS)
+    won = run_workers(_reserve_only, [(url, ledger.namespace, "1.00", "0.007")] * WORKERS)
     assert sum(won) == 142
     balance = ledger.balance(KEY, NOW)
     assert balance.reserved == Decimal("0.007") * 142 <= Decimal("1.00")
@@ -115,7 +91,9 @@ def test_processes_never_reserve_past_the_limit(ledger: RedisLedger) -> None:
 
 def test_concurrent_settlements_lose_nothing(ledger: RedisLedger) -> None:
     url = require_redis()
-    charged = _run(_reserve_and_settle, [(url, ledger.namespace, "0.5", w) for w in range(WORKERS)])
+    charged = run_workers(
+        _reserve_and_settle, [(url, ledger.namespace, "0.5", w) for w in range(WORKERS)]
+    )
     # a new client (another host's view) sees every settlement exactly once
     other = RedisLedger(url, namespace=ledger.namespace)
     balance = other.balance(KEY, NOW)
