@@ -640,3 +640,23 @@ def test_remaining_is_none_without_budgets_and_floors() -> None:
     exact = Decimal("0.01") - tight.estimate(call, SAT_NOON).usd
     assert Decimal(str(left)) <= exact
     assert math.isclose(left, float(exact), abs_tol=1e-6)
+
+
+def test_a_budget_lowered_while_calls_are_in_flight(ledger: Ledger) -> None:
+    # a new configuration (a restart with a lower limit) shares the ledger with calls
+    # still in flight under the old one: their holds count against the new limit at
+    # once, and they still settle normally afterwards
+    rule = '[[budget]]\nscope = "principal"\nperiod = "day"\nhard_usd = {}\n'
+    old = _meter(rule.format(5.0), ledger, Clock(SAT_NOON))
+    in_flight = _call(max_tokens=200_000)  # a worst case of about $0.12 off-peak
+    in_flight.metering = old.reserve(in_flight)
+    assert in_flight.metering.allowed
+    held = in_flight.metering.reserved_usd
+    assert held is not None
+    new = _meter(rule.format(held + 0.0001), ledger, Clock(SAT_NOON))
+    refused = new.reserve(_call(max_tokens=1_000))
+    assert not refused.allowed  # the old call's hold leaves no room under the new limit
+    assert refused.kind == "budget"
+    _succeed(in_flight, 10, 50, SAT_NOON)
+    old.settle(in_flight)  # the old call settles at its real (small) cost...
+    assert new.reserve(_call(max_tokens=1_000)).allowed  # ...and the room comes back
