@@ -21,6 +21,7 @@ import hashlib
 import json
 import math
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -70,6 +71,15 @@ class Guard:
     pricing: PriceTable | None = None
 
     @property
+    def _budget_for_decide(self) -> Callable[[Call], float | None] | None:
+        remaining: Callable[[Call], float | None] | None = getattr(
+            self.meter, "remaining_usd", None
+        )
+        if remaining is None or not getattr(self.decider, "reads_budget", False):
+            return None
+        return remaining
+
+    @property
     def meter_blocks(self) -> bool:
         """The meter may block on I/O (a SQLite or Redis ledger): the async transport
         then runs the stages that touch it in a worker thread."""
@@ -103,7 +113,7 @@ class Guard:
             classifier=classifier,
             decider=decider,
             meter=meter or Unmetered(),
-            enforcer=Enforcer(settings, Router(pricing)),
+            enforcer=Enforcer(settings, Router(pricing), getattr(meter, "remaining_usd", None)),
             retry=RetryPolicy.from_settings(settings),
             breakers=BreakerRegistry(settings.breaker_threshold, settings.breaker_cooldown),
         )
@@ -142,9 +152,9 @@ class Guard:
         try:
             call.classification = self.classifier.classify(call)
             stage = "meter"
-            remaining = getattr(self.meter, "remaining_usd", None)
-            if remaining is not None:  # policies see what is left (context.budget_remaining_usd)
-                call.budget_remaining_usd = remaining(call)
+            if self._budget_for_decide is not None:
+                # policies read context.budget_remaining_usd: one ledger read, only then
+                call.budget_remaining_usd = self._budget_for_decide(call)
             stage = "decide"
             decision = call.decision = self.decider.decide(call)
         except Exception as exc:

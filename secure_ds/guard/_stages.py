@@ -8,6 +8,7 @@ shows which calls ran without a real policy, classifier or budget.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import replace
 from typing import Protocol, runtime_checkable
 
@@ -96,6 +97,10 @@ class WithObligations:
         self.obligations = obligations
         self._last: tuple[Decision, Decision] | None = None
 
+    @property
+    def reads_budget(self) -> bool:
+        return bool(getattr(self.decider, "reads_budget", False))
+
     def decide(self, call: Call) -> Decision:
         decision = self.decider.decide(call)
         if decision.effect != "permit":
@@ -141,8 +146,14 @@ class Enforcer:
 
     _PARAMS = ("max_tokens", "temperature", "top_p", "frequency_penalty")
 
-    def __init__(self, settings: Settings, router: Router | None = None) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        router: Router | None = None,
+        remaining_usd: Callable[[Call], float | None] | None = None,
+    ) -> None:
         self._router = router
+        self._remaining_usd = remaining_usd  # the meter's, for route:auto
         self._defaults = {
             name: getattr(settings, name)
             for name in self._PARAMS
@@ -176,9 +187,11 @@ class Enforcer:
             return
         if self._router is None:
             raise ObligationRefused("route:auto needs a pricing table to choose a model")
-        route = self._router.choose(
-            body, call.budget_remaining_usd, call.started_at, fim=call.action == "fim"
-        )
+        remaining = call.budget_remaining_usd
+        if remaining is None and self._remaining_usd is not None:
+            # not asked before deciding (no policy reads it): the router needs it now
+            remaining = call.budget_remaining_usd = self._remaining_usd(call)
+        route = self._router.choose(body, remaining, call.started_at, fim=call.action == "fim")
         if body.get("model") != route.model:
             body["model"] = route.model
             call.body_changed = True

@@ -80,6 +80,16 @@ class PolicyBundle:
     test_files: tuple[Path, ...] = ()
 
     @property
+    def reads_budget(self) -> bool:
+        """Whether any policy mentions ``context.budget_remaining_usd``: only then does
+        the guard ask the meter for it before deciding (a ledger read per call)."""
+        return any(
+            "budget_remaining_usd" in text
+            for name, text in self.sources.items()
+            if name.endswith(".cedar")
+        )
+
+    @property
     def label(self) -> str:
         short = self.revision.removeprefix("sha256:")[:12]
         return f"{short} ({self.commit[:12]})" if self.commit else short

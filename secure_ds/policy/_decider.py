@@ -160,6 +160,11 @@ class CedarDecider:
     def bundle(self) -> PolicyBundle:
         return self._store.bundle if self._store is not None else self._state[0]
 
+    @property
+    def reads_budget(self) -> bool:
+        """See :attr:`PolicyBundle.reads_budget` (follows reloads)."""
+        return self.bundle.reads_budget
+
     @staticmethod
     def _state_for(bundle: PolicyBundle) -> tuple[PolicyBundle, InputBuilder, PolicyOutcomes]:
         return bundle, InputBuilder(bundle), PolicyOutcomes(bundle)

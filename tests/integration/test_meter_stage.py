@@ -27,9 +27,11 @@ class Recording:
 
     def __init__(self, remaining: float | None = None) -> None:
         self.remaining = remaining
+        self.asked = 0  # remaining_usd calls: a ledger read each with a real meter
         self.settled: list[tuple[str, str, object]] = []
 
     def remaining_usd(self, call: Call) -> float | None:
+        self.asked += 1
         return self.remaining
 
     def reserve(self, call: Call) -> Metering:
@@ -174,3 +176,32 @@ def test_policies_see_the_remaining_budget(sb: Sandbox, tmp_path: Path) -> None:
     assert records[1]["decide"]["context"]["budget_remaining_usd"] == {
         "__extn": {"fn": "decimal", "arg": "0.5000"}
     }
+
+
+def test_the_remaining_budget_is_read_only_when_something_uses_it(
+    sb: Sandbox, tmp_path: Path
+) -> None:
+    # without a policy that reads it, nothing asks the meter before deciding (a ledger
+    # round trip per call saved); route:auto asks for it once, when it routes
+    folder = tmp_path / "policies"
+    folder.mkdir()
+    for name in ("secure-ds.cedarschema", "entities.json"):
+        (folder / name).write_text((POLICIES / name).read_text())
+    (folder / "main.cedar").write_text('@id("all")\npermit (principal, action, resource);\n')
+    settings = sb.client_settings("alice", audit_path=tmp_path / "a.jsonl")
+    plain = Recording(remaining=5.0)
+    with SecureDeepSeek(settings=settings, meter=plain) as c:
+        c.chat.completions.create(model="deepseek-flash", messages=MESSAGES)
+    assert plain.asked == 0
+    with_policy = Recording(remaining=5.0)
+    policy_settings = settings.replace(policy_dir=folder, policy_reload=0)
+    with SecureDeepSeek(settings=policy_settings, meter=with_policy) as c:
+        c.chat.completions.create(model="deepseek-flash", messages=MESSAGES)
+    assert with_policy.asked == 0  # the policies never mention budget_remaining_usd
+    (folder / "main.cedar").write_text(
+        '@id("all")\n@obligation("route:auto")\npermit (principal, action, resource);\n'
+    )
+    routed = Recording(remaining=5.0)
+    with SecureDeepSeek(settings=policy_settings, meter=routed) as c:
+        c.chat.completions.create(model="deepseek-v4-pro", messages=MESSAGES)
+    assert routed.asked == 1  # the router needed it
