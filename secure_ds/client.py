@@ -228,7 +228,26 @@ def _setup(
     )
 
 
-class SecureDeepSeek(openai.OpenAI):
+class _GuardedClient:
+    """What both clients add to the SDK's: views of the guard they share."""
+
+    guard: Guard
+
+    @property
+    def settings(self) -> Settings:
+        return self.guard.settings
+
+    @property
+    def default_model(self) -> str:
+        """``DEEPSEEK_MODEL`` (a pin such as ``@2026-10-17`` is recorded, not sent)."""
+        return self.guard.settings.model
+
+    @property
+    def audit_path(self) -> Path:
+        return self.guard.audit_log.path
+
+
+class SecureDeepSeek(_GuardedClient, openai.OpenAI):
     """A drop-in ``openai.OpenAI`` whose every call passes the guard chain."""
 
     guard: Guard
@@ -271,19 +290,6 @@ class SecureDeepSeek(openai.OpenAI):
             **kwargs,
         )
 
-    @property
-    def settings(self) -> Settings:
-        return self.guard.settings
-
-    @property
-    def default_model(self) -> str:
-        """``DEEPSEEK_MODEL`` (a pin such as ``@2026-10-17`` is recorded, not sent)."""
-        return self.guard.settings.model
-
-    @property
-    def audit_path(self) -> Path:
-        return self.guard.audit_log.path
-
     def user_balance(self) -> UserBalance:
         """DeepSeek's account balance (``GET /user/balance``), through the guard chain."""
         return self.get("/user/balance", cast_to=UserBalance)
@@ -299,7 +305,7 @@ class SecureDeepSeek(openai.OpenAI):
             self.guard.close()
 
 
-class AsyncSecureDeepSeek(openai.AsyncOpenAI):
+class AsyncSecureDeepSeek(_GuardedClient, openai.AsyncOpenAI):
     """A drop-in ``openai.AsyncOpenAI`` whose every call passes the guard chain."""
 
     guard: Guard
@@ -341,18 +347,6 @@ class AsyncSecureDeepSeek(openai.AsyncOpenAI):
             timeout=setup.timeout,
             **kwargs,
         )
-
-    @property
-    def settings(self) -> Settings:
-        return self.guard.settings
-
-    @property
-    def default_model(self) -> str:
-        return self.guard.settings.model
-
-    @property
-    def audit_path(self) -> Path:
-        return self.guard.audit_log.path
 
     async def user_balance(self) -> UserBalance:
         return await self.get("/user/balance", cast_to=UserBalance)
