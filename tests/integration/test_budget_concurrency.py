@@ -8,49 +8,14 @@ from __future__ import annotations
 import os
 from decimal import Decimal
 from pathlib import Path
-from typing import Any
 
 import pytest
 
 from secure_ds.cost._ledger import BudgetLimit, SQLiteLedger
+from tests._ledger_workers import KEY, NOW, WORKERS, reserve_and_settle, reserve_only
 from tests._processes import SPAWN, run_workers
 
 pytestmark = pytest.mark.integration
-
-KEY = "org:acme:day:2026-11-28"
-NOW = 1_795_867_200.0  # 2026-11-28 12:00 UTC; one fixed time so nothing expires mid-test
-WORKERS = 4
-ATTEMPTS = 60
-
-
-def _reserve_only(path: str, limit: str, amount: str, barrier: Any, out: Any) -> None:
-    ledger = SQLiteLedger(path)
-    barrier.wait()  # start together, so the reservations really contend
-    won = 0
-    for _ in range(ATTEMPTS):
-        result = ledger.reserve([BudgetLimit(KEY, Decimal(limit))], Decimal(amount), 900, NOW)
-        won += result.reservation is not None
-    ledger.close()
-    out.put(won)
-
-
-def _reserve_and_settle(path: str, limit: str, worker: int, barrier: Any, out: Any) -> None:
-    ledger = SQLiteLedger(path)
-    barrier.wait()
-    charged = Decimal(0)
-    for i in range(ATTEMPTS):
-        amount = Decimal("0.0105") + Decimal(worker) / 1000
-        result = ledger.reserve([BudgetLimit(KEY, Decimal(limit))], amount, 900, NOW)
-        if result.reservation is None:
-            continue
-        if i % 3 == 0:
-            ledger.release(result.reservation)  # a failed call: nothing spent
-        else:
-            actual = amount * 2 / 5  # the real cost is below the worst case (and exact)
-            ledger.settle(result.reservation, actual)
-            charged += actual
-    ledger.close()
-    out.put(str(charged))
 
 
 def _crash_holding(path: str, limit: str) -> None:
@@ -62,7 +27,7 @@ def _crash_holding(path: str, limit: str) -> None:
 def test_processes_never_reserve_past_the_limit(tmp_path: Path) -> None:
     path = str(tmp_path / "meter.db")
     # 240 attempts of $0.007 against $1.00: exactly 142 fit (142 * 0.007 = 0.994)
-    won = run_workers(_reserve_only, [(path, "1.00", "0.007")] * WORKERS)
+    won = run_workers(reserve_only, [(("sqlite", path), "1.00", "0.007")] * WORKERS)
     assert sum(won) == 142
     balance = SQLiteLedger(path).balance(KEY, NOW)
     assert balance.reserved == Decimal("0.007") * 142 <= Decimal("1.00")
@@ -70,7 +35,9 @@ def test_processes_never_reserve_past_the_limit(tmp_path: Path) -> None:
 
 def test_concurrent_settlements_lose_nothing_and_survive_a_restart(tmp_path: Path) -> None:
     path = str(tmp_path / "meter.db")
-    charged = run_workers(_reserve_and_settle, [(path, "0.5", w) for w in range(WORKERS)])
+    charged = run_workers(
+        reserve_and_settle, [(("sqlite", path), "0.5", w) for w in range(WORKERS)]
+    )
     restarted = SQLiteLedger(path)  # a new process's view of the same file
     balance = restarted.balance(KEY, NOW)
     # every settlement landed exactly once (no lost update), nothing is left reserved

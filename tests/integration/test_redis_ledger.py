@@ -11,7 +11,6 @@ import json
 from collections.abc import Iterator
 from decimal import Decimal, localcontext
 from pathlib import Path
-from typing import Any
 
 import pytest
 
@@ -28,16 +27,12 @@ from secure_ds.cost._ledger_redis import (
 from secure_ds.cost._ledgers import ledger_from_settings
 from secure_ds.errors import ConfigError, SecureDSError
 from secure_ds.sandbox import Sandbox
+from tests._ledger_workers import KEY, NOW, WORKERS, reserve_and_settle, reserve_only
 from tests._processes import run_workers
 from tests._services import redis_ledger, require_redis
 from tests.conftest import read_audit
 
 pytestmark = pytest.mark.integration
-
-KEY = "org:acme:day:2026-11-28"
-NOW = 1_795_867_200.0  # 2026-11-28 12:00 UTC; one fixed time so nothing expires mid-test
-WORKERS = 4
-ATTEMPTS = 60
 
 
 @pytest.fixture
@@ -49,41 +44,10 @@ def ledger() -> Iterator[RedisLedger]:
 # ---------------------------------------------------------------------- many processes
 
 
-def _reserve_only(url: str, ns: str, limit: str, amount: str, barrier: Any, out: Any) -> None:
-    ledger = RedisLedger(url, namespace=ns)
-    barrier.wait()  # start together, so the reservations really contend
-    won = 0
-    for _ in range(ATTEMPTS):
-        result = ledger.reserve([BudgetLimit(KEY, Decimal(limit))], Decimal(amount), 900, NOW)
-        won += result.reservation is not None
-    ledger.close()
-    out.put(won)
-
-
-def _reserve_and_settle(url: str, ns: str, limit: str, worker: int, barrier: Any, out: Any) -> None:
-    ledger = RedisLedger(url, namespace=ns)
-    barrier.wait()
-    charged = Decimal(0)
-    for i in range(ATTEMPTS):
-        amount = Decimal("0.0105") + Decimal(worker) / 1000
-        result = ledger.reserve([BudgetLimit(KEY, Decimal(limit))], amount, 900, NOW)
-        if result.reservation is None:
-            continue
-        if i % 3 == 0:
-            ledger.release(result.reservation)  # a failed call: nothing spent
-        else:
-            actual = amount * 2 / 5  # the real cost is below the worst case (and exact)
-            ledger.settle(result.reservation, actual)
-            ledger.settle(result.reservation, actual)  # a retried settle charges nothing
-            charged += actual
-    ledger.close()
-    out.put(str(charged))
-
-
 def test_processes_never_reserve_past_the_limit(ledger: RedisLedger) -> None:
     url = require_redis()
     # 240 attempts of $0.007 against $1.00: exactly 142 fit (142 * 0.007 = 0.994)
-    won = run_workers(_reserve_only, [(url, ledger.namespace, "1.00", "0.007")] * WORKERS)
+    won = run_workers(reserve_only, [(("redis", url, ledger.namespace), "1.00", "0.007")] * WORKERS)
     assert sum(won) == 142
     balance = ledger.balance(KEY, NOW)
     assert balance.reserved == Decimal("0.007") * 142 <= Decimal("1.00")
@@ -91,9 +55,8 @@ def test_processes_never_reserve_past_the_limit(ledger: RedisLedger) -> None:
 
 def test_concurrent_settlements_lose_nothing(ledger: RedisLedger) -> None:
     url = require_redis()
-    charged = run_workers(
-        _reserve_and_settle, [(url, ledger.namespace, "0.5", w) for w in range(WORKERS)]
-    )
+    jobs = [(("redis", url, ledger.namespace), "0.5", w) for w in range(WORKERS)]
+    charged = run_workers(reserve_and_settle, jobs)
     # a new client (another host's view) sees every settlement exactly once
     other = RedisLedger(url, namespace=ledger.namespace)
     balance = other.balance(KEY, NOW)
