@@ -22,9 +22,10 @@ from secure_ds.cost._alerts import (
     _retry_after,
     alert_payload,
 )
-from secure_ds.cost._budgets import AlertConfig, load_budgets, parse_budgets
+from secure_ds.cost._budgets import AlertConfig, parse_budgets
 from secure_ds.cost._meter import BudgetMeter
 from secure_ds.errors import ConfigError
+from tests._budget_files import assert_budgets_file_refused
 
 TOKEN = "XyZsecretWebhookToken0123456789"
 BUDGET = '[[budget]]\nscope = "org"\nname = "acme"\nperiod = "month"\nhard_usd = 10\n'
@@ -59,14 +60,7 @@ def test_alerts_table_defaults_and_explicit_values() -> None:
 def test_alerts_table_errors_name_the_problem_and_the_fix(
     tmp_path: Path, text: str, problem: str
 ) -> None:
-    path = tmp_path / "budgets.toml"
-    path.write_text(text)
-    with pytest.raises(ConfigError) as info:
-        load_budgets(path)
-    assert info.value.variable == "SECURE_DS_BUDGETS"
-    assert problem in str(info.value)
-    assert str(path) in str(info.value)
-    assert "Fix the budgets file" in info.value.hint
+    assert_budgets_file_refused(tmp_path, text, problem)
 
 
 @pytest.mark.parametrize(

@@ -28,6 +28,7 @@ from secure_ds.cost._ledger import (
 from secure_ds.cost._meter import MESSAGE_OVERHEAD, BudgetMeter, estimate_prompt_tokens
 from secure_ds.errors import ConfigError
 from secure_ds.guard._call import Call, Identity
+from tests._budget_files import assert_budgets_file_refused
 from tests._services import redis_ledger
 
 PRICING = PriceTable.load()
@@ -186,14 +187,7 @@ tpm = 900
 def test_config_errors_name_the_problem_and_the_fix(
     tmp_path: Path, text: str, problem: str
 ) -> None:
-    path = tmp_path / "budgets.toml"
-    path.write_text(text)
-    with pytest.raises(ConfigError) as info:
-        load_budgets(path)
-    assert info.value.variable == "SECURE_DS_BUDGETS"
-    assert problem in str(info.value)
-    assert str(path) in str(info.value)
-    assert "Fix the budgets file" in info.value.hint
+    assert_budgets_file_refused(tmp_path, text, problem)
 
 
 def test_config_errors_for_unreadable_and_malformed_files(tmp_path: Path) -> None:
