@@ -181,19 +181,20 @@ class Guard:
     def _refuse_metered(self, call: Call, metering: Metering) -> Call:
         """A budget refusal is a :class:`BudgetExceeded`; a rate limit is answered the
         way DeepSeek answers one: a :class:`RateLimited` 429 with ``Retry-After``."""
+        policy = f"meter:{metering.engine}"
+        if metering.kind == "budget":
+            exc: SecureDSError = BudgetExceeded(
+                f"Call denied by the {metering.engine} meter: {metering.reason}.",
+                request=call.request,
+                policy=policy,
+                details=metering.details or {},
+                hint=f"Wait for the reset or ask for a higher budget (audit event "
+                f"{call.event_id}).",
+                event_id=call.event_id,
+            )
+            return self._refused(call, exc, policy, metering.reason)
         if metering.kind != "rate_limit":
-            self._deny(call, f"meter:{metering.engine}", metering.reason)
-            if metering.kind == "budget":
-                call.exception = BudgetExceeded(
-                    f"Call denied by the {metering.engine} meter: {metering.reason}.",
-                    request=call.request,
-                    policy=f"meter:{metering.engine}",
-                    details=metering.details or {},
-                    hint=f"Wait for the reset or ask for a higher budget (audit event "
-                    f"{call.event_id}).",
-                    event_id=call.event_id,
-                )
-            return call
+            return self._deny(call, policy, metering.reason)
         body = {
             "error": {
                 "message": metering.reason,
@@ -209,20 +210,14 @@ class Guard:
         else:  # waiting cannot help: the call alone is larger than the limit
             hint = f"Lower max_tokens or split the request (audit event {call.event_id})."
         response = httpx2.Response(429, headers=headers, json=body, request=call.request)
-        call.outcome = "deny"
-        call.error = {
-            "type": "RateLimited",
-            "policy": f"meter:{metering.engine}",
-            "message": metering.reason,
-        }
-        call.exception = RateLimited(
+        exc = RateLimited(
             f"Rate limit reached before sending: {metering.reason}.",
             response=response,
             body=body,
             hint=hint,
             event_id=call.event_id,
         )
-        return call
+        return self._refused(call, exc, policy, metering.reason)
 
     def _identify(self, call: Call) -> None:
         token = self.token_provider.token()
@@ -253,9 +248,7 @@ class Guard:
         call.enforcement.append("fim_beta_base_url")
 
     def _deny(self, call: Call, policy: str, reason: str) -> Call:
-        call.outcome = "deny"
-        call.error = {"type": "PolicyDenied", "policy": policy, "message": reason}
-        call.exception = PolicyDenied(
+        exc = PolicyDenied(
             f"Call denied by {policy}: {reason}.",
             request=call.request,
             policy=policy,
@@ -263,6 +256,14 @@ class Guard:
             f"(audit event {call.event_id}).",
             event_id=call.event_id,
         )
+        return self._refused(call, exc, policy, reason)
+
+    @staticmethod
+    def _refused(call: Call, exc: SecureDSError, policy: str, reason: str) -> Call:
+        """A call refused before sending: audited as a deny, then ``exc`` is raised."""
+        call.outcome = "deny"
+        call.error = {"type": type(exc).__name__, "policy": policy, "message": reason}
+        call.exception = exc
         return call
 
     # ------------------------------------------------------------------ send helpers

@@ -114,7 +114,9 @@ def test_a_budget_refusal_names_the_budget(sb: Sandbox, tmp_path: Path) -> None:
     assert isinstance(info.value, PolicyDenied)
     assert info.value.details == details
     assert "team budget 'ml'" in str(info.value)
-    assert read_audit(settings.audit_path)[0]["meter"]["details"] == details
+    record = read_audit(settings.audit_path)[0]
+    assert record["meter"]["details"] == details
+    assert record["error"]["type"] == "BudgetExceeded"  # the record names what was raised
 
 
 def test_every_reservation_is_settled_once_whatever_happens(sb: Sandbox, tmp_path: Path) -> None:
