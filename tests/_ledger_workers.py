@@ -21,7 +21,7 @@ def open_ledger(spec: tuple[str, ...]) -> Ledger:
         return SQLiteLedger(args[0])
     from secure_ds.cost._ledger_redis import RedisLedger
 
-    return RedisLedger(args[0], namespace=args[1])
+    return RedisLedger(args[0], namespace=args[1], clock="caller")  # NOW is fixed
 
 
 def reserve_only(spec: tuple[str, ...], limit: str, amount: str, barrier: Any, out: Any) -> None:

@@ -61,6 +61,8 @@ def redis_ledger(**kwargs: object) -> Iterator[RedisLedger]:
     """A RedisLedger in a namespace of its own, deleted afterwards, so tests neither
     see each other's keys nor leave any behind."""
     url = require_redis()
+    # the caller's clock: these tests move time (the server clock has its own tests)
+    kwargs.setdefault("clock", "caller")
     ledger = RedisLedger(url, namespace=f"test-{uuid.uuid4().hex}", **kwargs)  # type: ignore[arg-type]
     try:
         yield ledger

@@ -33,29 +33,38 @@ Invariants (every backend keeps them; the tests check them):
    the time until the current window ends (exact for fixed windows). Fixed windows let
    a caller send up to twice the limit across a minute boundary; that is the price of
    O(1) state per key, and matches the ``X per minute`` a limit is written as.
-8. **Time comes from the caller.** ``now`` is a Unix time passed in, so one clock
-   decides every comparison (processes on one host share it; a Redis backend must use
-   synchronised clocks or the server's ``TIME``).
+8. **Time comes from one clock.** ``now`` is a Unix time passed in, so one clock
+   decides every comparison: processes on one host share it, and :meth:`Ledger.now`
+   is the clock the meter should read. (The Redis ledger, shared by hosts whose clocks
+   may disagree, uses the server's ``TIME`` instead; see :mod:`._ledger_redis`.)
+9. **A call is admitted or refused as a whole.** :meth:`Ledger.admit` checks every
+   budget and every rate limit of a call in one atomic step and writes the holds and
+   the counts together, or nothing: a call refused by a rate limit holds no budget,
+   and one refused by a budget counts against no rate limit. :meth:`Ledger.finish`
+   settles (or releases) and corrects the token count in one step. The meter uses
+   these two, one round trip each; the single operations remain for tools and tests.
 """
 
 from __future__ import annotations
 
+import itertools
+import math
 import os
 import sqlite3
 import threading
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass
 from decimal import Decimal
 from pathlib import Path
-from typing import Literal, Protocol, runtime_checkable
+from typing import Literal, NamedTuple, Protocol, runtime_checkable
 
 from .._ids import uuid7
 
 __all__ = [
     "GRACE_S",
     "WINDOW_S",
+    "Admission",
     "Balance",
     "BudgetLimit",
     "Ledger",
@@ -71,25 +80,26 @@ WINDOW_S = 60  # rate-limit window (seconds)
 GRACE_S = 86_400.0  # how long an expired hold is kept for a late settle (invariant 4)
 _ZERO = Decimal(0)
 
+# The records below are NamedTuples, not frozen dataclasses: as immutable, and about
+# 2.5x cheaper to build (0.36 vs 0.91 us for four fields, measured here), which counts
+# on the meter's path, where several are built per call.
 
-@dataclass(frozen=True)
-class BudgetLimit:
+
+class BudgetLimit(NamedTuple):
     """One budget a call is reserved against: its period key and hard limit."""
 
     key: str
     limit: Decimal
 
 
-@dataclass(frozen=True)
-class Balance:
+class Balance(NamedTuple):
     """A budget's state: settled spend and live (unexpired) reservations."""
 
     spent: Decimal
     reserved: Decimal
 
 
-@dataclass(frozen=True)
-class Reservation:
+class Reservation(NamedTuple):
     """A successful reservation. It carries its keys so that settling needs no lookup
     (and a Redis script can name them), and so a late settle can still charge them."""
 
@@ -99,8 +109,7 @@ class Reservation:
     expires_at: float
 
 
-@dataclass(frozen=True)
-class ReserveResult:
+class ReserveResult(NamedTuple):
     """``reservation`` is None when refused; ``blocked`` is then the index of the first
     budget that would be exceeded. ``balances`` are every budget's state just before
     this call (in the order given), refused or not."""
@@ -110,8 +119,7 @@ class ReserveResult:
     blocked: int | None = None
 
 
-@dataclass(frozen=True)
-class RateLimit:
+class RateLimit(NamedTuple):
     """One rate key of a call and its per-minute limits (None: not limited)."""
 
     key: str
@@ -119,8 +127,7 @@ class RateLimit:
     tpm: int | None
 
 
-@dataclass(frozen=True)
-class RateResult:
+class RateResult(NamedTuple):
     """``retry_after`` None: counted. Otherwise refused by ``limits[blocked]`` on
     ``unit`` with ``used`` already counted this window. ``window`` is the minute the
     hit was counted in (for :meth:`Ledger.adjust_tokens`)."""
@@ -132,9 +139,55 @@ class RateResult:
     used: int = 0
 
 
+class Admission(NamedTuple):
+    """What :meth:`Ledger.admit` decided. ``budgets`` is None when the call had no
+    budget to reserve against; ``rates`` is None when it had no rate limit, or when a
+    budget refused it (rates are then not checked, and nothing was counted)."""
+
+    budgets: ReserveResult | None
+    rates: RateResult | None
+
+    @property
+    def admitted(self) -> bool:
+        if self.budgets is not None and self.budgets.reservation is None:
+            return False
+        return self.rates is None or self.rates.retry_after is None
+
+
 @runtime_checkable
 class Ledger(Protocol):
     """What the budget meter needs from a backend; see the module's invariants."""
+
+    def now(self) -> float:
+        """The Unix time this ledger's comparisons should be made in (invariant 8)."""
+        ...
+
+    def admit(
+        self,
+        limits: Sequence[BudgetLimit],
+        amount: Decimal,
+        ttl: float,
+        rates: Sequence[RateLimit],
+        requests: int,
+        tokens: int,
+        now: float,
+    ) -> Admission:
+        """Reserve ``amount`` against every budget and count the call against every
+        rate limit, atomically, or do neither (invariant 9). With no ``limits`` no
+        reservation is made; with no ``rates`` nothing is counted."""
+        ...
+
+    def finish(
+        self,
+        reservation: Reservation | None,
+        actual: Decimal | None,
+        rate_keys: Sequence[str],
+        window: int | None,
+        token_delta: int,
+    ) -> None:
+        """Settle ``reservation`` at ``actual`` (release it when ``actual`` is None)
+        and add ``token_delta`` to the call's rate counts in ``window``, in one step."""
+        ...
 
     def reserve(
         self, limits: Sequence[BudgetLimit], amount: Decimal, ttl: float, now: float
@@ -156,9 +209,10 @@ class Ledger(Protocol):
 
 
 def _rate_check(
-    limits: Sequence[RateLimit], counts: Sequence[tuple[int, int]], requests: int, tokens: int
+    limits: Sequence[RateLimit], counts: Sequence[Sequence[int]], requests: int, tokens: int
 ) -> tuple[int, Literal["requests", "tokens"], int] | None:
-    """The first limit this hit would pass, shared by the backends so they agree."""
+    """The first limit this hit would pass, shared by the backends so they agree.
+    ``counts`` holds each limit's (requests, tokens) so far in this window."""
     for index, (limit, (used_requests, used_tokens)) in enumerate(zip(limits, counts, strict=True)):
         if limit.rpm is not None and used_requests + requests > limit.rpm:
             return index, "requests", used_requests
@@ -175,42 +229,130 @@ def _refused(now: float, blocked: tuple[int, Literal["requests", "tokens"], int]
     return RateResult(window, retry, index, unit, used)
 
 
+class _Holds:
+    """One budget key's reservations. ``live`` holds count; ``total`` is their exact sum
+    and ``due`` a time no later than the earliest live expiry, so a balance read before
+    ``due`` is O(1). Expired holds move to ``expired`` (no longer counted), where a late
+    settle still finds them until their grace ends (invariant 4)."""
+
+    __slots__ = ("due", "expired", "live", "total")
+
+    def __init__(self) -> None:
+        self.live: dict[str, tuple[Decimal, float]] = {}
+        self.expired: dict[str, float] = {}  # id -> expires_at
+        self.total = _ZERO
+        self.due = math.inf
+
+    def add(self, rid: str, amount: Decimal, expires: float) -> None:
+        self.live[rid] = (amount, expires)
+        self.total += amount
+        if expires < self.due:
+            self.due = expires
+
+    def reserved(self, now: float) -> Decimal:
+        if now >= self.due:
+            self._expire(now)
+        return self.total
+
+    def drop(self, rid: str) -> bool:
+        held = self.live.pop(rid, None)
+        if held is not None:
+            # an exact sum: Decimal addition and subtraction of these amounts do not round
+            self.total = self.total - held[0] if self.live else _ZERO
+            return True  # ``due`` may now be early: harmless, the next read recomputes it
+        return self.expired.pop(rid, None) is not None
+
+    def prune(self, now: float) -> None:
+        self._expire(now)
+        for rid in [r for r, expires in self.expired.items() if expires + GRACE_S <= now]:
+            del self.expired[rid]
+
+    def __bool__(self) -> bool:
+        return bool(self.live or self.expired)
+
+    def _expire(self, now: float) -> None:
+        for rid in [r for r, (_, expires) in self.live.items() if expires <= now]:
+            self.expired[rid] = self.live.pop(rid)[1]
+        self.total = sum((amount for amount, _ in self.live.values()), _ZERO)
+        self.due = min((expires for _, expires in self.live.values()), default=math.inf)
+
+
 class MemoryLedger:
     """A ledger in this process's memory: one lock makes each operation atomic.
 
-    Spend is lost when the process ends; use :class:`SQLiteLedger` to keep it.
+    Spend is lost when the process ends; use :class:`SQLiteLedger` to keep it. Built
+    for the meter's hot path: a balance is a running total (see :class:`_Holds`), a
+    reservation id a counter, and :meth:`admit` takes the lock once.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, *, clock: Callable[[], float] = time.time) -> None:
         self._lock = threading.Lock()
+        self._clock = clock
         self._spent: dict[str, Decimal] = {}
-        # key -> reservation id -> (amount, expires_at)
-        self._holds: dict[str, dict[str, tuple[Decimal, float]]] = {}
+        self._holds: dict[str, _Holds] = {}
         self._rates: dict[tuple[str, int], list[int]] = {}  # (key, window) -> [requests, tokens]
         self._rate_window = -1
         self._next_prune = 0.0
+        # ids unique within this ledger, which is all a memory ledger's holds need
+        self._ids = itertools.count(1)
+
+    def now(self) -> float:
+        return self._clock()
+
+    def admit(
+        self,
+        limits: Sequence[BudgetLimit],
+        amount: Decimal,
+        ttl: float,
+        rates: Sequence[RateLimit],
+        requests: int,
+        tokens: int,
+        now: float,
+    ) -> Admission:
+        # written out rather than built from reserve and hit: this is the meter's hot
+        # path, and one pass under one lock is what keeps it near a dict update
+        with self._lock:
+            budgets: ReserveResult | None = None
+            if limits:
+                budgets = self._check_budgets(limits, amount, now)
+                if budgets.blocked is not None:
+                    return Admission(budgets, None)
+            counted: RateResult | None = None
+            if rates:
+                counted = self._count(rates, requests, tokens, now)
+                if counted.retry_after is not None:
+                    return Admission(_unreserved(budgets), counted)
+            if budgets is not None:
+                budgets = self._hold(limits, amount, ttl, now, budgets.balances)
+            return Admission(budgets, counted)
+
+    def finish(
+        self,
+        reservation: Reservation | None,
+        actual: Decimal | None,
+        rate_keys: Sequence[str],
+        window: int | None,
+        token_delta: int,
+    ) -> None:
+        with self._lock:
+            if reservation is not None and self._drop(reservation) and actual is not None:
+                self._charge(reservation.keys, actual)
+            if window is not None and token_delta:
+                self._adjust(rate_keys, window, token_delta)
 
     def reserve(
         self, limits: Sequence[BudgetLimit], amount: Decimal, ttl: float, now: float
     ) -> ReserveResult:
         with self._lock:
-            self._prune(now)
-            balances = tuple(self._balance(limit.key, now) for limit in limits)
-            for index, (limit, bal) in enumerate(zip(limits, balances, strict=True)):
-                if bal.spent + bal.reserved + amount > limit.limit:
-                    return ReserveResult(None, balances, index)
-            reservation = Reservation(
-                uuid7(), tuple(limit.key for limit in limits), amount, now + ttl
-            )
-            for key in reservation.keys:
-                self._holds.setdefault(key, {})[reservation.id] = (amount, reservation.expires_at)
-            return ReserveResult(reservation, balances)
+            checked = self._check_budgets(limits, amount, now)
+            if checked.blocked is not None:
+                return checked
+            return self._hold(limits, amount, ttl, now, checked.balances)
 
     def settle(self, reservation: Reservation, actual: Decimal) -> None:
         with self._lock:
             if self._drop(reservation):
-                for key in reservation.keys:
-                    self._spent[key] = self._spent.get(key, _ZERO) + actual
+                self._charge(reservation.keys, actual)
 
     def release(self, reservation: Reservation) -> None:
         with self._lock:
@@ -223,57 +365,104 @@ class MemoryLedger:
     def hit(
         self, limits: Sequence[RateLimit], requests: int, tokens: int, now: float
     ) -> RateResult:
-        window = int(now // WINDOW_S)
         with self._lock:
-            if window != self._rate_window:
-                # drop finished windows; the previous one stays for adjust_tokens
-                self._rates = {k: v for k, v in self._rates.items() if k[1] >= window - 1}
-                self._rate_window = window
-            counts = [self._rates.get((limit.key, window), [0, 0]) for limit in limits]
-            blocked = _rate_check(limits, [(c[0], c[1]) for c in counts], requests, tokens)
-            if blocked is not None:
-                return _refused(now, blocked)
-            for limit in limits:
-                count = self._rates.setdefault((limit.key, window), [0, 0])
-                count[0] += requests
-                count[1] += tokens
-            return RateResult(window)
+            return self._count(limits, requests, tokens, now)
 
     def adjust_tokens(self, keys: Sequence[str], window: int, delta: int) -> None:
         with self._lock:
-            for key in keys:
-                count = self._rates.get((key, window))
-                if count is not None:
-                    count[1] = max(count[1] + delta, 0)
+            self._adjust(keys, window, delta)
 
     def close(self) -> None:
         return None
 
+    # ------------------------------------------------------------------ internals (locked)
+
+    def _check_budgets(
+        self, limits: Sequence[BudgetLimit], amount: Decimal, now: float
+    ) -> ReserveResult:
+        if now >= self._next_prune:
+            self._prune(now)
+        balances = tuple([self._balance(limit.key, now) for limit in limits])
+        for index, (limit, bal) in enumerate(zip(limits, balances, strict=True)):
+            if bal.spent + bal.reserved + amount > limit.limit:
+                return ReserveResult(None, balances, index)
+        return ReserveResult(None, balances)
+
+    def _hold(
+        self,
+        limits: Sequence[BudgetLimit],
+        amount: Decimal,
+        ttl: float,
+        now: float,
+        balances: tuple[Balance, ...],
+    ) -> ReserveResult:
+        keys = tuple([limit.key for limit in limits])
+        reservation = Reservation(f"m{next(self._ids)}", keys, amount, now + ttl)
+        for key in keys:
+            holds = self._holds.get(key)
+            if holds is None:
+                holds = self._holds[key] = _Holds()
+            holds.add(reservation.id, amount, reservation.expires_at)
+        return ReserveResult(reservation, balances)
+
+    def _count(
+        self, limits: Sequence[RateLimit], requests: int, tokens: int, now: float
+    ) -> RateResult:
+        """Check one hit against every limit and, if none refuses it, count it."""
+        window = int(now // WINDOW_S)
+        if window != self._rate_window:
+            # drop finished windows; the previous one stays for adjust_tokens
+            self._rates = {k: v for k, v in self._rates.items() if k[1] >= window - 1}
+            self._rate_window = window
+        rates = self._rates
+        counts = [rates.get((limit.key, window)) or [0, 0] for limit in limits]
+        blocked = _rate_check(limits, counts, requests, tokens)
+        if blocked is not None:
+            return _refused(now, blocked)
+        for limit, count in zip(limits, counts, strict=True):
+            if not count[0] and not count[1]:
+                rates[(limit.key, window)] = count  # a new window's first hit
+            count[0] += requests
+            count[1] += tokens
+        return RateResult(window)
+
+    def _adjust(self, keys: Sequence[str], window: int, delta: int) -> None:
+        for key in keys:
+            count = self._rates.get((key, window))
+            if count is not None:
+                count[1] = max(count[1] + delta, 0)
+
+    def _charge(self, keys: Sequence[str], actual: Decimal) -> None:
+        for key in keys:
+            self._spent[key] = self._spent.get(key, _ZERO) + actual
+
     def _balance(self, key: str, now: float) -> Balance:
-        holds = self._holds.get(key, {})
-        reserved = sum((amount for amount, expires in holds.values() if expires > now), _ZERO)
+        holds = self._holds.get(key)
+        reserved = holds.reserved(now) if holds is not None else _ZERO
         return Balance(self._spent.get(key, _ZERO), reserved)
 
     def _drop(self, reservation: Reservation) -> bool:
         found = False
         for key in reservation.keys:
             holds = self._holds.get(key)
-            if holds is not None and holds.pop(reservation.id, None) is not None:
+            if holds is not None and holds.drop(reservation.id):
                 found = True
                 if not holds:
                     del self._holds[key]
         return found
 
     def _prune(self, now: float) -> None:
-        if now < self._next_prune:
-            return
         self._next_prune = now + WINDOW_S  # a scan at most once a minute
         for key in list(self._holds):
             holds = self._holds[key]
-            for rid in [r for r, (_, expires) in holds.items() if expires + GRACE_S <= now]:
-                del holds[rid]
+            holds.prune(now)
             if not holds:
                 del self._holds[key]
+
+
+def _unreserved(budgets: ReserveResult | None) -> ReserveResult | None:
+    # the budgets had room but the call is refused by a rate limit: nothing is held
+    return None if budgets is None else ReserveResult(None, budgets.balances)
 
 
 _SCHEMA = """
@@ -317,39 +506,62 @@ class SQLiteLedger:
         self._pid = 0
         self._pruned_window = -1
 
+    def now(self) -> float:
+        return time.time()  # the host's clock, which every process on it shares
+
+    def admit(
+        self,
+        limits: Sequence[BudgetLimit],
+        amount: Decimal,
+        ttl: float,
+        rates: Sequence[RateLimit],
+        requests: int,
+        tokens: int,
+        now: float,
+    ) -> Admission:
+        with self._transaction() as db:
+            budgets: ReserveResult | None = None
+            if limits:
+                budgets = self._check_budgets(db, limits, amount, now)
+                if budgets.blocked is not None:
+                    return Admission(budgets, None)
+            counted: RateResult | None = None
+            if rates:
+                counted = self._check_rates(db, rates, requests, tokens, now)
+                if counted.retry_after is not None:
+                    return Admission(_unreserved(budgets), counted)
+                self._count(db, rates, requests, tokens, counted.window)
+            if budgets is not None:
+                budgets = self._hold(db, limits, amount, ttl, now, budgets.balances)
+            return Admission(budgets, counted)
+
+    def finish(
+        self,
+        reservation: Reservation | None,
+        actual: Decimal | None,
+        rate_keys: Sequence[str],
+        window: int | None,
+        token_delta: int,
+    ) -> None:
+        with self._transaction() as db:
+            if reservation is not None and self._drop(db, reservation) and actual is not None:
+                self._charge(db, reservation.keys, actual)
+            if window is not None and token_delta:
+                self._adjust(db, rate_keys, window, token_delta)
+
     def reserve(
         self, limits: Sequence[BudgetLimit], amount: Decimal, ttl: float, now: float
     ) -> ReserveResult:
         with self._transaction() as db:
-            db.execute("DELETE FROM hold WHERE expires <= ?", (now - GRACE_S,))
-            balances = tuple(self._balance(db, limit.key, now) for limit in limits)
-            for index, (limit, bal) in enumerate(zip(limits, balances, strict=True)):
-                if bal.spent + bal.reserved + amount > limit.limit:
-                    return ReserveResult(None, balances, index)
-            reservation = Reservation(
-                uuid7(), tuple(limit.key for limit in limits), amount, now + ttl
-            )
-            db.executemany(
-                "INSERT INTO hold (id, key, usd, expires) VALUES (?, ?, ?, ?)",
-                [
-                    (reservation.id, key, str(amount), reservation.expires_at)
-                    for key in reservation.keys
-                ],
-            )
-            return ReserveResult(reservation, balances)
+            checked = self._check_budgets(db, limits, amount, now)
+            if checked.blocked is not None:
+                return checked
+            return self._hold(db, limits, amount, ttl, now, checked.balances)
 
     def settle(self, reservation: Reservation, actual: Decimal) -> None:
         with self._transaction() as db:
-            if not self._drop(db, reservation):
-                return  # already settled or released (invariant 3)
-            for key in reservation.keys:
-                row = db.execute("SELECT usd FROM spend WHERE key = ?", (key,)).fetchone()
-                total = (Decimal(row[0]) if row else _ZERO) + actual
-                db.execute(
-                    "INSERT INTO spend (key, usd) VALUES (?, ?) "
-                    "ON CONFLICT (key) DO UPDATE SET usd = excluded.usd",
-                    (key, str(total)),
-                )
+            if self._drop(db, reservation):  # else already settled or released (invariant 3)
+                self._charge(db, reservation.keys, actual)
 
     def release(self, reservation: Reservation) -> None:
         with self._transaction() as db:
@@ -363,36 +575,15 @@ class SQLiteLedger:
     def hit(
         self, limits: Sequence[RateLimit], requests: int, tokens: int, now: float
     ) -> RateResult:
-        window = int(now // WINDOW_S)
         with self._transaction() as db:
-            if window != self._pruned_window:
-                # once a minute per process; the previous window stays for adjust_tokens
-                db.execute("DELETE FROM rate WHERE window < ?", (window - 1,))
-                self._pruned_window = window
-            counts: list[tuple[int, int]] = []
-            for limit in limits:
-                row = db.execute(
-                    "SELECT requests, tokens FROM rate WHERE key = ? AND window = ?",
-                    (limit.key, window),
-                ).fetchone()
-                counts.append((int(row[0]), int(row[1])) if row else (0, 0))
-            blocked = _rate_check(limits, counts, requests, tokens)
-            if blocked is not None:
-                return _refused(now, blocked)
-            db.executemany(
-                "INSERT INTO rate (key, window, requests, tokens) VALUES (?, ?, ?, ?) "
-                "ON CONFLICT (key, window) DO UPDATE SET "
-                "requests = requests + excluded.requests, tokens = tokens + excluded.tokens",
-                [(limit.key, window, requests, tokens) for limit in limits],
-            )
-            return RateResult(window)
+            result = self._check_rates(db, limits, requests, tokens, now)
+            if result.retry_after is None:
+                self._count(db, limits, requests, tokens, result.window)
+            return result
 
     def adjust_tokens(self, keys: Sequence[str], window: int, delta: int) -> None:
         with self._transaction() as db:
-            db.executemany(
-                "UPDATE rate SET tokens = max(tokens + ?, 0) WHERE key = ? AND window = ?",
-                [(delta, key, window) for key in keys],
-            )
+            self._adjust(db, keys, window, delta)
 
     def close(self) -> None:
         with self._lock:
@@ -401,6 +592,88 @@ class SQLiteLedger:
             self._conn = None
 
     # ------------------------------------------------------------------ internals
+
+    def _check_budgets(
+        self, db: sqlite3.Connection, limits: Sequence[BudgetLimit], amount: Decimal, now: float
+    ) -> ReserveResult:
+        db.execute("DELETE FROM hold WHERE expires <= ?", (now - GRACE_S,))
+        balances = tuple(self._balance(db, limit.key, now) for limit in limits)
+        for index, (limit, bal) in enumerate(zip(limits, balances, strict=True)):
+            if bal.spent + bal.reserved + amount > limit.limit:
+                return ReserveResult(None, balances, index)
+        return ReserveResult(None, balances)
+
+    @staticmethod
+    def _hold(
+        db: sqlite3.Connection,
+        limits: Sequence[BudgetLimit],
+        amount: Decimal,
+        ttl: float,
+        now: float,
+        balances: tuple[Balance, ...],
+    ) -> ReserveResult:
+        # uuid7: ids must be unique across every process sharing the file
+        reservation = Reservation(uuid7(), tuple(limit.key for limit in limits), amount, now + ttl)
+        db.executemany(
+            "INSERT INTO hold (id, key, usd, expires) VALUES (?, ?, ?, ?)",
+            [
+                (reservation.id, key, str(amount), reservation.expires_at)
+                for key in reservation.keys
+            ],
+        )
+        return ReserveResult(reservation, balances)
+
+    @staticmethod
+    def _charge(db: sqlite3.Connection, keys: Sequence[str], actual: Decimal) -> None:
+        for key in keys:
+            row = db.execute("SELECT usd FROM spend WHERE key = ?", (key,)).fetchone()
+            total = (Decimal(row[0]) if row else _ZERO) + actual
+            db.execute(
+                "INSERT INTO spend (key, usd) VALUES (?, ?) "
+                "ON CONFLICT (key) DO UPDATE SET usd = excluded.usd",
+                (key, str(total)),
+            )
+
+    def _check_rates(
+        self,
+        db: sqlite3.Connection,
+        limits: Sequence[RateLimit],
+        requests: int,
+        tokens: int,
+        now: float,
+    ) -> RateResult:
+        window = int(now // WINDOW_S)
+        if window != self._pruned_window:
+            # once a minute per process; the previous window stays for adjust_tokens
+            db.execute("DELETE FROM rate WHERE window < ?", (window - 1,))
+            self._pruned_window = window
+        counts: list[tuple[int, int]] = []
+        for limit in limits:
+            row = db.execute(
+                "SELECT requests, tokens FROM rate WHERE key = ? AND window = ?",
+                (limit.key, window),
+            ).fetchone()
+            counts.append((int(row[0]), int(row[1])) if row else (0, 0))
+        blocked = _rate_check(limits, counts, requests, tokens)
+        return _refused(now, blocked) if blocked is not None else RateResult(window)
+
+    @staticmethod
+    def _count(
+        db: sqlite3.Connection, limits: Sequence[RateLimit], requests: int, tokens: int, window: int
+    ) -> None:
+        db.executemany(
+            "INSERT INTO rate (key, window, requests, tokens) VALUES (?, ?, ?, ?) "
+            "ON CONFLICT (key, window) DO UPDATE SET "
+            "requests = requests + excluded.requests, tokens = tokens + excluded.tokens",
+            [(limit.key, window, requests, tokens) for limit in limits],
+        )
+
+    @staticmethod
+    def _adjust(db: sqlite3.Connection, keys: Sequence[str], window: int, delta: int) -> None:
+        db.executemany(
+            "UPDATE rate SET tokens = max(tokens + ?, 0) WHERE key = ? AND window = ?",
+            [(delta, key, window) for key in keys],
+        )
 
     @staticmethod
     def _balance(db: sqlite3.Connection, key: str, now: float) -> Balance:

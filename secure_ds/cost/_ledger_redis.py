@@ -4,15 +4,16 @@
 :class:`~._ledger.SQLiteLedger`; the numbered invariants in :mod:`._ledger` hold here
 too, kept as follows:
 
-1. **No overspend by reservation.** ``reserve`` is one Lua script (run with EVALSHA,
-   loaded on demand): Redis runs a script alone, so its read-check-write over every
-   budget of the call is atomic across all hosts, and it writes holds for all of them
-   or for none. ``reserved`` sums only holds whose expiry is after ``now``.
+1. **No overspend by reservation.** ``admit`` (and ``reserve``, the same script
+   without rate limits) is one Lua script (run with EVALSHA, loaded on demand): Redis
+   runs a script alone, so its read-check-write over every budget of the call is
+   atomic across all hosts, and it writes holds for all of them or for none.
+   ``reserved`` sums only holds whose expiry is after ``now``.
 2. **Actual spend is recorded truthfully.** ``settle`` adds the real cost to every key
    of the reservation, whatever the limit.
-3. **Settle and release happen at most once.** Both are one script that removes the
-   reservation's holds and charges (settle) only if it removed one; a repeat finds
-   none and changes nothing.
+3. **Settle and release happen at most once.** Both are one script (``finish``)
+   that removes the reservation's holds and charges (settle) only if it removed one;
+   a repeat finds none and changes nothing.
 4. **Unsettled reservations expire.** A hold is a sorted-set member scored by its
    expiry: it stops counting at ``expires_at``, is kept :data:`GRACE_S` more for a late
    settle, and is deleted by the next ``reserve`` on that budget after that.
@@ -24,19 +25,31 @@ too, kept as follows:
    them digit by digit (see ``_LUA_MONEY``). Any sum is exact at any size. An amount
    with more than 18 decimal places (real prices have fewer than 12) is rounded *up*
    to the next unit, so a hold or a charge is never smaller than asked.
-7. **Rate limits count fixed UTC minute windows**, one hash per key and window; ``hit``
-   checks every key of the call and counts in all of them or in none, in one script.
-8. **Time comes from the caller.** ``now`` is passed in and sent to the scripts as
-   text (``repr`` of the float, so no digits are lost); Redis's own clock is used only
-   for key expiry. Hosts sharing a ledger must keep their clocks synchronised (NTP): a
-   host whose clock is ahead sees holds expire early by its skew.
+7. **Rate limits count fixed UTC minute windows**, one hash per rate key holding the
+   current window's number and counts (a hit in a new window starts it from zero;
+   a token correction for a window already over changes nothing, since a finished
+   window decides nothing). A hit checks every key of the call and counts in all of
+   them or in none, in the same script as the budgets (invariant 9).
+8. **Time is the server's.** Hosts' clocks disagree; a host whose clock ran ahead of
+   another's by more than a reservation's TTL would see the other's holds as expired
+   and spend past the limit, and hosts in different minutes would count different
+   rate windows. So by default (``clock="server"``) every script reads Redis's own
+   ``TIME`` and ignores the ``now`` it is given: every host's holds expire, and its
+   calls fall in rate windows, by the one clock. :meth:`RedisLedger.now` is this
+   host's estimate of the server's time (its own clock plus the offset the last
+   script measured), which the meter uses for the day and month a call is charged to
+   and for the pricing window, so those follow the server too (to within the round
+   trip). ``clock="caller"`` uses the ``now`` given instead: for tests that move
+   time, and for deployments that prefer their own NTP-disciplined clocks.
+
+Each call costs two round trips: ``admit`` before it, ``finish`` after it.
 
 Keys are ``secure-ds:{NAMESPACE}:...``: the namespace separates deployments sharing
 one Redis, and the braces make it a Redis Cluster hash tag, so every key of a ledger
 lives on one shard (a multi-key script needs that, and one ledger's budgets must be
 checked together anyway). Nothing lives forever: budget keys expire ``retain_s`` (40
 days) after their last write, which is after the end of any day or month period they
-count, and rate windows expire three minutes after their last hit.
+count, and a rate key expires three minutes after its last hit.
 
 A connection, timeout or authentication failure raises :class:`LedgerUnavailable`
 naming the server (never its password); the guard then refuses the call (fail closed).
@@ -46,6 +59,7 @@ from __future__ import annotations
 
 import re
 import threading
+import time
 from collections.abc import Callable, Sequence
 from decimal import ROUND_CEILING, Decimal, localcontext
 from typing import TYPE_CHECKING, Any, Literal, TypeVar, cast
@@ -56,6 +70,7 @@ from ..errors import ConfigError, SecureDSError
 from ._ledger import (
     GRACE_S,
     WINDOW_S,
+    Admission,
     Balance,
     BudgetLimit,
     RateLimit,
@@ -78,6 +93,7 @@ RATE_RETAIN_S = 3 * WINDOW_S  # the window, the next one (adjust_tokens) and a m
 _URL_VAR = "SECURE_DS_METER_REDIS_URL"
 _NAMESPACE_RE = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
 _SCALE = 18
+_ZERO = Decimal(0)
 _T = TypeVar("_T")
 
 
@@ -121,93 +137,126 @@ local function reserved(holds, after)
 end
 """
 
-# KEYS: spent_1, holds_1, spent_2, holds_2, ...
-# ARGV: amount, member, expires_at, '(' .. now, prune_max, retain_s, limit_1, limit_2, ...
-# Returns {blocked (1-based, 0: reserved), spent_1, reserved_1, spent_2, reserved_2, ...}
-# with every budget's state before this call, as SQLiteLedger.reserve computes it.
-_RESERVE = (
+# now(given): the time a script works in, as a number and as exact text: the caller's
+# when given, else the server's TIME (seconds, microseconds).
+_LUA_CLOCK = """
+local function clock(given)
+  if given ~= '' then return tonumber(given), given end
+  local t = redis.call('TIME')
+  local text = t[1] .. '.' .. string.format('%06d', tonumber(t[2]))
+  return tonumber(text), text
+end
+"""
+
+# KEYS: spent_1, holds_1, ..., spent_n, holds_n, then one rate hash per rate limit.
+# ARGV: n, now ('' = the server's), amount, reservation id, ttl, retain_s, requests,
+#       tokens, rate_retain_s, limit_1..limit_n, then rpm_j, tpm_j per rate ('' = none).
+# Returns {status, now, expires_at, index, unit, used, spent_1, reserved_1, ...}:
+# status 0 admitted, 1 refused by budget ``index``, 2 refused by rate ``index`` on
+# ``unit`` (1 requests, 2 tokens) with ``used`` counted; balances as before this call.
+_ADMIT = (
     _LUA_MONEY
+    + _LUA_CLOCK
     + """
-local n = #KEYS / 2
-local amount = ARGV[1]
-local result = {0}
+local n = tonumber(ARGV[1])
+local now, now_text = clock(ARGV[2])
+local amount = ARGV[3]
+local expires = string.format('%.6f', now + tonumber(ARGV[5]))
+local result = {0, now_text, expires, 0, 0, 0}
 for i = 1, n do
   local holds = KEYS[2 * i]
-  redis.call('ZREMRANGEBYSCORE', holds, '-inf', ARGV[5])  -- past their grace: gone
+  redis.call('ZREMRANGEBYSCORE', holds, '-inf', now - """
+    + repr(GRACE_S)
+    + """)  -- past their grace: gone
   local spent = redis.call('GET', KEYS[2 * i - 1]) or '0'
-  local held = reserved(holds, ARGV[4])
-  result[2 * i] = spent
-  result[2 * i + 1] = held
-  if result[1] == 0 and not le(add(add(spent, held), amount), ARGV[6 + i]) then
-    result[1] = i
+  local held = reserved(holds, '(' .. now_text)
+  result[5 + 2 * i] = spent
+  result[6 + 2 * i] = held
+  if result[1] == 0 and not le(add(add(spent, held), amount), ARGV[9 + i]) then
+    result[1] = 1
+    result[4] = i
   end
 end
 if result[1] ~= 0 then return result end
+local m = #KEYS - 2 * n
+local requests, tokens = tonumber(ARGV[7]), tonumber(ARGV[8])
+local window = math.floor(now / """
+    + str(WINDOW_S)
+    + """)
+local counts = {}
+for j = 1, m do
+  local c = redis.call('HMGET', KEYS[2 * n + j], 'window', 'requests', 'tokens')
+  local used_requests, used_tokens = 0, 0
+  if tonumber(c[1]) == window then
+    used_requests, used_tokens = tonumber(c[2]) or 0, tonumber(c[3]) or 0
+  end
+  counts[j] = {used_requests, used_tokens}
+  local rpm, tpm = ARGV[8 + n + 2 * j], ARGV[9 + n + 2 * j]
+  if rpm ~= '' and used_requests + requests > tonumber(rpm) then
+    result[1], result[4], result[5], result[6] = 2, j, 1, used_requests
+    return result
+  end
+  if tpm ~= '' and used_tokens + tokens > tonumber(tpm) then
+    result[1], result[4], result[5], result[6] = 2, j, 2, used_tokens
+    return result
+  end
+end
+for j = 1, m do
+  redis.call('HSET', KEYS[2 * n + j], 'window', window,
+    'requests', counts[j][1] + requests, 'tokens', counts[j][2] + tokens)
+  redis.call('EXPIRE', KEYS[2 * n + j], ARGV[9])
+end
+local member = ARGV[4] .. ':' .. amount
 for i = 1, n do
-  redis.call('ZADD', KEYS[2 * i], ARGV[3], ARGV[2])
+  redis.call('ZADD', KEYS[2 * i], expires, member)
   redis.call('EXPIRE', KEYS[2 * i], ARGV[6])
 end
 return result
 """
 )
 
-# KEYS as for reserve. ARGV: member, actual ('' to release), retain_s.
-# Returns 1 when the reservation was found (and charged), 0 when it was already gone.
-_DROP = (
+# KEYS: spent_1, holds_1, ..., spent_n, holds_n, then the call's rate hashes.
+# ARGV: n, member ('' = no reservation), actual ('' = release), retain_s, window, delta.
+# Returns 1 when the reservation was found (and charged), else 0.
+_FINISH = (
     _LUA_MONEY
     + """
-local n = #KEYS / 2
-local found = false
-for i = 1, n do
-  if redis.call('ZREM', KEYS[2 * i], ARGV[1]) == 1 then found = true end
-end
-if not found then return 0 end
+local n = tonumber(ARGV[1])
+local found = 0
 if ARGV[2] ~= '' then
   for i = 1, n do
-    local spent = redis.call('GET', KEYS[2 * i - 1]) or '0'
-    redis.call('SET', KEYS[2 * i - 1], add(spent, ARGV[2]), 'EX', ARGV[3])
+    if redis.call('ZREM', KEYS[2 * i], ARGV[2]) == 1 then found = 1 end
+  end
+  if found == 1 and ARGV[3] ~= '' then
+    for i = 1, n do
+      local spent = redis.call('GET', KEYS[2 * i - 1]) or '0'
+      redis.call('SET', KEYS[2 * i - 1], add(spent, ARGV[3]), 'EX', ARGV[4])
+    end
   end
 end
-return 1
+local delta = tonumber(ARGV[6])
+if delta ~= 0 then
+  for j = 2 * n + 1, #KEYS do
+    -- only the window still counting: a finished one decides nothing any more
+    if tonumber(redis.call('HGET', KEYS[j], 'window')) == tonumber(ARGV[5]) then
+      local used = tonumber(redis.call('HGET', KEYS[j], 'tokens')) or 0
+      redis.call('HSET', KEYS[j], 'tokens', math.max(used + delta, 0))
+    end
+  end
+end
+return found
 """
 )
 
-# KEYS: one rate hash per limit for this window. ARGV: requests, tokens, expire_s, then
-# rpm_i, tpm_i per limit ('' = not limited). Returns {} when counted, else
-# {index (1-based), 1 requests | 2 tokens, used}: the check of ledger._rate_check.
-_HIT = """
-local requests, tokens = tonumber(ARGV[1]), tonumber(ARGV[2])
-for i = 1, #KEYS do
-  local counts = redis.call('HMGET', KEYS[i], 'requests', 'tokens')
-  local used_requests = tonumber(counts[1]) or 0
-  local used_tokens = tonumber(counts[2]) or 0
-  local rpm, tpm = ARGV[2 + 2 * i], ARGV[3 + 2 * i]
-  if rpm ~= '' and used_requests + requests > tonumber(rpm) then
-    return {i, 1, used_requests}
-  end
-  if tpm ~= '' and used_tokens + tokens > tonumber(tpm) then
-    return {i, 2, used_tokens}
-  end
-end
-for i = 1, #KEYS do
-  redis.call('HINCRBY', KEYS[i], 'requests', requests)
-  redis.call('HINCRBY', KEYS[i], 'tokens', tokens)
-  redis.call('EXPIRE', KEYS[i], ARGV[3])
-end
-return {}
+# KEYS: spent, holds. ARGV: now ('' = the server's). Returns {spent, reserved, now}.
+_BALANCE = (
+    _LUA_MONEY
+    + _LUA_CLOCK
+    + """
+local now, now_text = clock(ARGV[1])
+return {redis.call('GET', KEYS[1]) or '0', reserved(KEYS[2], '(' .. now_text), now_text}
 """
-
-# KEYS: rate hashes of one window. ARGV: delta. Only existing windows are corrected.
-_ADJUST = """
-local delta = tonumber(ARGV[1])
-for i = 1, #KEYS do
-  local used = redis.call('HGET', KEYS[i], 'tokens')
-  if used then
-    redis.call('HSET', KEYS[i], 'tokens', math.max(tonumber(used) + delta, 0))
-  end
-end
-return 0
-"""
+)
 
 
 def to_units(amount: Decimal) -> str:
@@ -254,6 +303,10 @@ class RedisLedger:
     printed. Operations wait at most ``timeout`` seconds for the server, then raise
     :class:`LedgerUnavailable`. The client is thread-safe and opens new connections in
     a forked child (redis-py's pool checks the pid).
+
+    ``clock`` chooses whose time the scripts use (invariant 8): the server's (the
+    default), or the ``now`` each caller passes. ``local_clock`` is this host's clock,
+    from which :meth:`now` estimates the server's (replaceable to test clock skew).
     """
 
     def __init__(
@@ -263,6 +316,8 @@ class RedisLedger:
         namespace: str = DEFAULT_NAMESPACE,
         timeout: float = 5.0,
         retain_s: int = RETAIN_S,
+        clock: Literal["server", "caller"] = "server",
+        local_clock: Callable[[], float] = time.time,
     ) -> None:
         try:
             import redis
@@ -285,6 +340,13 @@ class RedisLedger:
                 f"{namespace!r} is not a ledger namespace",
                 fix="Use 1 to 64 letters, digits, '.', '_' or '-'.",
             )
+        if clock not in ("server", "caller"):
+            raise ConfigError(
+                "clock", f"{clock!r} is not a ledger clock", fix="Use server or caller."
+            )
+        self.clock = clock
+        self._local_clock = local_clock
+        self._offset: float | None = None  # server time minus local time, once measured
         self.namespace = namespace
         self.prefix = f"secure-ds:{{{namespace}}}:"
         self.retain_s = retain_s
@@ -312,88 +374,129 @@ class RedisLedger:
             ) from None
         # register_script: calls run EVALSHA and load the script on NOSCRIPT (a new or
         # restarted server), so the script text crosses the network once per server
-        self._reserve = self._client.register_script(_RESERVE)
-        self._drop_script = self._client.register_script(_DROP)
-        self._hit = self._client.register_script(_HIT)
-        self._adjust = self._client.register_script(_ADJUST)
+        self._admit = self._client.register_script(_ADMIT)
+        self._finish = self._client.register_script(_FINISH)
+        self._balance = self._client.register_script(_BALANCE)
         self._lock = threading.Lock()  # only for close()
 
     # ------------------------------------------------------------------ the Ledger protocol
 
+    def now(self) -> float:
+        """The server's time as this host best knows it: its own clock plus the offset
+        measured by the last script (one TIME round trip the first time). With
+        ``clock="caller"``, this host's clock."""
+        if self.clock == "caller":
+            return self._local_clock()
+        if self._offset is None:
+            seconds, micros = self._call("read the server's clock", self._client.time)
+            self._learn(f"{seconds}.{micros:06d}")
+        assert self._offset is not None
+        return self._local_clock() + self._offset
+
+    def admit(
+        self,
+        limits: Sequence[BudgetLimit],
+        amount: Decimal,
+        ttl: float,
+        rates: Sequence[RateLimit],
+        requests: int,
+        tokens: int,
+        now: float,
+    ) -> Admission:
+        units = to_units(amount)
+        rid = uuid7()
+        keys = self._budget_keys([limit.key for limit in limits])
+        keys += [self._rate_key(rate.key) for rate in rates]
+        args = [
+            str(len(limits)),
+            self._time_arg(now),
+            units,
+            rid,
+            repr(float(ttl)),
+            str(self.retain_s),
+            str(requests),
+            str(tokens),
+            str(RATE_RETAIN_S),
+            *(to_units(limit.limit) for limit in limits),
+        ]
+        for rate in rates:
+            args += ["" if rate.rpm is None else str(rate.rpm)]
+            args += ["" if rate.tpm is None else str(rate.tpm)]
+        raw = cast(list[Any], self._run("admit a call", self._admit, keys, args))
+        status, now_text = int(raw[0]), str(raw[1])
+        self._learn(now_text)
+        at = float(now_text)
+        balances = tuple(
+            Balance(from_units(str(raw[6 + 2 * i])), from_units(str(raw[7 + 2 * i])))
+            for i in range(len(limits))
+        )
+        checked: ReserveResult | None = None
+        if limits:
+            checked = ReserveResult(None, balances, int(raw[3]) - 1 if status == 1 else None)
+        if status == 1:
+            return Admission(checked, None)
+        window = int(at // WINDOW_S)
+        if status == 2:
+            unit: Literal["requests", "tokens"] = "requests" if int(raw[4]) == 1 else "tokens"
+            refused = _refused(at, (int(raw[3]) - 1, unit, int(raw[5])))
+            return Admission(checked, refused)
+        if limits:
+            keys_held = tuple(limit.key for limit in limits)
+            held = Reservation(f"{rid}:{units}", keys_held, amount, float(raw[2]))
+            checked = ReserveResult(held, balances)
+        return Admission(checked, RateResult(window) if rates else None)
+
+    def finish(
+        self,
+        reservation: Reservation | None,
+        actual: Decimal | None,
+        rate_keys: Sequence[str],
+        window: int | None,
+        token_delta: int,
+    ) -> None:
+        budget_keys = self._budget_keys(reservation.keys) if reservation is not None else []
+        delta = token_delta if window is not None else 0
+        keys = budget_keys + ([self._rate_key(key) for key in rate_keys] if delta else [])
+        args = [
+            str(len(budget_keys) // 2),
+            reservation.id if reservation is not None else "",
+            "" if actual is None else to_units(actual),
+            str(self.retain_s),
+            str(window if window is not None else -1),
+            str(delta),
+        ]
+        self._run("settle a call", self._finish, keys, args)
+
     def reserve(
         self, limits: Sequence[BudgetLimit], amount: Decimal, ttl: float, now: float
     ) -> ReserveResult:
-        units = to_units(amount)
-        reservation = Reservation(uuid7(), tuple(limit.key for limit in limits), amount, now + ttl)
-        args = [
-            units,
-            self._member(reservation),
-            repr(reservation.expires_at),
-            f"({now!r}",  # exclusive: a hold expiring exactly now no longer counts
-            repr(now - GRACE_S),
-            str(self.retain_s),
-            *(to_units(limit.limit) for limit in limits),
-        ]
-        raw = self._run("reserve", self._reserve, self._budget_keys(reservation.keys), args)
-        result = cast(list[Any], raw)
-        balances = tuple(
-            Balance(from_units(str(result[2 * i + 1])), from_units(str(result[2 * i + 2])))
-            for i in range(len(limits))
-        )
-        blocked = int(result[0])
-        if blocked:
-            return ReserveResult(None, balances, blocked - 1)
-        return ReserveResult(reservation, balances)
+        result = self.admit(limits, amount, ttl, (), 0, 0, now).budgets
+        assert result is not None
+        return result
 
     def settle(self, reservation: Reservation, actual: Decimal) -> None:
-        units = to_units(actual)
-        self._run(
-            "settle",
-            self._drop_script,
-            self._budget_keys(reservation.keys),
-            [self._member(reservation), units, str(self.retain_s)],
-        )
+        self.finish(reservation, actual, (), None, 0)
 
     def release(self, reservation: Reservation) -> None:
-        self._run(
-            "release",
-            self._drop_script,
-            self._budget_keys(reservation.keys),
-            [self._member(reservation), "", str(self.retain_s)],
-        )
+        self.finish(reservation, None, (), None, 0)
 
     def balance(self, key: str, now: float) -> Balance:
-        def read() -> tuple[str | None, list[str]]:
-            # MULTI/EXEC: both reads see the same state
-            pipe = self._client.pipeline(transaction=True)
-            pipe.get(self._spent_key(key))
-            pipe.zrangebyscore(self._holds_key(key), f"({now!r}", "+inf")
-            spent, members = pipe.execute()
-            return cast(str | None, spent), cast(list[str], members)
-
-        spent, members = self._call("read a balance", read)
-        # summed as integers: a Decimal sum would round to the context's 28 digits
-        reserved = sum(int(member.rsplit(":", 1)[1]) for member in members)
-        return Balance(from_units(spent or "0"), from_units(str(reserved)))
+        keys = self._budget_keys([key])
+        raw = cast(
+            list[Any], self._run("read a balance", self._balance, keys, [self._time_arg(now)])
+        )
+        self._learn(str(raw[2]))
+        return Balance(from_units(str(raw[0])), from_units(str(raw[1])))
 
     def hit(
         self, limits: Sequence[RateLimit], requests: int, tokens: int, now: float
     ) -> RateResult:
-        window = int(now // WINDOW_S)
-        args: list[str] = [str(requests), str(tokens), str(RATE_RETAIN_S)]
-        for limit in limits:
-            args += ["" if limit.rpm is None else str(limit.rpm)]
-            args += ["" if limit.tpm is None else str(limit.tpm)]
-        keys = [self._rate_key(limit.key, window) for limit in limits]
-        result = cast(list[Any], self._run("count a rate limit", self._hit, keys, args))
-        if not result:
-            return RateResult(window)
-        unit: Literal["requests", "tokens"] = "requests" if int(result[1]) == 1 else "tokens"
-        return _refused(now, (int(result[0]) - 1, unit, int(result[2])))
+        result = self.admit((), _ZERO, 0, limits, requests, tokens, now).rates
+        assert result is not None
+        return result
 
     def adjust_tokens(self, keys: Sequence[str], window: int, delta: int) -> None:
-        rate_keys = [self._rate_key(key, window) for key in keys]
-        self._run("adjust a token count", self._adjust, rate_keys, [str(delta)])
+        self.finish(None, None, keys, window, delta)
 
     def close(self) -> None:
         with self._lock:
@@ -407,17 +510,21 @@ class RedisLedger:
     def _holds_key(self, key: str) -> str:
         return f"{self.prefix}holds:{key}"
 
-    def _rate_key(self, key: str, window: int) -> str:
-        return f"{self.prefix}rate:{key}:{window}"
+    def _rate_key(self, key: str) -> str:
+        return f"{self.prefix}rate:{key}"
 
     def _budget_keys(self, keys: Sequence[str]) -> list[str]:
         return [k for key in keys for k in (self._spent_key(key), self._holds_key(key))]
 
-    @staticmethod
-    def _member(reservation: Reservation) -> str:
-        # the amount rides in the member so the scripts can sum holds from one sorted
-        # set; settle rebuilds the same member from the Reservation it is given
-        return f"{reservation.id}:{to_units(reservation.amount)}"
+    def _time_arg(self, now: float) -> str:
+        # '' asks the script for the server's TIME; repr keeps every digit of a float
+        return "" if self.clock == "server" else repr(now)
+
+    def _learn(self, server_now: str) -> None:
+        """Note how far the server's clock is from ours (only its own clock, with the
+        server's, is used: a late reply only makes the estimate a little behind)."""
+        if self.clock == "server":
+            self._offset = float(server_now) - self._local_clock()
 
     def _run(self, what: str, script: Script, keys: list[str], args: list[str]) -> object:
         return self._call(what, lambda: script(keys=keys, args=args))

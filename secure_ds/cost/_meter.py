@@ -31,12 +31,12 @@ from __future__ import annotations
 
 import math
 import os
-import time
-from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass, replace
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from decimal import ROUND_FLOOR, ROUND_HALF_UP, Decimal
-from typing import Any, Literal, TypeVar
+from decimal import ROUND_HALF_UP, Decimal
+from itertools import chain
+from typing import Any, Literal, NamedTuple, TypeVar
 
 from ..config import Settings
 from ..guard._call import Call, Metering
@@ -58,12 +58,17 @@ __all__ = ["MESSAGE_OVERHEAD", "BudgetMeter", "Estimate", "estimate_prompt_token
 MESSAGE_OVERHEAD = 8  # tokens per message for role and chat-template markers
 _COSTED = ("chat", "stream", "fim")
 _NO_PRINCIPAL = "(none)"  # the same label the cost report gives unidentified calls
+_DAY_S = 86_400  # Unix time has no leap seconds: every UTC day is this long
+_MAX_PLANS = 4096  # cached caller plans; past this the cache starts again
+_MILLION = Decimal(1_000_000)
+_MICRO = Decimal("0.000001")
+_ZERO = Decimal(0)
 _R = TypeVar("_R", BudgetRule, RateRule)
 
 
-@dataclass(frozen=True)
-class Estimate:
-    """The worst-case cost of one call, and how it was reached."""
+class Estimate(NamedTuple):
+    """The worst-case cost of one call, and how it was reached. (A NamedTuple: one is
+    built per call, and it is 2.5x cheaper to build than a frozen dataclass.)"""
 
     usd: Decimal
     model: str  # the model priced (the dearest one when ``assumed``)
@@ -95,6 +100,20 @@ class _Rate:
     key: str
 
 
+@dataclass(frozen=True)
+class _Plan:
+    """A caller's budgets and rate limits on one UTC day, worked out once and reused:
+    finding the rules and building the period keys is most of what ``reserve`` would
+    otherwise spend its time on."""
+
+    budgets: tuple[_Budget, ...]
+    limits: tuple[BudgetLimit, ...]
+    rates: tuple[_Rate, ...]
+    rate_limits: tuple[RateLimit, ...]
+    rate_keys: tuple[str, ...]
+    soft: bool  # some budget has a soft limit
+
+
 @dataclass
 class _Held:
     """What ``reserve`` took for a call (``call.reservation``), for ``settle``."""
@@ -109,7 +128,8 @@ class BudgetMeter:
     """The :class:`~secure_ds.guard.Meter` for budgets and rate limits.
 
     Thread-safe (the ledger serialises); share one per process. ``clock`` is the Unix
-    time source, replaceable in tests. ``alerts``, when given, is handed each first
+    time source: by default the ledger's (:meth:`~._ledger.Ledger.now`), replaceable
+    in tests. ``alerts``, when given, is handed each first
     soft-limit crossing per budget and period; the meter closes it.
     """
 
@@ -121,14 +141,27 @@ class BudgetMeter:
         pricing: PriceTable,
         ledger: Ledger | None = None,
         *,
-        clock: Callable[[], float] = time.time,
+        clock: Callable[[], float] | None = None,
         alerts: AlertSender | None = None,
     ) -> None:
+        self._plans: dict[tuple[str, str | None, int], _Plan] = {}
         self.config = config
         self.pricing = pricing
         self.ledger: Ledger = ledger if ledger is not None else MemoryLedger()
         self.alerts = alerts
-        self._clock = clock
+        # the ledger's clock unless told otherwise: a Redis ledger's is the server's
+        self._clock = clock if clock is not None else self.ledger.now
+        self._prices: dict[tuple[str, Window], tuple[str, Decimal, Decimal] | None] = {}
+
+    @property
+    def config(self) -> BudgetConfig:
+        return self._config
+
+    @config.setter
+    def config(self, config: BudgetConfig) -> None:
+        # new rules: the cached plans were worked out from the old ones
+        self._config = config
+        self._plans = {}
 
     @classmethod
     def from_settings(cls, settings: Settings, pricing: PriceTable) -> BudgetMeter:
@@ -163,7 +196,7 @@ class BudgetMeter:
         budgets before this call, or None when no budget applies. Rounded down (to
         1e-6 USD) so a policy never sees more than is left."""
         now = self._clock()
-        budgets = list(self._budgets(call, now))
+        budgets = self._plan(call, now).budgets
         if not budgets:
             return None
         left = min(self._left(b, now) for b in budgets)
@@ -171,62 +204,54 @@ class BudgetMeter:
 
     def reserve(self, call: Call) -> Metering:
         now = self._clock()
-        budgets = list(self._budgets(call, now)) if call.action in _COSTED else []
-        rates = list(self._rates(call))
+        plan = self._plan(call, now)
         estimate = self.estimate(call, now) if call.action in _COSTED else None
-        reservation: Reservation | None = None
+        limits = plan.limits if estimate is not None else ()
+        if not limits and not plan.rate_limits:
+            return Metering(
+                engine=self.engine, allowed=True, reason=_allowed_reason(estimate, (), ())
+            )
+        tokens = estimate.tokens if estimate is not None else 0
+        amount = estimate.usd if estimate is not None else _ZERO
+        admission = self.ledger.admit(
+            limits, amount, self.config.reservation_ttl_s, plan.rate_limits, 1, tokens, now
+        )
+        checked, counted = admission.budgets, admission.rates
+        if checked is not None and checked.blocked is not None:
+            assert estimate is not None
+            balance = checked.balances[checked.blocked]
+            return self._over_budget(
+                plan.budgets[checked.blocked], balance.spent, balance.reserved, estimate
+            )
+        if counted is not None and counted.retry_after is not None:
+            assert counted.blocked is not None
+            assert counted.unit is not None
+            return _rate_limited(
+                plan.rates[counted.blocked], counted.unit, counted.used, tokens, counted.retry_after
+            )
+        reservation = checked.reservation if checked is not None else None
         details: dict[str, Any] | None = None
         remaining: float | None = None
-        if estimate is not None and budgets:
-            result = self.ledger.reserve(
-                [BudgetLimit(b.key, b.rule.hard_usd) for b in budgets],
-                estimate.usd,
-                self.config.reservation_ttl_s,
-                now,
+        if checked is not None:
+            budgets, balances = plan.budgets, checked.balances
+            least = min(
+                [
+                    b.rule.hard_usd - bal.spent - bal.reserved
+                    for b, bal in zip(budgets, balances, strict=True)
+                ]
             )
-            if result.reservation is None:
-                assert result.blocked is not None
-                balance = result.balances[result.blocked]
-                return self._over_budget(
-                    budgets[result.blocked], balance.spent, balance.reserved, estimate
-                )
-            reservation = result.reservation
-            left = [
-                b.rule.hard_usd - bal.spent - bal.reserved
-                for b, bal in zip(budgets, result.balances, strict=True)
-            ]
-            remaining = _floor_float(min(left))
-            details = _soft_crossing(budgets, result.balances, estimate.usd)
-            if details is not None and self.alerts is not None:
-                self._alert(call, budgets, result.balances, estimate.usd, now)
-        tokens = estimate.tokens if estimate is not None else 0
-        window: int | None = None
-        if rates:
-            try:
-                hit = self.ledger.hit(
-                    [RateLimit(r.key, r.rule.rpm, r.rule.tpm) for r in rates], 1, tokens, now
-                )
-            except BaseException:
-                # the guard refuses the call and will not settle it: give the budget back
-                # now rather than leave it held until the reservation expires
-                if reservation is not None:
-                    self.ledger.release(reservation)
-                raise
-            if hit.retry_after is not None:
-                if reservation is not None:
-                    self.ledger.release(reservation)  # refused calls spend nothing
-                assert hit.blocked is not None
-                assert hit.unit is not None
-                return _rate_limited(
-                    rates[hit.blocked], hit.unit, hit.used, tokens, hit.retry_after
-                )
-            window = hit.window
-        call.reservation = _Held(reservation, tuple(r.key for r in rates), window, tokens)
+            remaining = _floor_float(least)
+            if plan.soft:
+                details = _soft_crossing(budgets, balances, amount)
+                if details is not None and self.alerts is not None:
+                    self._alert(call, budgets, balances, amount, now)
+        window = counted.window if counted is not None else None
+        call.reservation = _Held(reservation, plan.rate_keys, window, tokens)
         return Metering(
             engine=self.engine,
             allowed=True,
-            reserved_usd=float(estimate.usd) if reservation and estimate else None,
-            reason=_allowed_reason(estimate, budgets, rates),
+            reserved_usd=float(amount) if reservation is not None else None,
+            reason=_allowed_reason(estimate, plan.budgets if limits else (), plan.rates),
             details=details,
             remaining_usd=remaining,
         )
@@ -254,15 +279,11 @@ class BudgetMeter:
             reported = isinstance(call.response.get("usage"), dict)
             why = "the model has no price" if reported else "the response reported no usage"
             how = f"settled at the worst case reserved: {why}"
-        if held.reservation is not None:
-            if settled is None:
-                self.ledger.release(held.reservation)
-            else:
-                self.ledger.settle(held.reservation, settled)
+        delta = 0
         if held.window is not None and held.rate_keys and used is not None:
             delta = used - held.tokens
-            if delta:
-                self.ledger.adjust_tokens(held.rate_keys, held.window, delta)
+        if held.reservation is not None or delta:
+            self.ledger.finish(held.reservation, settled, held.rate_keys, held.window, delta)
         metering = call.metering
         if metering is not None and held.reservation is not None:
             # the record shows what the reservation became (and that $0 means unpriced)
@@ -270,7 +291,7 @@ class BudgetMeter:
                 "settled_usd": None if settled is None else float(settled),
                 "settlement": how,
             }
-            call.metering = replace(metering, details={**(metering.details or {}), **extra})
+            call.metering = metering.with_details(extra)
 
     # ------------------------------------------------------------------ estimate
 
@@ -281,40 +302,73 @@ class BudgetMeter:
         max_tokens = body.get("max_tokens")
         if type(max_tokens) is not int or max_tokens <= 0:
             max_tokens = self.config.default_max_tokens
+        model = (call.model or "").split("@", 1)[0]
+        window = self.pricing.window(now)
+        key = (model, window)
+        try:
+            per_token = self._prices[key]
+        except KeyError:
+            per_token = self._prices[key] = self._per_token(model, window)
+        if per_token is not None:
+            name, miss, output = per_token
+            # the same sum PriceTable.cost makes for this usage, exactly: every price
+            # divided by a power of ten is an exact Decimal
+            usd = prompt * miss + max_tokens * output
+            return Estimate(usd, name, window, prompt, max_tokens)
+        # fail safe: an unknown model costs as much as the dearest one for this usage
         usage = {
             "prompt_tokens": prompt,
             "prompt_cache_hit_tokens": 0,
             "prompt_cache_miss_tokens": prompt,
             "completion_tokens": max_tokens,
         }
-        model = (call.model or "").split("@", 1)[0]
-        window = self.pricing.window(now)
-        cost = self.pricing.cost(model, usage, now) if model in self.pricing.models else None
-        if cost is not None:
-            return Estimate(cost.usd, cost.model, window, prompt, max_tokens)
-        # fail safe: an unknown model costs as much as the dearest one for this usage
         costs = [self.pricing.cost(name, usage, now) for name in self.pricing.models]
         dearest = max((c for c in costs if c is not None), key=lambda c: c.usd)
         return Estimate(dearest.usd, dearest.model, window, prompt, max_tokens, assumed=True)
 
+    def _per_token(self, model: str, window: Window) -> tuple[str, Decimal, Decimal] | None:
+        prices = self.pricing.models.get(model)
+        if prices is None:
+            return None
+        chosen, per = prices[window], self.pricing.per_tokens
+        return model, chosen.input_cache_miss / per, chosen.output / per
+
     # ------------------------------------------------------------------ rules for a caller
 
-    def _budgets(self, call: Call, now: float) -> Iterator[_Budget]:
+    def _plan(self, call: Call, now: float) -> _Plan:
         principal, team = _who(call)
+        key = (principal, team, int(now // _DAY_S))
+        plans = self._plans
+        plan = plans.get(key)
+        if plan is None:
+            # threads racing here both build the same plan; either is right
+            if len(plans) >= _MAX_PLANS:
+                plans.clear()
+            plan = plans[key] = self._make_plan(principal, team, now)
+        return plan
+
+    def _make_plan(self, principal: str, team: str | None, now: float) -> _Plan:
         day = datetime.fromtimestamp(now, UTC)
+        budgets: list[_Budget] = []
         for rule in _chosen(self.config.budgets, principal, team):
             label = {"principal": principal, "team": team, "org": rule.name}[rule.scope]
             assert label is not None  # _chosen drops team rules for a caller without a team
             period_id, resets = _period(rule.period, day)
             key = _key(rule.scope, label, rule.period, period_id)
-            yield _Budget(rule, label, key, resets, period_id)
-
-    def _rates(self, call: Call) -> Iterator[_Rate]:
-        principal, team = _who(call)
-        for rule in _chosen(self.config.rate_limits, principal, team):
-            label = principal if rule.scope == "principal" else team
+            budgets.append(_Budget(rule, label, key, resets, period_id))
+        rates: list[_Rate] = []
+        for rate in _chosen(self.config.rate_limits, principal, team):
+            label = principal if rate.scope == "principal" else team
             assert label is not None
-            yield _Rate(rule, label, f"rate:{rule.scope}:{_escape(label)}")
+            rates.append(_Rate(rate, label, f"rate:{rate.scope}:{_escape(label)}"))
+        return _Plan(
+            budgets=tuple(budgets),
+            limits=tuple(BudgetLimit(b.key, b.rule.hard_usd) for b in budgets),
+            rates=tuple(rates),
+            rate_limits=tuple(RateLimit(r.key, r.rule.rpm, r.rule.tpm) for r in rates),
+            rate_keys=tuple(r.key for r in rates),
+            soft=any(b.rule.soft_usd is not None for b in budgets),
+        )
 
     def _alert(
         self,
@@ -405,12 +459,23 @@ def _text_bytes(value: Any) -> int:
     """UTF-8 bytes of every string in ``value``, keys included (tool schemas' property
     names are prompt text; a message's ``role`` key costs a little extra: safe side)."""
     if isinstance(value, str):
-        return len(value.encode("utf-8", "surrogatepass"))
+        return _utf8_len(value)
     if isinstance(value, dict):
-        return sum(_text_bytes(k) + _text_bytes(v) for k, v in value.items())
-    if isinstance(value, list):
-        return sum(_text_bytes(v) for v in value)
-    return 0
+        parts: Iterable[Any] = chain.from_iterable(value.items())
+    elif isinstance(value, list):
+        parts = value
+    else:
+        return 0
+    total = 0
+    for part in parts:
+        # strings counted here, not by a recursive call: most parts of a body are strings
+        total += _utf8_len(part) if type(part) is str else _text_bytes(part)
+    return total
+
+
+def _utf8_len(text: str) -> int:
+    # ASCII (most prompts) is one byte a character: no need to encode it to count
+    return len(text) if text.isascii() else len(text.encode("utf-8", "surrogatepass"))
 
 
 def _who(call: Call) -> tuple[str, str | None]:
@@ -525,13 +590,12 @@ def _allowed_reason(
 ) -> str:
     if not budgets and not rates:
         return "no budget or rate limit applies to this caller"
-    parts = []
-    if budgets and estimate is not None:
-        assumed = f" (model not priced: as {estimate.model})" if estimate.assumed else ""
-        parts.append(f"reserved ${_usd(estimate.usd)}{assumed} against {len(budgets)} budget(s)")
-    if rates:
-        parts.append(f"within {len(rates)} rate limit(s)")
-    return "; ".join(parts) or "no budget applies to this action"
+    within = f"within {len(rates)} rate limit(s)" if rates else ""
+    if not budgets or estimate is None:
+        return within or "no budget applies to this action"
+    assumed = f" (model not priced: as {estimate.model})" if estimate.assumed else ""
+    reserved = f"reserved ${_usd(estimate.usd)}{assumed} against {len(budgets)} budget(s)"
+    return f"{reserved}; {within}" if within else reserved
 
 
 def _tokens_used(call: Call) -> int | None:
@@ -543,12 +607,13 @@ def _tokens_used(call: Call) -> int | None:
 def _usd(value: Decimal) -> str:
     """Dollars for a message: at least cents, at most six decimals (a small call's
     estimate is a fraction of a cent and must not print as $0.00)."""
-    text = format(value.quantize(Decimal("0.000001"), rounding=ROUND_HALF_UP), "f")
-    whole, _, fraction = text.partition(".")
-    fraction = fraction.rstrip("0").ljust(2, "0")
-    return f"{whole}.{fraction}"
+    text = f"{value.quantize(_MICRO, rounding=ROUND_HALF_UP):f}"
+    if text[-4:] == "0000":  # whole cents: $1.50, not $1.500000
+        return text[:-4]
+    return text.rstrip("0")
 
 
 def _floor_float(value: Decimal) -> float:
     # down to 1e-6 USD: a policy comparing against what is left must not see more
-    return float(value.quantize(Decimal("0.000001"), rounding=ROUND_FLOOR))
+    # (math.floor of a Decimal is exact; the division is the float nearest that)
+    return math.floor(value * _MILLION) / 1_000_000

@@ -88,7 +88,7 @@ class PriceTable:
         self.models = dict(models)
         self.peak_weekdays = peak_weekdays
         self.peak_minutes = peak_minutes
-        self._per = Decimal(per_tokens)
+        self.per_tokens = Decimal(per_tokens)  # prices are USD per this many tokens
 
     @classmethod
     def load(cls, path: Path | None = None) -> PriceTable:
@@ -155,7 +155,7 @@ class PriceTable:
         window = self.window(at)
         chosen = prices[window]
         by_part = {
-            part: Decimal(tokens[part]) * getattr(chosen, part) / self._per for part in _PARTS
+            part: Decimal(tokens[part]) * getattr(chosen, part) / self.per_tokens for part in _PARTS
         }
         return Cost(
             usd=sum(by_part.values(), Decimal(0)),

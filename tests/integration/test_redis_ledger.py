@@ -58,7 +58,7 @@ def test_concurrent_settlements_lose_nothing(ledger: RedisLedger) -> None:
     jobs = [(("redis", url, ledger.namespace), "0.5", w) for w in range(WORKERS)]
     charged = run_workers(reserve_and_settle, jobs)
     # a new client (another host's view) sees every settlement exactly once
-    other = RedisLedger(url, namespace=ledger.namespace)
+    other = RedisLedger(url, namespace=ledger.namespace, clock="caller")
     balance = other.balance(KEY, NOW)
     other.close()
     assert balance.spent == sum((Decimal(c) for c in charged), Decimal(0))
