@@ -239,9 +239,13 @@ _NUMERIC = re.compile(
 _NUMERIC_SKELETON = re.compile(
     (
         # the look-ahead: the first characters some format needs, so that years,
-        # times, dates and small counts fail at once
-        r"\ 1(?=1{7}|11[\-.\ /]1|1{0,2}\.1{1,3}\.|111[\ \-/]111|1111[\ \-/]11"
-        r"|[\-.\ ]111[\-.\ ]|1\ 11\ 11\ 11)"
+        # times, dates and small counts fail at once. It is the alternation
+        #   1{7} | 11[-. /]1 | 1{0,2}\.1{1,3}\. | 111[ -/]111 | 1111[ -/]11
+        #   | [-. ]111[-. ] | 1 11 11 11
+        # factored by leading characters, so that a short number (most of the
+        # thousands of numbers per MB) fails after a branch or two, not seven
+        r"\ 1(?=1(?:1(?:1{5}|\.1{1,3}\.|[\-.\ /]1|1[\ \-/]111|11[\ \-/]11)"
+        r"|\.1{1,3}\.|\ 11\ 11\ 11)|\.1{1,3}\.|[\-.\ ]111[\-.\ ])"
         + _NUMERIC_BODY.replace(r"\d", "1")
         .replace("[1-9]", "1")
         .replace("(?<=0)", "(?<=1)")

@@ -164,6 +164,12 @@ def _keep_best(
         sensitivity = _RANK[levels.get(f.kind, "confidential")]
         return (-f.confidence, -(f.end - f.start), -sensitivity, f.start)
 
+    if len(cluster) == 2:  # the usual case (a token assigned to a secret's name): the
+        # two overlap, so the better one stays (the first of equals, as sorted keeps)
+        first, second = cluster
+        out.append(first if priority(first) <= priority(second) else second)
+        return
+
     starts: list[int] = []
     chosen: list[Finding] = []
     for f in sorted(cluster, key=priority):

@@ -7,9 +7,12 @@ for AWS secrets, placeholders for passwords).
 
 from __future__ import annotations
 
+import itertools
+import re
+
 import pytest
 
-from secure_ds.dlp import Scanner, default_scanner
+from secure_ds.dlp import Scanner, _detectors, default_scanner
 from secure_ds.dlp._validators import (
     card_brand,
     country_code_split,
@@ -378,3 +381,21 @@ def test_secret_positive(text: str, value: str) -> None:
 )
 def test_secret_negative(text: str) -> None:
     assert kinds(text) == set()
+
+
+def test_numeric_lookahead_is_the_plain_alternation_factored() -> None:
+    """The skeleton pattern's look-ahead is written factored for speed; it must accept
+    exactly what the plain alternation of the formats' first characters accepts."""
+    plain = re.compile(
+        rb"\ 1(?=1{7}|11[\-.\ /]1|1{0,2}\.1{1,3}\.|111[\ \-/]111|1111[\ \-/]11"
+        rb"|[\-.\ ]111[\-.\ ]|1\ 11\ 11\ 11)"
+    )
+    source = _detectors._NUMERIC_SKELETON.pattern
+    factored = re.compile(source[: source.index(b")\n") + 1])  # " 1(?=...)" only
+    assert factored.pattern.startswith(rb"\ 1(?=")
+    assert factored.pattern != plain.pattern
+    for alphabet, longest in ((b"1.-a /", 7), (b"1 .", 10)):
+        for n in range(longest + 1):
+            for tail in itertools.product(alphabet, repeat=n):
+                probe = b" 1" + bytes(tail)
+                assert bool(plain.match(probe)) == bool(factored.match(probe)), probe
