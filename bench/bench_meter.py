@@ -4,10 +4,11 @@ increment (the floor: the least any in-process counter does), in one run.
 Each round makes one chat call's worth of metering: ``BudgetMeter.reserve`` against a
 principal and an org daily budget plus a principal rate limit, then ``settle`` with the
 call's real cost. Reported: p50/p99 per reserve+settle, and throughput with 8 threads
-sharing one meter; also the p50 of each call's CPU time (this thread's), which the
-other work on a shared machine inflates far less than wall time. Redis needs the server ``scripts/start-services.sh`` starts
-(``SECURE_DS_TEST_REDIS_URL``, default redis://127.0.0.1:6390/0); it is skipped, and
-said so, when that is not running.
+sharing one meter; also the p50 of each call's CPU time in this thread, which leaves
+out time spent waiting (for a core on a shared machine, for a ledger's server). Redis
+needs the server ``scripts/start-services.sh`` starts (``SECURE_DS_TEST_REDIS_URL``,
+default redis://127.0.0.1:6390/0); it is skipped, and said so, when that is not
+running.
 
 Targets (cost issue): in-process <= 20 us p50; Redis <= 1 ms p50 on loopback.
 
@@ -90,8 +91,8 @@ def _timed_meter(meter: BudgetMeter, subject: str, n: int) -> tuple[list[float],
 
 def _timed(fn: Callable[[], None], n: int) -> tuple[list[float], list[float]]:
     """Wall and CPU microseconds of each of ``n`` calls. CPU time (this thread's) is
-    reported too because these machines are shared: when other work takes the cores,
-    wall time counts the waiting, CPU time only what the call itself did."""
+    reported too: wall time also counts waiting, for a core when other work shares
+    the machine, and for the server of a SQLite or Redis ledger."""
     wall, cpu = [], []
     perf, thread = time.perf_counter_ns, time.thread_time_ns
     for _ in range(n):

@@ -64,6 +64,7 @@ ENV_VARS: dict[str, str] = {
     "meter_backend": "SECURE_DS_METER_BACKEND",
     "meter_db": "SECURE_DS_METER_DB",
     "meter_redis_url": "SECURE_DS_METER_REDIS_URL",
+    "meter_fallback": "SECURE_DS_METER_FALLBACK",
     "dlp": "SECURE_DS_DLP",
     "dlp_config": "SECURE_DS_DLP_CONFIG",
     "dlp_block": "SECURE_DS_DLP_BLOCK",
@@ -139,6 +140,9 @@ class Settings:
     meter_db: Path | None = None  # the SQLite ledger (meter_backend="sqlite")
     # the Redis ledger (meter_backend="redis"); a Secret: the URL may carry a password
     meter_redis_url: Secret | None = None
+    # while Redis is unreachable: "none" refuses metered calls (fail closed);
+    # "local-unsafe" meters them against a per-process ledger, audited as such
+    meter_fallback: Literal["none", "local-unsafe"] = "none"
     dlp: Literal["off", "detect"] = "detect"
     dlp_config: Path | None = None
     dlp_block: tuple[str, ...] = ()
@@ -283,6 +287,20 @@ class Settings:
                     "is not a redis:// or rediss:// URL",
                     "Use redis://[[USER]:PASSWORD@]HOST[:PORT][/DB], or rediss://... for TLS.",
                 )
+        if self.meter_fallback not in ("none", "local-unsafe"):
+            raise _err(
+                "meter_fallback",
+                f"{self.meter_fallback!r} is not a meter fallback",
+                "Use none (the default: while the Redis ledger is down, metered calls are "
+                "refused) or local-unsafe (they are metered by this process alone, audited).",
+            )
+        if self.meter_fallback == "local-unsafe" and self.meter_backend != "redis":
+            raise _err(
+                "meter_fallback",
+                f"is local-unsafe, but the {self.meter_backend} meter backend has no shared "
+                "ledger to fall back from",
+                "Unset SECURE_DS_METER_FALLBACK, or use it with SECURE_DS_METER_BACKEND=redis.",
+            )
         if self.meter_backend == "sqlite" and self.meter_db is None:
             raise _err(
                 "meter_db",

@@ -146,6 +146,7 @@ class Admission(NamedTuple):
 
     budgets: ReserveResult | None
     rates: RateResult | None
+    fallback: str | None = None  # set when a local ledger stood in for the shared one
 
     @property
     def admitted(self) -> bool:

@@ -12,8 +12,10 @@ __all__ = ["ledger_from_settings"]
 def ledger_from_settings(settings: Settings) -> Ledger:
     """The ledger for ``settings.meter_backend``: memory (one process), sqlite (the
     processes of one host, ``SECURE_DS_METER_DB``) or redis (many hosts,
-    ``SECURE_DS_METER_REDIS_URL``). Settings validate these already; the checks here
-    cover a Settings built with ``dataclasses.replace`` or by hand."""
+    ``SECURE_DS_METER_REDIS_URL``; with ``SECURE_DS_METER_FALLBACK=local-unsafe``
+    wrapped in a :class:`~._fallback.FallbackLedger`). Settings validate these
+    already; the checks here cover a Settings built with ``dataclasses.replace`` or by
+    hand."""
     backend = settings.meter_backend
     if backend == "memory":
         return MemoryLedger()
@@ -36,7 +38,12 @@ def ledger_from_settings(settings: Settings) -> Ledger:
         # imported here: redis-py is an optional extra, needed only for this backend
         from ._ledger_redis import RedisLedger
 
-        return RedisLedger(settings.meter_redis_url.reveal())
+        ledger: Ledger = RedisLedger(settings.meter_redis_url.reveal())
+        if settings.meter_fallback == "local-unsafe":
+            from ._fallback import FallbackLedger
+
+            ledger = FallbackLedger(ledger)
+        return ledger
     raise ConfigError(
         "SECURE_DS_METER_BACKEND",
         f"{backend!r} is not a meter backend",

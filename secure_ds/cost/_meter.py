@@ -32,7 +32,7 @@ from __future__ import annotations
 import math
 import os
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from decimal import ROUND_HALF_UP, Decimal
 from itertools import chain
@@ -44,6 +44,7 @@ from ._alerts import AlertSender, BudgetAlert
 from ._budgets import BudgetConfig, BudgetRule, RateRule, load_budgets, team_of
 from ._ledger import (
     WINDOW_S,
+    Admission,
     BudgetLimit,
     Ledger,
     MemoryLedger,
@@ -216,6 +217,18 @@ class BudgetMeter:
         admission = self.ledger.admit(
             limits, amount, self.config.reservation_ttl_s, plan.rate_limits, 1, tokens, now
         )
+        metering = self._admitted(call, plan, estimate, admission, now)
+        if admission.fallback is not None:
+            metering = _fell_back(metering, admission.fallback)
+        return metering
+
+    def _admitted(
+        self, call: Call, plan: _Plan, estimate: Estimate | None, admission: Admission, now: float
+    ) -> Metering:
+        """The Metering for what the ledger decided (and the call's ``_Held`` if allowed)."""
+        tokens = estimate.tokens if estimate is not None else 0
+        amount = estimate.usd if estimate is not None else _ZERO
+        limits = plan.limits if estimate is not None else ()
         checked, counted = admission.budgets, admission.rates
         if checked is not None and checked.blocked is not None:
             assert estimate is not None
@@ -543,6 +556,16 @@ def _soft_crossing(
                 "resets_at": budget.resets_at.strftime("%Y-%m-%dT%H:%M:%SZ"),
             }
     return None
+
+
+def _fell_back(metering: Metering, why: str) -> Metering:
+    """``metering`` as decided by a local ledger standing in for the shared one: the
+    reason and the details (so the audit record) say so (see :mod:`._fallback`)."""
+    return replace(
+        metering,
+        reason=f"{metering.reason} [{why}]",
+        details={**(metering.details or {}), "ledger_fallback": why},
+    )
 
 
 def _rate_limited(

@@ -353,6 +353,95 @@ def test_rate_hit_is_all_or_nothing(ledger: Ledger) -> None:
     assert ledger.hit([person], 1, 0, SAT_NOON).retry_after is not None
 
 
+def test_admit_is_all_or_nothing_across_budgets_and_rates(ledger: Ledger) -> None:
+    # invariant 9: a call refused by a rate limit holds no budget, and one refused by a
+    # budget counts against no rate limit
+    budget = BudgetLimit("principal:alice:day:2026-11-28", Decimal("1"))
+    rate = RateLimit("rate:principal:alice", rpm=1, tpm=None)
+    first = ledger.admit([budget], Decimal("0.4"), 900, [rate], 1, 10, SAT_NOON)
+    assert first.budgets is not None
+    assert first.budgets.reservation is not None
+    assert first.rates is not None
+    assert first.rates.retry_after is None
+    assert first.fallback is None
+    by_rate = ledger.admit([budget], Decimal("0.4"), 900, [rate], 1, 10, SAT_NOON + 1)
+    assert by_rate.rates is not None
+    assert by_rate.rates.unit == "requests"
+    assert by_rate.budgets is not None
+    assert by_rate.budgets.reservation is None
+    assert ledger.balance(budget.key, SAT_NOON + 1).reserved == Decimal("0.4")  # only the first
+    other = RateLimit("rate:principal:bob", rpm=1, tpm=None)
+    by_budget = ledger.admit([budget], Decimal("0.7"), 900, [other], 1, 10, SAT_NOON + 2)
+    assert by_budget.budgets is not None
+    assert by_budget.budgets.blocked == 0
+    assert by_budget.rates is None
+    # bob's one request a minute is still free: the refused call was not counted
+    assert ledger.hit([other], 1, 0, SAT_NOON + 3).retry_after is None
+
+
+def test_finish_settles_and_corrects_tokens_in_one_step(ledger: Ledger) -> None:
+    budget = BudgetLimit("team:ml:day:2026-11-28", Decimal("1"))
+    rate = RateLimit("rate:team:ml", rpm=None, tpm=1000)
+    admitted = ledger.admit([budget], Decimal("0.5"), 900, [rate], 1, 900, SAT_NOON)
+    assert admitted.budgets is not None
+    assert admitted.rates is not None
+    held = admitted.budgets.reservation
+    assert held is not None
+    assert ledger.hit([rate], 1, 200, SAT_NOON + 1).unit == "tokens"  # 900 + 200 > 1000
+    ledger.finish(held, Decimal("0.125"), ["rate:team:ml"], admitted.rates.window, -800)
+    balance = ledger.balance(budget.key, SAT_NOON + 2)
+    assert (balance.spent, balance.reserved) == (Decimal("0.125"), Decimal(0))
+    assert ledger.hit([rate], 1, 200, SAT_NOON + 2).retry_after is None  # 100 + 200 fit
+    ledger.finish(held, Decimal("0.125"), (), None, 0)  # a repeat charges nothing
+    assert ledger.balance(budget.key, SAT_NOON + 3).spent == Decimal("0.125")
+    # releasing (actual None) frees the hold and charges nothing
+    second = ledger.admit([budget], Decimal("0.5"), 900, (), 0, 0, SAT_NOON + 4).budgets
+    assert second is not None
+    assert second.reservation is not None
+    ledger.finish(second.reservation, None, (), None, 0)
+    balance = ledger.balance(budget.key, SAT_NOON + 5)
+    assert (balance.spent, balance.reserved) == (Decimal("0.125"), Decimal(0))
+
+
+def test_memory_balances_match_a_full_recount_through_random_operations(tmp_path: Path) -> None:
+    # MemoryLedger keeps a running total per budget instead of summing its holds on
+    # every read; SQLiteLedger sums them in SQL. Driven through the same random mix
+    # of reserves, settles, releases, expiries and late settles, both must agree.
+    import random
+
+    rng = random.Random(20261128)
+    memory, sqlite = MemoryLedger(), SQLiteLedger(tmp_path / "reference.db")
+    keys = ["principal:a:day:2026-11-28", "team:t:day:2026-11-28", "org:o:day:2026-11-28"]
+    now = SAT_NOON
+    open_holds: list[tuple[Any, Any]] = []
+    for _ in range(400):
+        now += rng.choice([0.0, 0.5, 7.0, 31.0])
+        op = rng.random()
+        if op < 0.5 or not open_holds:
+            chosen = rng.sample(keys, rng.randint(1, 3))
+            limits = [BudgetLimit(k, Decimal("3")) for k in chosen]
+            amount = Decimal(rng.randint(1, 400)) / 1000
+            ttl = rng.choice([10.0, 45.0, 900.0])
+            a = memory.reserve(limits, amount, ttl, now)
+            b = sqlite.reserve(limits, amount, ttl, now)
+            assert (a.blocked, a.balances) == (b.blocked, b.balances)
+            if a.reservation is not None:
+                assert b.reservation is not None
+                open_holds.append((a.reservation, b.reservation))
+        else:
+            mine, theirs = open_holds.pop(rng.randrange(len(open_holds)))
+            if op < 0.8:
+                actual = Decimal(rng.randint(0, 500)) / 1000  # may exceed the estimate
+                memory.settle(mine, actual)
+                sqlite.settle(theirs, actual)
+            else:
+                memory.release(mine)
+                sqlite.release(theirs)
+        for key in keys:
+            assert memory.balance(key, now) == sqlite.balance(key, now), (key, now)
+    sqlite.close()
+
+
 # ---------------------------------------------------------------------- the meter
 
 
