@@ -33,6 +33,12 @@ __all__ = [
     "CircuitOpen",
     "ConfigError",
     "ConnectionFailed",
+    "FheContextError",
+    "FheError",
+    "FheInputError",
+    "FheModelError",
+    "FheParameterError",
+    "FheWireError",
     "IdentityError",
     "InsufficientBalance",
     "InvalidParameters",
@@ -95,6 +101,52 @@ class AuditError(SecureDSError):
 
     secure-ds fails closed: while the log is unwritable no call goes out.
     """
+
+
+class FheError(SecureDSError):
+    """The encrypted-inference path (:mod:`secure_ds.fhe`) refused something.
+
+    The subclasses say which part was wrong; none of them ever quotes plaintext or key
+    material. A service answers the same problem with HTTP ``status`` and the same text
+    (``param`` names the request field at fault, as DeepSeek's error bodies do).
+    """
+
+    status: int = 400
+    param: str | None = None
+
+    def __init__(
+        self, message: str, *, hint: str = "", status: int | None = None, param: str | None = None
+    ) -> None:
+        super().__init__(message, hint=hint)
+        if status is not None:
+            self.status = status
+        if param is not None:
+            self.param = param
+
+
+class FheParameterError(FheError):
+    """A CKKS parameter set is unknown, malformed or below 128-bit security."""
+
+
+class FheModelError(FheError):
+    """A model file is malformed, unknown, or needs more depth than its parameter set."""
+
+    status = 422
+
+
+class FheInputError(FheError):
+    """Inputs do not fit the model or the ciphertext (wrong length, too many slots)."""
+
+    status = 422
+
+
+class FheWireError(FheError):
+    """An FHE frame is malformed, truncated, oversized or of an unknown version."""
+
+
+class FheContextError(FheError):
+    """An evaluation context is unusable: it holds a secret key, is unknown to the
+    service, or a ciphertext belongs to another context."""
 
 
 class CallError(SecureDSError, openai.APIError):
