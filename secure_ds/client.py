@@ -26,8 +26,9 @@ from __future__ import annotations
 import ssl
 from collections.abc import Callable
 from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import httpx2
 import openai
@@ -47,6 +48,9 @@ from .identity import (
     token_provider_from_settings,
 )
 from .policy import CedarDecider, PolicyStore
+
+if TYPE_CHECKING:
+    from .fhe._client import Fhe
 
 __all__ = ["AsyncSecureDeepSeek", "BalanceInfo", "SecureDeepSeek", "UserBalance"]
 
@@ -293,6 +297,17 @@ class SecureDeepSeek(_GuardedClient, openai.OpenAI):
     def user_balance(self) -> UserBalance:
         """DeepSeek's account balance (``GET /user/balance``), through the guard chain."""
         return self.get("/user/balance", cast_to=UserBalance)
+
+    @cached_property
+    def fhe(self) -> Fhe:
+        """Encrypted inference on small models (TenSEAL CKKS): ``client.fhe.infer(...)``.
+
+        The secret key stays in this process; requests go through the guard chain.
+        TenSEAL is imported on first use.
+        """
+        from .fhe._client import Fhe
+
+        return Fhe(self)
 
     def _prepare_request(self, request: httpx2.Request) -> None:
         super()._prepare_request(request)

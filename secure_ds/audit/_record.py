@@ -51,6 +51,7 @@ def build_record(call: Call) -> dict[str, Any]:
         "attempts": call.attempts,
         "response": call.response or None,
         "cost": call.cost.record if call.cost is not None else None,
+        "fhe": call.fhe,
         "latency_ms": round(call.elapsed_ms(), 3),
         "error": call.error,
     }

@@ -25,7 +25,7 @@ from .._ids import uuid7
 
 __all__ = ["Action", "Call", "Classification", "Decision", "Identity", "Metering", "action_for"]
 
-Action = Literal["chat", "stream", "fim", "list_models", "balance", "other"]
+Action = Literal["chat", "stream", "fim", "fhe_infer", "list_models", "balance", "other"]
 Outcome = Literal["permit", "deny", "failure"]
 
 
@@ -165,11 +165,14 @@ class Metering:
         }
 
 
+_FHE_PATHS = ("/fhe/infer", "/fhe/contexts")
 _TRACEPARENT = re.compile(r"^[0-9a-f]{2}-([0-9a-f]{32})-[0-9a-f]{16}-[0-9a-f]{2}$")
 
 
 def action_for(method: str, path: str, body: dict[str, Any] | None) -> Action:
     """Map an API path to the action name policies and the audit record use."""
+    if method == "POST" and path.endswith(_FHE_PATHS):
+        return "fhe_infer"  # the context upload belongs to the same encrypted path
     if path.endswith("/chat/completions"):
         return "stream" if body is not None and body.get("stream") is True else "chat"
     if path.endswith("/completions"):
@@ -219,10 +222,13 @@ class Call:
     budget_remaining_usd: float | None = None  # before this call, for the policy context
     settled: bool = False  # the meter settled (or released) this call's reservation
     settle_error: str | None = None
+    fhe: dict[str, Any] | None = None  # an FHE frame's summary: ids and digests, no data
 
     @classmethod
     def from_request(cls, request: httpx2.Request) -> Call:
         raw = request.content if request.method != "GET" else b""
+        if action_for(request.method, request.url.path, None) == "fhe_infer":
+            return cls._fhe(request, raw)
         body: dict[str, Any] | None = None
         if raw:
             try:
@@ -244,9 +250,30 @@ class Call:
             call.requested_model = body["model"]
         return call
 
+    @classmethod
+    def _fhe(cls, request: httpx2.Request, raw: bytes) -> Call:
+        """An FHE call: a binary frame, never parsed as JSON and never given to DLP
+        (there is no text in it; see :mod:`secure_ds.fhe._wire`). The record gets the
+        frame's summary: parameter set, model, context id, ciphertext SHA-256s."""
+        from ..fhe._wire import audit_summary
+
+        call = cls(request=request, action="fhe_infer", body=None, body_bytes=raw, stream=False)
+        parent = _TRACEPARENT.match(request.headers.get("traceparent", ""))
+        call.trace_id = parent.group(1) if parent else call.event_id.replace("-", "")
+        call.fhe = audit_summary(request.headers.get("content-type", ""), raw) or {
+            "frame": "invalid",
+            "bytes": len(raw),
+            "problem": "not an FHE frame (wrong Content-Type)",
+        }
+        model = call.fhe.get("model")
+        call.requested_model = model if isinstance(model, str) else None
+        return call
+
     @property
     def model(self) -> str | None:
         """The model as it will be (or was) sent."""
+        if self.fhe is not None:
+            return self.requested_model
         if self.body is not None and isinstance(self.body.get("model"), str):
             return str(self.body["model"])
         return None

@@ -137,7 +137,9 @@ class Enforcer:
     Known obligations: ``cap_max_tokens:N``, ``route:MODEL``, ``route:auto`` (the
     cost-aware router of :mod:`secure_ds.cost._router`), and the DLP ones,
     ``block:<kinds>`` and ``redact:<kinds>[:reversible]`` (see
-    :mod:`secure_ds.dlp._guard`). Any other obligation raises
+    :mod:`secure_ds.dlp._guard`), and ``require:fhe``: met by an FHE call (the input is
+    encrypted on the client, the endpoint only ever sees ciphertexts), refused for
+    any other call, whose data would leave in the clear. Any other obligation raises
     :class:`ObligationRefused` (fail closed). Besides obligations it strips a
     model pin (``name@version`` is recorded, the bare name sent) and fills
     ``max_tokens``/``temperature``/``top_p``/``frequency_penalty`` from
@@ -163,12 +165,18 @@ class Enforcer:
         self._default_pin = settings.model_pin
 
     def enforce(self, call: Call, decision: Decision) -> None:
+        obligations = decision.obligations
+        if "require:fhe" in obligations:
+            self._require_fhe(call)
+            obligations = tuple(o for o in obligations if o != "require:fhe")
+        if call.action == "fhe_infer":
+            for obligation in obligations:
+                self._on_ciphertext(call, obligation)
+            return
         body = call.body
         if body is None:
-            if decision.obligations:
-                raise ObligationRefused(
-                    f"obligation {decision.obligations[0]!r} needs a JSON request body"
-                )
+            if obligations:
+                raise ObligationRefused(f"obligation {obligations[0]!r} needs a JSON request body")
             return
         self._pin(call, body)
         if call.action in ("chat", "stream", "fim"):
@@ -177,8 +185,32 @@ class Enforcer:
                     body[name] = value
                     call.body_changed = True
                     call.enforcement.append(f"default:{name}")
-        for obligation in decision.obligations:
+        for obligation in obligations:
             self._apply(call, body, obligation)
+
+    @staticmethod
+    def _on_ciphertext(call: Call, obligation: str) -> None:
+        """An FHE request's body is ciphertext: DLP obligations hold (no plaintext
+        leaves), a token cap and route:auto do not apply; a fixed route cannot be
+        honoured (the model is part of the encrypted evaluation), so it denies."""
+        kind = obligation.partition(":")[0]
+        if kind in ("block", "redact", "cap_max_tokens") or obligation == "route:auto":
+            call.enforcement.append(f"{obligation} (not applicable: ciphertext only)")
+            return
+        raise ObligationRefused(
+            f"obligation {obligation!r} cannot be carried out on an encrypted (FHE) request"
+        )
+
+    @staticmethod
+    def _require_fhe(call: Call) -> None:
+        if call.action != "fhe_infer":
+            raise ObligationRefused(
+                f"require:fhe: this {call.action} call must take the encrypted path, and a "
+                f"{call.action} request cannot be encrypted end to end (only small models "
+                "can be evaluated under FHE). Use client.fhe.infer(model=..., inputs=...) "
+                "with one of the FHE models, or ask for a policy that permits this call"
+            )
+        call.enforcement.append("require:fhe (encrypted on the client; ciphertext only)")
 
     def _route_auto(self, call: Call, body: dict[str, object]) -> None:
         """Let the router pick the model (and cap max_tokens to fit the budget)."""

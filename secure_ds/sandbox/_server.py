@@ -181,6 +181,7 @@ class _App:
         self._thumbprints: weakref.WeakKeyDictionary[ssl.SSLObject, str] = (
             weakref.WeakKeyDictionary()
         )
+        self.fhe = _FheEndpoint()
 
     def build(self) -> web.Application:
         app = web.Application(middlewares=[self._guard], client_max_size=_MAX_BODY)
@@ -190,6 +191,8 @@ class _App:
             web.post("/completions", self._fim_without_beta),
             web.get("/models", self._models),
             web.get("/user/balance", self._balance),
+            web.post("/fhe/contexts", self._fhe_contexts),
+            web.post("/fhe/infer", self._fhe_infer),
         ]
         for prefix in ("", "/v1"):
             for route in routes:
@@ -308,6 +311,14 @@ class _App:
             f"{self._base_url}/beta (POST /beta/completions)",
         )
 
+    async def _fhe_contexts(self, request: web.Request) -> web.StreamResponse:
+        """Cache a public evaluation context (tens of MB); answers its id."""
+        return await self.fhe.upload(request)
+
+    async def _fhe_infer(self, request: web.Request) -> web.StreamResponse:
+        """Score an encrypted batch; answers the encrypted result frame."""
+        return await self.fhe.infer(request)
+
     async def _models(self, request: web.Request) -> web.StreamResponse:
         return web.Response(body=R.MODELS_BODY, content_type="application/json")
 
@@ -345,6 +356,70 @@ class _App:
             await response.write(_sse(chunk))
         await response.write(_DONE)
         return response
+
+
+class _FheEndpoint:
+    """``POST /fhe/contexts`` and ``POST /fhe/infer`` over :class:`secure_ds.fhe.FheService`.
+
+    TenSEAL is imported on the first FHE request, so a sandbox that never sees one
+    never loads it. Bodies are binary frames (``application/vnd.secure-ds.fhe.v1``);
+    their size is checked from ``Content-Length`` and while reading, before the frame
+    is parsed. Evaluation is CPU-bound, so it runs on a worker thread, not the loop.
+    """
+
+    def __init__(self) -> None:
+        self._service: Any = None
+        self._lock = threading.Lock()
+
+    def service(self) -> Any:
+        with self._lock:
+            if self._service is None:
+                from ..fhe import FheService
+
+                self._service = FheService()
+            return self._service
+
+    async def upload(self, request: web.Request) -> web.StreamResponse:
+        from ..fhe._wire import MAX_CONTEXT_BYTES
+
+        data = await self._body(request, MAX_CONTEXT_BYTES + 64 * 1024)
+        context_id = await self._run(self.service().upload_context, data)
+        return web.json_response({"context_id": context_id})
+
+    async def infer(self, request: web.Request) -> web.StreamResponse:
+        from ..fhe._wire import CONTENT_TYPE
+
+        data = await self._body(request, _MAX_BODY * 8)
+        result = await self._run(self.service().infer, data)
+        return web.Response(body=result, content_type=CONTENT_TYPE)
+
+    async def _body(self, request: web.Request, limit: int) -> bytes:
+        from ..fhe._wire import CONTENT_TYPE
+
+        if request.content_type != CONTENT_TYPE:
+            raise R.RequestError(
+                415, f"FHE endpoints take Content-Type {CONTENT_TYPE}, not {request.content_type}"
+            )
+        declared = request.content_length
+        if declared is not None and declared > limit:
+            raise R.RequestError(413, f"FHE frame of {declared} bytes is over {limit} bytes")
+        chunks: list[bytes] = []
+        size = 0
+        while chunk := await request.content.read(1 << 20):
+            size += len(chunk)
+            if size > limit:
+                raise R.RequestError(413, f"FHE frame is over {limit} bytes")
+            chunks.append(chunk)
+        return b"".join(chunks)
+
+    async def _run(self, work: Callable[[bytes], Any], data: bytes) -> Any:
+        from ..fhe import FheError
+
+        loop = asyncio.get_running_loop()
+        try:
+            return await loop.run_in_executor(None, work, data)
+        except FheError as exc:
+            raise R.RequestError(exc.status, str(exc), param=exc.param) from None
 
 
 def _fault_response(status: int, retry_after: float | None) -> web.Response:
@@ -485,6 +560,7 @@ class _Running:
     issuer_key: IssuerKey
     server: _ServerThread
     base_url: str
+    fhe: _FheEndpoint
 
 
 class Sandbox:
@@ -544,14 +620,15 @@ class Sandbox:
             base_url = f"https://{_HOST}:{sock.getsockname()[1]}"
             ca, issuer_key, context = self._mint(directory)
             verifier = TokenVerifier.for_issuer(issuer_key, issuer=ISSUER, audience=base_url)
-            app = _App(verifier, self._faults, self._recorder, base_url).build()
+            handlers = _App(verifier, self._faults, self._recorder, base_url)
+            app = handlers.build()
             server = _ServerThread(app, context, sock)
             server.start()
         except BaseException:
             sock.close()
             shutil.rmtree(directory, ignore_errors=True)
             raise
-        return _Running(directory, ca, issuer_key, server, base_url)
+        return _Running(directory, ca, issuer_key, server, base_url, handlers.fhe)
 
     def _mint(self, directory: Path) -> tuple[LocalCA, IssuerKey, ssl.SSLContext]:
         """Write ca.pem, server.pem, server-key.pem, issuer-key.pem; return the server context."""
@@ -615,6 +692,11 @@ class Sandbox:
     def stats(self) -> SandboxStats:
         """A snapshot of the request counters and the last verified claims."""
         return self._recorder.snapshot()
+
+    @property
+    def fhe_service(self) -> Any:
+        """The :class:`secure_ds.fhe.FheService` behind ``/fhe/*`` (created on first use)."""
+        return self._require().fhe.service()
 
     @property
     def last_request(self) -> dict[str, Any] | None:
