@@ -231,6 +231,8 @@ _NUMERIC_BODY = r"""
     )
     (?!W|[.\-]\d)
 """
+if _NUMERIC_BODY.rindex("(?P<") != _NUMERIC_BODY.index("(?P<nat0>"):
+    raise AssertionError("find_numbers relies on nat0 being the last branch")
 _NUMERIC = re.compile(
     r"[0-9](?<![0-9A-Za-z_.,+\-][0-9])"
     + _NUMERIC_BODY.replace(r"\d", "[0-9]").replace("W", "[0-9A-Za-z_]").replace("S", r"\ "),
@@ -291,6 +293,12 @@ def find_numbers(ctx: Context) -> Iterator[Finding]:
     for candidate in _NUMERIC_SKELETON.finditer(ctx.skeleton):
         start = candidate.start()
         if start < resume:
+            continue
+        # Each branch of the skeleton pattern accepts a superset of the same branch
+        # of the real one, so when only the last branch (``nat0``) matched the
+        # skeleton, only it can match the text, and it needs a leading 0: a run of
+        # numbers such as "401 716" is dropped without the real pattern.
+        if candidate.lastgroup == "nat0" and text[start] != "0":
             continue
         m = _NUMERIC.match(text, start)
         if m is None:
