@@ -313,19 +313,21 @@ class MemoryLedger:
         # written out rather than built from reserve and hit: this is the meter's hot
         # path, and one pass under one lock is what keeps it near a dict update
         with self._lock:
-            budgets: ReserveResult | None = None
+            balances: tuple[Balance, ...] = ()
             if limits:
-                budgets = self._check_budgets(limits, amount, now)
-                if budgets.blocked is not None:
-                    return Admission(budgets, None)
+                balances, blocked = self._check_budgets(limits, amount, now)
+                if blocked is not None:
+                    return Admission(ReserveResult(None, balances, blocked), None)
             counted: RateResult | None = None
             if rates:
                 counted = self._count(rates, requests, tokens, now)
                 if counted.retry_after is not None:
-                    return Admission(_unreserved(budgets), counted)
-            if budgets is not None:
-                budgets = self._hold(limits, amount, ttl, now, budgets.balances)
-            return Admission(budgets, counted)
+                    unreserved = ReserveResult(None, balances) if limits else None
+                    return Admission(unreserved, counted)
+            if not limits:
+                return Admission(None, counted)
+            held = self._hold(limits, amount, ttl, now)
+            return Admission(ReserveResult(held, balances), counted)
 
     def finish(
         self,
@@ -345,10 +347,10 @@ class MemoryLedger:
         self, limits: Sequence[BudgetLimit], amount: Decimal, ttl: float, now: float
     ) -> ReserveResult:
         with self._lock:
-            checked = self._check_budgets(limits, amount, now)
-            if checked.blocked is not None:
-                return checked
-            return self._hold(limits, amount, ttl, now, checked.balances)
+            balances, blocked = self._check_budgets(limits, amount, now)
+            if blocked is not None:
+                return ReserveResult(None, balances, blocked)
+            return ReserveResult(self._hold(limits, amount, ttl, now), balances)
 
     def settle(self, reservation: Reservation, actual: Decimal) -> None:
         with self._lock:
@@ -380,23 +382,26 @@ class MemoryLedger:
 
     def _check_budgets(
         self, limits: Sequence[BudgetLimit], amount: Decimal, now: float
-    ) -> ReserveResult:
+    ) -> tuple[tuple[Balance, ...], int | None]:
+        """Every budget's balance, and the index of the first this amount would pass."""
         if now >= self._next_prune:
             self._prune(now)
-        balances = tuple([self._balance(limit.key, now) for limit in limits])
-        for index, (limit, bal) in enumerate(zip(limits, balances, strict=True)):
-            if bal.spent + bal.reserved + amount > limit.limit:
-                return ReserveResult(None, balances, index)
-        return ReserveResult(None, balances)
+        spent_of, holds_of = self._spent.get, self._holds.get
+        balances: list[Balance] = []
+        blocked: int | None = None
+        for index, limit in enumerate(limits):
+            holds = holds_of(limit.key)
+            balance = Balance(
+                spent_of(limit.key, _ZERO), holds.reserved(now) if holds is not None else _ZERO
+            )
+            balances.append(balance)
+            if blocked is None and balance.spent + balance.reserved + amount > limit.limit:
+                blocked = index
+        return tuple(balances), blocked
 
     def _hold(
-        self,
-        limits: Sequence[BudgetLimit],
-        amount: Decimal,
-        ttl: float,
-        now: float,
-        balances: tuple[Balance, ...],
-    ) -> ReserveResult:
+        self, limits: Sequence[BudgetLimit], amount: Decimal, ttl: float, now: float
+    ) -> Reservation:
         keys = tuple([limit.key for limit in limits])
         reservation = Reservation(f"m{next(self._ids)}", keys, amount, now + ttl)
         for key in keys:
@@ -404,7 +409,7 @@ class MemoryLedger:
             if holds is None:
                 holds = self._holds[key] = _Holds()
             holds.add(reservation.id, amount, reservation.expires_at)
-        return ReserveResult(reservation, balances)
+        return reservation
 
     def _count(
         self, limits: Sequence[RateLimit], requests: int, tokens: int, now: float

@@ -61,7 +61,7 @@ import re
 import threading
 import time
 from collections.abc import Callable, Sequence
-from decimal import ROUND_CEILING, Decimal, localcontext
+from decimal import ROUND_CEILING, Context, Decimal
 from typing import TYPE_CHECKING, Any, Literal, TypeVar, cast
 from urllib.parse import urlsplit
 
@@ -93,6 +93,8 @@ RATE_RETAIN_S = 3 * WINDOW_S  # the window, the next one (adjust_tokens) and a m
 _URL_VAR = "SECURE_DS_METER_REDIS_URL"
 _NAMESPACE_RE = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
 _SCALE = 18
+_EXACT = Context(prec=100)  # wide enough that converting an amount never rounds it
+_ONE = Decimal(1)
 _ZERO = Decimal(0)
 _T = TypeVar("_T")
 
@@ -265,22 +267,17 @@ def to_units(amount: Decimal) -> str:
     if not amount.is_finite() or amount < 0:
         # the meter never passes these; refusing beats storing a number Lua cannot add
         raise ValueError(f"a ledger amount must be a finite USD amount >= 0, not {amount}")
-    with localcontext() as ctx:
-        ctx.prec = 100  # no rounding before the one below, whatever the amount's size
-        return str(int(amount.scaleb(_SCALE).to_integral_value(rounding=ROUND_CEILING)))
+    # a 100-digit context: no rounding before the one asked for, whatever the size
+    scaled = amount.scaleb(_SCALE, context=_EXACT)
+    return str(int(scaled.to_integral_value(rounding=ROUND_CEILING, context=_EXACT)))
 
 
 def from_units(units: str) -> Decimal:
     """The Decimal for a stored amount, without the trailing zeros of the scale."""
-    with localcontext() as ctx:
-        ctx.prec = 100
-        value = Decimal(units).scaleb(-_SCALE)
-        # normalize() alone would write 100 as 1E+2
-        return (
-            value.quantize(Decimal(1))
-            if value == value.to_integral_value()
-            else (value.normalize())
-        )
+    value = Decimal(units).scaleb(-_SCALE, context=_EXACT)
+    if value == value.to_integral_value(context=_EXACT):
+        return value.quantize(_ONE, context=_EXACT)  # normalize() would write 100 as 1E+2
+    return value.normalize(context=_EXACT)
 
 
 def safe_url(url: str) -> str:
