@@ -19,7 +19,8 @@ the scan does. The views here move that work into single C calls:
   ``" 1"``, and a pattern that begins with a literal of two bytes or more is
   searched for in C without starting a match attempt at every digit.
 
-All views are built lazily, once per scan, with C-speed ``bytes`` methods.
+All views are built lazily, once per scan (the skeleton and heads views together, from
+one copy of the text with its leading space), with C-speed ``bytes`` methods.
 """
 
 from __future__ import annotations
@@ -88,7 +89,7 @@ class Context:
         """``skeleton[i + 1]`` describes ``text[i]``; so a match of ``b" 1..."`` at
         ``i`` is a number starting at ``text[i]``."""
         if self._skeleton is None:
-            self._skeleton = (b" " + self.raw).translate(_SKELETON)
+            self._skeleton, self._heads = self._spaced_views()
         return self._skeleton
 
     @property
@@ -105,8 +106,15 @@ class Context:
         to ``b``: ``heads[i + 1]`` describes ``text[i]``, and a run of 20+ token
         characters that may start a vendor token is the literal `` b`` and 19 more."""
         if self._heads is None:
-            self._heads = (b" " + self.raw).translate(_HEADS)
+            self._skeleton, self._heads = self._spaced_views()
         return self._heads
+
+    def _spaced_views(self) -> tuple[bytes, bytes]:
+        """The skeleton and the heads view, built together: every scan uses both
+        (numbers and IBANs the one, tokens and secrets the other), and one copy of the
+        text with its leading space then serves the two."""
+        spaced = b" " + self.raw
+        return spaced.translate(_SKELETON), spaced.translate(_HEADS)
 
     def before(self, pos: int, width: int) -> str:
         """The ``width`` characters before ``pos``, lower-cased (for context words)."""
