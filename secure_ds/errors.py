@@ -117,7 +117,7 @@ class FheError(SecureDSError):
     def __init__(
         self, message: str, *, hint: str = "", status: int | None = None, param: str | None = None
     ) -> None:
-        super().__init__(message, hint=hint)
+        super().__init__(message if message.endswith(".") else message + ".", hint=hint)
         if status is not None:
             self.status = status
         if param is not None:
