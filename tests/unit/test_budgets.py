@@ -743,3 +743,41 @@ def test_a_budget_lowered_while_calls_are_in_flight(ledger: Ledger) -> None:
     _succeed(in_flight, 10, 50, SAT_NOON)
     old.settle(in_flight)  # the old call settles at its real (small) cost...
     assert new.reserve(_call(max_tokens=1_000)).allowed  # ...and the room comes back
+
+
+def test_a_new_configuration_on_a_live_meter_applies_to_the_next_call() -> None:
+    # the meter caches each caller's rules per day; new rules must not be hidden by it
+    clock = Clock(SAT_NOON)
+    meter = _meter(DAY5, MemoryLedger(), clock)
+    assert meter.reserve(_call(max_tokens=10)).allowed
+    lowered = DAY5.replace("hard_usd = 0.01", "hard_usd = 0.000001").replace(
+        "soft_usd = 0.008\n", ""
+    )
+    meter.config = _config(lowered)
+    refused = meter.reserve(_call(max_tokens=10))
+    assert (refused.allowed, refused.kind) == (False, "budget")
+    assert refused.details is not None
+    assert refused.details["limit_usd"] == 0.000001
+
+
+def test_a_clock_stepped_back_keeps_holds_live_and_charges_the_reserved_day(
+    ledger: Ledger,
+) -> None:
+    # an NTP step backwards (or a host behind the others) must neither drop a hold nor
+    # lose a settlement; the call stays charged to the day its reservation named
+    clock = Clock(datetime(2026, 11, 29, 0, 0, 30, tzinfo=UTC).timestamp())
+    meter = _meter(DAY5, ledger, clock)
+    call = _call(max_tokens=1000)
+    call.metering = meter.reserve(call)
+    assert call.metering.allowed
+    clock.now -= 3600  # back to 23:00:30 the day before
+    today = "principal:alice:day:2026-11-29"
+    assert ledger.balance(today, clock.now).reserved > 0  # still held
+    _succeed(call, 10, 20, clock.now)
+    meter.settle(call)
+    assert ledger.balance(today, clock.now).spent == _flash_cost(10, 20)
+    assert ledger.balance(today, clock.now).reserved == 0
+    # calls made while the clock reads the 28th count against the 28th
+    assert meter.reserve(_call(max_tokens=10)).allowed
+    yesterday = "principal:alice:day:2026-11-28"
+    assert ledger.balance(yesterday, clock.now).reserved > 0
