@@ -135,8 +135,22 @@ class FallbackLedger:
         finally:
             self.local.close()
 
-    # The single operations (tools and tests use them; the meter does not) act on the
-    # shared ledger only: a fallback is for calls in flight, not for bookkeeping.
+    def balance(self, key: str, now: float) -> Balance:
+        # the meter reads balances for calls in flight (a policy's remaining budget, a
+        # route:auto choice), so a balance falls back as an admission does; a balance
+        # read locally shows only this process's spend during the outage
+        if not self.down:
+            try:
+                balance = self.primary.balance(key, now)
+            except LedgerUnavailable as exc:
+                self._went_down(exc)
+            else:
+                self._came_back()
+                return balance
+        return self.local.balance(key, now)
+
+    # The other single operations (tools and tests use them; the meter does not) act on
+    # the shared ledger only: a fallback is for calls in flight, not for bookkeeping.
 
     def reserve(
         self, limits: Sequence[BudgetLimit], amount: Decimal, ttl: float, now: float
@@ -148,9 +162,6 @@ class FallbackLedger:
 
     def release(self, reservation: Reservation) -> None:
         self.primary.release(reservation)
-
-    def balance(self, key: str, now: float) -> Balance:
-        return self.primary.balance(key, now)
 
     def hit(
         self, limits: Sequence[RateLimit], requests: int, tokens: int, now: float
