@@ -8,7 +8,9 @@ for AWS secrets, placeholders for passwords).
 from __future__ import annotations
 
 import itertools
+import random
 import re
+import string
 
 import pytest
 
@@ -119,6 +121,19 @@ def test_entropy() -> None:
     assert entropy_at_least(random_like, 4.0)
     assert not entropy_at_least("aaaaaaaaaaaaaaaaaaaab", 1.0)
     assert entropy_at_least("abcdefgh", 3.0) is (shannon_entropy("abcdefgh") >= 3.0)
+
+
+def test_entropy_shortcuts_agree_with_the_exact_value() -> None:
+    """entropy_at_least decides most values from distinct-character counts (of the
+    whole, or of each half for long values); it must answer as the exact entropy."""
+    rng = random.Random(5)
+    alphabets = ("ab", "0123456789abcdef", string.ascii_letters + string.digits + "-_")
+    for _ in range(1500):
+        alphabet = rng.choice(alphabets)
+        weights = [rng.random() ** rng.choice((1, 4, 10)) for _ in alphabet]
+        value = "".join(rng.choices(alphabet, weights=weights, k=rng.randrange(2, 700)))
+        for bits in (1.0, 2.9, 3.0, 3.3, 3.5, 4.0):
+            assert entropy_at_least(value, bits) is (shannon_entropy(value) >= bits)
 
 
 def test_country_codes() -> None:
