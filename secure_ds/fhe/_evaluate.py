@@ -29,6 +29,9 @@ from ._tenseal import Vector
 __all__ = ["Compiled", "compile_model", "layout_for", "max_batch"]
 
 
+MAX_PARTS = 8  # a linear head may split its features into up to 8 parts (see _layout)
+
+
 def rows_per_input(model: Model) -> int:
     return model.outputs * (model.hidden or 1)
 
@@ -48,9 +51,11 @@ def layout_for(model: Model, batch: int) -> FoldLayout:
             hint=f"Split the inputs into batches of at most {capacity}.",
         )
     slots = model.params.slots
-    return FoldLayout.for_rows(
-        model.input_dim, rows_per_input(model), batch, slots, group=model.hidden or 1
-    )
+    if model.hidden is not None:  # the square needs whole sums: one part
+        return FoldLayout.for_rows(
+            model.input_dim, rows_per_input(model), batch, slots, model.hidden
+        )
+    return FoldLayout.for_rows(model.input_dim, model.outputs, batch, slots, max_parts=MAX_PARTS)
 
 
 @dataclass(frozen=True, eq=False)
