@@ -256,6 +256,8 @@ _NUMERIC_SKELETON = re.compile(
     ).encode(),
     re.VERBOSE,
 )
+# card alternatives with separators, and the NANP alternative with a "-"/"." separator
+_SK_CS, _SK_XS, _SK_NS = (_NUMERIC_SKELETON.groupindex[g] for g in ("cs", "xs", "ns"))
 _INTL_PHONE = re.compile(
     r"\+(?<![0-9A-Za-z_+]\+)[1-9]"
     r"(?:[0-9]|[\ .\-]?\(0\)\ ?|[\ .\-/]?\(?[0-9]{1,5}\)?){2,20}+"
@@ -298,14 +300,27 @@ def find_numbers(ctx: Context) -> Iterator[Finding]:
         # of the real one, so when only the last branch (``nat0``) matched the
         # skeleton, only it can match the text, and it needs a leading 0: a run of
         # numbers such as "401 716" is dropped without the real pattern.
-        if candidate.lastgroup == "nat0" and text[start] != "0":
+        kind = candidate.lastgroup
+        if kind == "nat0" and text[start] != "0":
             continue
-        m = _NUMERIC.match(text, start)
-        if m is None:
-            continue
-        end = resume = m.end()
-        value = m.group()
-        kind = m.lastgroup
+        # Where the skeleton matched through an alternative written only with digits,
+        # "-" and "." (which the skeleton keeps as they are), the text matches the same
+        # alternative with the same span, and the real pattern need not run.
+        if (
+            kind == "ipv4"
+            or kind == "ssn"
+            or (kind == "card" and candidate.start(_SK_CS) < 0 and candidate.start(_SK_XS) < 0)
+            or (kind == "nanp" and candidate.start(_SK_NS) >= 0)
+        ):
+            end = resume = candidate.end() - 1  # skeleton[i + 1] describes text[i]
+            value = text[start:end]
+        else:
+            m = _NUMERIC.match(text, start)
+            if m is None:
+                continue
+            end = resume = m.end()
+            value = m.group()
+            kind = m.lastgroup
         if kind == "card":
             found = _card(ctx, start, end, value)
         elif kind == "ssn":

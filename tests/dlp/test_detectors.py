@@ -11,10 +11,12 @@ import itertools
 import random
 import re
 import string
+from typing import Any
 
 import pytest
 
-from secure_ds.dlp import Scanner, _detectors, default_scanner
+from secure_ds.dlp import Finding, Scanner, _detectors, default_scanner
+from secure_ds.dlp._context import Context
 from secure_ds.dlp._validators import (
     card_brand,
     country_code_split,
@@ -414,3 +416,65 @@ def test_numeric_lookahead_is_the_plain_alternation_factored() -> None:
             for tail in itertools.product(alphabet, repeat=n):
                 probe = b" 1" + bytes(tail)
                 assert bool(plain.match(probe)) == bool(factored.match(probe)), probe
+
+
+def _numbers_always_matching_the_real_pattern(text: str) -> list[Finding]:
+    """find_numbers as first written: the real pattern at every skeleton match."""
+    d = _detectors
+    ctx, resume, out = Context(text), 0, []
+    for candidate in d._NUMERIC_SKELETON.finditer(ctx.skeleton):
+        start = candidate.start()
+        if start < resume:
+            continue
+        m = d._NUMERIC.match(text, start)
+        if m is None:
+            continue
+        end = resume = m.end()
+        value, kind = m.group(), m.lastgroup
+        if kind == "card":
+            found = d._card(ctx, start, end, value)
+        elif kind == "ssn":
+            found = d._ssn(ctx, start, end, value, dashed=True)
+        elif kind == "nanp":
+            found = d._nanp(ctx, start, end, value)
+        elif kind == "ipv4":
+            found = d._ipv4(ctx, start, end, value)
+        elif kind == "ctx":
+            found = d._needs_context(ctx, start, end, value)
+        else:
+            found = d._national_phone(ctx, start, end, value)
+        if found is not None:
+            out.append(found)
+    return out
+
+
+def test_numbers_shortcuts_agree_with_the_real_pattern(monkeypatch: pytest.MonkeyPatch) -> None:
+    """find_numbers skips the real pattern where the skeleton match already decides
+    it; on generated numbers it must hand the checks exactly the candidates (kind,
+    span, value) that always running it does. The checks are replaced by recorders
+    so that rejected candidates count too."""
+
+    def recorder(kind: str) -> Any:
+        def record(ctx: Context, start: int, end: int, value: str, **_: bool) -> Finding:
+            assert ctx.text[start:end] == value
+            return Finding(kind, start, end, 1.0, kind)
+
+        return record
+
+    for name in ("_card", "_ssn", "_nanp", "_ipv4", "_needs_context", "_national_phone"):
+        monkeypatch.setattr(_detectors, name, recorder(name))
+    rng = random.Random(9)
+    found_any = 0
+    for _ in range(4000):
+        groups = [
+            "".join(rng.choice("0123456789") for _ in range(rng.choice((1, 2, 3, 4, 9, 16))))
+            for _ in range(rng.randrange(1, 6))
+        ]
+        text = rng.choice(("", "card ", "ssn ", "call ", "ip ", "x", "#")) + rng.choice(
+            (" ", "-", ".", "/", "\t", "0")
+        ).join(groups)
+        text += rng.choice(("", ".", "a", " 1", "-7", " 25 4e"))
+        expected = _numbers_always_matching_the_real_pattern(text)
+        assert list(_detectors.find_numbers(Context(text))) == expected, text
+        found_any += len(expected)
+    assert found_any > 1500
