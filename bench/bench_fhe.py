@@ -149,13 +149,13 @@ def _upload(session: FheSession, model: Model, x: np.ndarray) -> float:
 
 
 def run(features: int, quick: bool) -> dict[str, Any]:
-    reps = 2 if quick else 5
+    reps = 1 if quick else 5
     rows: list[Row] = []
     linear = linear_model(features)
     x = np.random.default_rng(3).uniform(0, 1, (max_batch(linear), features))
     session = FheSession("ckks-8192-d2/1")
     name = f"linear {features}->10"
-    batches = [8, 64] if quick else [4, 16, 64, 200, max_batch(linear)]
+    batches = [16] if quick else [4, 16, 64, 200, max_batch(linear)]
     rows.append(plaintext_row(name, linear, x, reps))
     rows.append(naive_row(name, linear, session, x, 1 if quick else 2))
     rows.append(ours_row(name, linear, session, x, reps, batches))
@@ -166,7 +166,8 @@ def run(features: int, quick: bool) -> dict[str, Any]:
     name = "digits MLP 64-16-10"
     rows.append(plaintext_row(name, mlp, digits, reps))
     rows.append(naive_row(name, mlp, session, digits, 1 if quick else 2))
-    rows.append(ours_row(name, mlp, session, digits, reps, [6, 12, max_batch(mlp)]))
+    mlp_batches = [6] if quick else [6, 12, max_batch(mlp)]
+    rows.append(ours_row(name, mlp, session, digits, reps, mlp_batches))
     return {"rows": [r.__dict__ for r in rows], "ratios": _ratios(rows)}
 
 
