@@ -50,7 +50,7 @@ from .identity import (
 from .policy import CedarDecider, PolicyStore
 
 if TYPE_CHECKING:
-    from .fhe._client import Fhe
+    from .fhe._client import AsyncFhe, Fhe
 
 __all__ = ["AsyncSecureDeepSeek", "BalanceInfo", "SecureDeepSeek", "UserBalance"]
 
@@ -365,6 +365,13 @@ class AsyncSecureDeepSeek(_GuardedClient, openai.AsyncOpenAI):
 
     async def user_balance(self) -> UserBalance:
         return await self.get("/user/balance", cast_to=UserBalance)
+
+    @cached_property
+    def fhe(self) -> AsyncFhe:
+        """Encrypted inference on small models: ``await client.fhe.infer(...)``."""
+        from .fhe._client import AsyncFhe
+
+        return AsyncFhe(self)
 
     async def _prepare_request(self, request: httpx2.Request) -> None:
         await super()._prepare_request(request)

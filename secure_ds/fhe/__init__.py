@@ -27,7 +27,7 @@ from ..errors import (
     FheParameterError,
     FheWireError,
 )
-from ._client import Fhe, FheResult
+from ._client import AsyncFhe, Fhe, FheResult
 from ._evaluate import compile_model, max_batch
 from ._models import Model, heldout, load_model, parse_model, shipped_model, shipped_models
 from ._params import PARAMETER_SETS, ParameterSet, parameter_set
@@ -38,6 +38,7 @@ from ._wire import CONTENT_TYPE
 __all__ = [
     "CONTENT_TYPE",
     "PARAMETER_SETS",
+    "AsyncFhe",
     "EncryptedBatch",
     "Fhe",
     "FheContextError",

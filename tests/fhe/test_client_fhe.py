@@ -193,3 +193,19 @@ def test_ciphertext_digests_in_the_record_match_what_was_sent(client: SecureDeep
         hashlib.sha256(c).hexdigest() for c in batch.ciphertexts
     ]
     assert record["request"]["body_sha256"] == hashlib.sha256(batch.to_frame()).hexdigest()
+
+
+async def test_the_async_client_does_the_same_round_trip(sandbox: Sandbox, tmp_path: Path) -> None:
+    from secure_ds import AsyncSecureDeepSeek
+
+    x, _ = heldout("breast-cancer")
+    model = shipped_model("breast-cancer-logistic-v1")
+    settings = sandbox.client_settings("alice", audit_path=tmp_path / "audit.jsonl")
+    async with AsyncSecureDeepSeek(settings=settings) as c:
+        result = await c.fhe.infer(model="breast-cancer-logistic-v1", inputs=x[:7])
+        again = await c.fhe.infer(model=model, inputs=x[7])
+    assert np.abs(result.scores - model.plaintext_scores(x[:7])).max() <= 1e-3
+    assert again.sizes["context_bytes"] == 0
+    records = read_audit(tmp_path / "audit.jsonl")
+    assert [r["fhe"]["frame"] for r in records] == ["context", "request", "request"]
+    assert {r["outcome"] for r in records} == {"permit"}
