@@ -19,9 +19,9 @@ from rich.console import Console
 from rich.table import Table
 
 if TYPE_CHECKING:
-    from ..fhe._demo import FheDemoStep
+    from ..fhe._demo import FheDemoReport, FheDemoStep
 
-__all__ = ["register", "run"]
+__all__ = ["register", "render", "run"]
 
 
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -49,6 +49,12 @@ def run(args: argparse.Namespace) -> int:
     console = Console()
     with console.status("Starting the sandbox, generating keys, scoring ciphertexts..."):
         report = run_fhe_demo(audit_path, args.inputs)
+    render(console, report)
+    return 0 if report.ok else 1
+
+
+def render(console: Console, report: FheDemoReport) -> None:
+    """Print a demo report: one column per model, one row per measure."""
     console.print(f"Sandbox endpoint [bold]{report.endpoint}[/] (mTLS + certificate-bound JWT)")
     table = Table(title="secure-ds fhe demo: the service sees ciphertexts only")
     table.add_column("")
@@ -86,7 +92,6 @@ def run(args: argparse.Namespace) -> int:
         if report.ok
         else "[red]Some steps failed.[/]"
     )
-    return 0 if report.ok else 1
 
 
 def _mb(n: int) -> str:
