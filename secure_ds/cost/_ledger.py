@@ -288,7 +288,7 @@ class MemoryLedger:
 
     def __init__(self, *, clock: Callable[[], float] = time.time) -> None:
         self._lock = threading.Lock()
-        self._clock = clock
+        self.clock = clock  # what now() reads
         self._spent: dict[str, Decimal] = {}
         self._holds: dict[str, _Holds] = {}
         self._rates: dict[tuple[str, int], list[int]] = {}  # (key, window) -> [requests, tokens]
@@ -298,7 +298,7 @@ class MemoryLedger:
         self._ids = itertools.count(1)
 
     def now(self) -> float:
-        return self._clock()
+        return self.clock()
 
     def admit(
         self,

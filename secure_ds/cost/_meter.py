@@ -150,8 +150,11 @@ class BudgetMeter:
         self.pricing = pricing
         self.ledger: Ledger = ledger if ledger is not None else MemoryLedger()
         self.alerts = alerts
-        # the ledger's clock unless told otherwise: a Redis ledger's is the server's
-        self._clock = clock if clock is not None else self.ledger.now
+        # the ledger's clock unless told otherwise: a Redis ledger's is the server's (a
+        # memory ledger's is its clock function itself, one call fewer per reservation)
+        if clock is None:
+            clock = self.ledger.clock if isinstance(self.ledger, MemoryLedger) else self.ledger.now
+        self._clock = clock
         self._prices: dict[tuple[str, Window], tuple[str, Decimal, Decimal] | None] = {}
 
     @property
@@ -281,7 +284,8 @@ class BudgetMeter:
             how = "released: the call failed"
         elif cost is not None:
             settled = cost.usd
-            used = sum(cost.tokens[p] for p in ("input_cache_hit", "input_cache_miss", "output"))
+            tokens = cost.tokens
+            used = tokens["input_cache_hit"] + tokens["input_cache_miss"] + tokens["output"]
             how = "settled at cost"
         else:
             # a success the table cannot price (no usage in the reply, or a model with no
