@@ -310,7 +310,9 @@ def _high_entropy_value(value: str) -> bool:
         return False
     if value.startswith(("http://", "https://", "/", "./", "file:")):
         return False
-    if _TWO_DIGITS.search(value) is None or char_classes(value) < 2:
+    # char_classes(value) >= 2, given the digits: anything but an ASCII digit is a
+    # letter of some case or an "other" character
+    if _TWO_DIGITS.search(value) is None or (value.isascii() and value.isdigit()):
         return False
     return entropy_at_least(value, 3.0)
 
