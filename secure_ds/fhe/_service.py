@@ -13,11 +13,12 @@ server. Invariants:
 
 from __future__ import annotations
 
+import math
 import threading
 from collections import OrderedDict
 from typing import Final
 
-from ..errors import FheContextError, FheModelError, FheWireError
+from ..errors import FheContextError, FheError, FheModelError, FheWireError
 from ._evaluate import Compiled, compile_model
 from ._models import Model, shipped_model
 from ._params import ParameterSet, parameter_set
@@ -77,11 +78,15 @@ class FheService:
                 hint="Upload FheSession.public_context(), which leaves the secret key out; "
                 "treat the key you sent as exposed and start a new session.",
             )
-        if context.slot_count != params.slots:
+        found = (context.slot_count * 2, context.modulus_bits, context.scale)
+        wanted = (params.poly_modulus_degree, params.coeff_mod_bit_sizes, 2.0**params.scale_bits)
+        if found != wanted:
             raise FheContextError(
-                f"the uploaded context has {context.slot_count} slots, not the "
-                f"{params.slots} of parameter set {params.id!r} it claims",
-                hint="Upload the context of a session opened with that parameter set.",
+                f"the uploaded context (N={found[0]}, moduli {list(found[1])} bits, scale "
+                f"2^{_log2(found[2])}) is not the parameter set "
+                f"{params.id!r} it claims (N={wanted[0]}, moduli {list(wanted[1])}, scale "
+                f"2^{params.scale_bits})",
+                hint="Upload the context of an FheSession opened with that parameter set.",
             )
         with self._lock:
             self._contexts[context_id] = _Entry(context, params)
@@ -140,7 +145,17 @@ class FheService:
                     "truncated or corrupted, or was made under another context's parameters",
                     hint="Encrypt with the session whose context you uploaded.",
                 ) from None
-        result = compiled.evaluate(vectors)
+        try:
+            result = compiled.evaluate(vectors)
+        except FheError:
+            raise
+        except Exception:  # SEAL: scale out of bounds, end of modulus chain, ...
+            raise FheContextError(
+                f"evaluating model {model.id!r} under context {context_id} failed: the "
+                "ciphertexts do not fit its parameters (level or scale)",
+                hint="Encrypt fresh inputs with FheSession.encrypt_inputs for this model.",
+                status=422,
+            ) from None
         header = {
             "context_id": context_id,
             "parameter_set": entry.params.id,
@@ -173,6 +188,10 @@ class FheService:
                     self._compiled.clear()
                 self._compiled[key] = compiled
         return compiled
+
+
+def _log2(value: float) -> str:
+    return f"{math.log2(value):g}" if value > 0 else "?"
 
 
 def _params(set_id: str) -> ParameterSet:

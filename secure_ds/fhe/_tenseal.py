@@ -12,6 +12,7 @@ from collections.abc import Sequence
 from typing import Any
 
 import tenseal as _ts
+import tenseal.sealapi  # registers SEAL's Modulus type, read by modulus_bits
 
 __all__ = ["Context", "Vector", "tenseal_version"]
 
@@ -64,6 +65,16 @@ class Context:
     def vector_from(self, data: bytes) -> Vector:
         """Deserialise a ciphertext and link it to this context."""
         return Vector(_ts.ckks_vector_from(self._raw, data))
+
+    @property
+    def modulus_bits(self) -> tuple[int, ...]:
+        """Bit sizes of the coefficient modulus chain (special prime last)."""
+        parms = self._raw.seal_context().data.key_context_data().parms()
+        return tuple(int(m.bit_count()) for m in parms.coeff_modulus())
+
+    @property
+    def scale(self) -> float:
+        return float(self._raw.global_scale)
 
     @property
     def slot_count(self) -> int:

@@ -125,3 +125,14 @@ def test_the_session_never_gives_out_its_secret_key(linear_session: FheSession) 
     with pytest.raises(TypeError, match="cannot be pickled"):
         pickle.dumps(linear_session)
     assert repr(linear_session).startswith("FheSession(parameter_set='ckks-8192-d2/1'")
+
+
+def test_a_context_claiming_another_parameter_set_is_refused(linear_session: FheSession) -> None:
+    header = {"parameter_set": "ckks-8192-d3/1", "model": "digits-mlp-v1"}
+    frame = encode(KIND_CONTEXT, header, [linear_session.public_context()])
+    with pytest.raises(FheContextError) as info:
+        FheService().upload_context(frame)
+    text = str(info.value)
+    assert "moduli [60, 40, 40, 60] bits" in text
+    assert "is not the parameter set 'ckks-8192-d3/1'" in text
+    assert "moduli [49, 40, 40, 40, 49]" in text
