@@ -69,7 +69,7 @@ class _Fold:
         acc = inputs[0].mul_plain(self.weights[0])
         for vector, weights in zip(inputs[1:], self.weights[1:], strict=True):
             acc.add_(vector.mul_plain(weights))
-        return acc.fold(layout.chunks, layout.rows).add_plain(self.bias)
+        return acc.fold(layout.chunks, layout.stride).add_plain(self.bias)
 
     @classmethod
     def pack(cls, layout: FoldLayout, weights: np.ndarray, bias: np.ndarray) -> _Fold:
