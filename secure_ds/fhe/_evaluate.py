@@ -21,7 +21,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ..errors import FheInputError
+from ..errors import FheInputError, FheModelError
 from ._layout import FoldLayout
 from ._models import Model
 from ._tenseal import Vector
@@ -64,17 +64,27 @@ class _Fold:
 
     weights: tuple[list[float], ...]
     bias: list[float]
+    used: tuple[int, ...]  # ciphertexts whose weights are not all zero
 
     def apply(self, inputs: Sequence[Vector], layout: FoldLayout) -> Vector:
-        acc = inputs[0].mul_plain(self.weights[0])
-        for vector, weights in zip(inputs[1:], self.weights[1:], strict=True):
-            acc.add_(vector.mul_plain(weights))
+        first, *rest = self.used
+        acc = inputs[first].mul_plain(self.weights[first])
+        for k in rest:
+            acc.add_(inputs[k].mul_plain(self.weights[k]))
         return acc.fold(layout.chunks, layout.stride).add_plain(self.bias)
 
     @classmethod
     def pack(cls, layout: FoldLayout, weights: np.ndarray, bias: np.ndarray) -> _Fold:
-        packed = tuple(w.tolist() for w in layout.pack_weights(weights))
-        return cls(packed, layout.pack_bias(bias).tolist())
+        """Ciphertexts that only meet zero weights are skipped: they add nothing, and
+        TenSEAL would answer a product with an all-zero plaintext by encrypting a zero,
+        which an evaluation context without a public key cannot do."""
+        packed = layout.pack_weights(weights)
+        used = tuple(k for k, w in enumerate(packed) if np.any(w))
+        if not used:
+            raise FheModelError(
+                "the model's first layer has only zero weights", hint="Retrain the model."
+            )
+        return cls(tuple(w.tolist() for w in packed), layout.pack_bias(bias).tolist(), used)
 
 
 @dataclass(frozen=True, eq=False)

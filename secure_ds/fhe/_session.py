@@ -1,9 +1,10 @@
 """The client-side session: it owns the CKKS secret key and never lets it go.
 
-A session is one key pair under one parameter set. It gives out only the *public*
-evaluation context (public, relinearisation and Galois keys; ``context_id`` is its
-SHA-256), encrypts inputs in the layout a model's evaluator expects, and decrypts
-results. Invariants:
+A session is one secret key under one parameter set. It gives out only the
+evaluation context (relinearisation and Galois keys; ``context_id`` is its SHA-256),
+encrypts inputs in the layout a model's evaluator expects, and decrypts results.
+Encryption is symmetric (with the secret key): faster, and the service is given no
+public key, so it holds nothing that can encrypt or decrypt. Invariants:
 
 - the secret key lives only in this object's TenSEAL context: the session does not
   pickle, its repr shows ids only, and :meth:`public_context` is serialised without the

@@ -36,7 +36,7 @@ def test_bench_fhe_reports_plaintext_naive_and_ours(tmp_path: Path) -> None:
         assert row["throughput"] > 0
     naive, ours = rows[1], rows[3]
     assert naive["batch"] == 1  # TenSEAL's matmul takes one vector
-    assert ours["key_bytes"] == naive["key_bytes"] > 1_000_000  # Galois keys
+    assert naive["key_bytes"] > ours["key_bytes"] > 1_000_000  # Galois keys (+ public key)
     assert ours["upload_bytes"] > 0
     assert set(result["ratios"]) == {"linear 64->10", "digits MLP 64-16-10"}
     for ratio in result["ratios"].values():
