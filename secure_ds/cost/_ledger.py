@@ -82,7 +82,10 @@ _ZERO = Decimal(0)
 
 # The records below are NamedTuples, not frozen dataclasses: as immutable, and about
 # 2.5x cheaper to build (0.36 vs 0.91 us for four fields, measured here), which counts
-# on the meter's path, where several are built per call.
+# on the meter's path, where several are built per call. The memory ledger's hot path
+# builds them with tuple.__new__ (every field given), skipping the Python-level
+# __new__ too.
+_new = tuple.__new__
 
 
 class BudgetLimit(NamedTuple):
@@ -281,9 +284,14 @@ class _Holds:
 class MemoryLedger:
     """A ledger in this process's memory: one lock makes each operation atomic.
 
-    Spend is lost when the process ends; use :class:`SQLiteLedger` to keep it. Built
-    for the meter's hot path: a balance is a running total (see :class:`_Holds`), a
-    reservation id a counter, and :meth:`admit` takes the lock once.
+    Spend is lost when the process ends; use :class:`SQLiteLedger` to keep it.
+
+    Built for the meter's hot path, where a reservation and its settlement must cost
+    little more than a few dict updates: a balance is a running total (see
+    :class:`_Holds`), a reservation id a counter, and :meth:`admit` and :meth:`finish`
+    are each one pass under one lock, written out in full rather than composed of
+    helpers. The single operations are those two with one side empty, so the logic
+    exists once.
     """
 
     def __init__(self, *, clock: Callable[[], float] = time.time) -> None:
@@ -310,24 +318,57 @@ class MemoryLedger:
         tokens: int,
         now: float,
     ) -> Admission:
-        # written out rather than built from reserve and hit: this is the meter's hot
-        # path, and one pass under one lock is what keeps it near a dict update
         with self._lock:
-            balances: tuple[Balance, ...] = ()
+            # budgets: every balance, and the first the amount would pass
+            balances: list[Balance] = []
             if limits:
-                balances, blocked = self._check_budgets(limits, amount, now)
+                if now >= self._next_prune:
+                    self._prune(now)
+                spent_of, holds_of = self._spent.get, self._holds.get
+                blocked: int | None = None
+                for index, limit in enumerate(limits):
+                    holds = holds_of(limit.key)
+                    spent = spent_of(limit.key, _ZERO)
+                    reserved = holds.reserved(now) if holds is not None else _ZERO
+                    balances.append(_new(Balance, (spent, reserved)))
+                    if blocked is None and spent + reserved + amount > limit.limit:
+                        blocked = index
                 if blocked is not None:
-                    return Admission(ReserveResult(None, balances, blocked), None)
+                    return Admission(ReserveResult(None, tuple(balances), blocked), None)
+            # rates: the counts of this window, and the first the hit would pass
             counted: RateResult | None = None
             if rates:
-                counted = self._count(rates, requests, tokens, now)
-                if counted.retry_after is not None:
-                    unreserved = ReserveResult(None, balances) if limits else None
-                    return Admission(unreserved, counted)
+                window = int(now // WINDOW_S)
+                if window != self._rate_window:
+                    # drop finished windows; the previous one stays for adjust_tokens
+                    self._rates = {k: v for k, v in self._rates.items() if k[1] >= window - 1}
+                    self._rate_window = window
+                counts_of = self._rates
+                counts = [counts_of.get((rate.key, window)) or [0, 0] for rate in rates]
+                refused = _rate_check(rates, counts, requests, tokens)
+                if refused is not None:
+                    unreserved = ReserveResult(None, tuple(balances)) if limits else None
+                    return Admission(unreserved, _refused(now, refused))
+                for rate, count in zip(rates, counts, strict=True):
+                    if not count[0] and not count[1]:
+                        counts_of[(rate.key, window)] = count  # a new window's first hit
+                    count[0] += requests
+                    count[1] += tokens
+                counted = _new(RateResult, (window, None, None, None, 0))
             if not limits:
                 return Admission(None, counted)
-            held = self._hold(limits, amount, ttl, now)
-            return Admission(ReserveResult(held, balances), counted)
+            # both allowed: hold the amount on every budget
+            keys = tuple([limit.key for limit in limits])
+            held = _new(Reservation, (f"m{next(self._ids)}", keys, amount, now + ttl))
+            all_holds = self._holds
+            for key in keys:
+                holds = all_holds.get(key)
+                if holds is None:
+                    holds = all_holds[key] = _Holds()
+                holds.add(held.id, amount, held.expires_at)
+            return _new(
+                Admission, (_new(ReserveResult, (held, tuple(balances), None)), counted, None)
+            )
 
     def finish(
         self,
@@ -338,124 +379,56 @@ class MemoryLedger:
         token_delta: int,
     ) -> None:
         with self._lock:
-            if reservation is not None and self._drop(reservation) and actual is not None:
-                self._charge(reservation.keys, actual)
+            if reservation is not None:
+                found = False
+                all_holds = self._holds
+                for key in reservation.keys:
+                    # an emptied _Holds stays (the next call on this budget reuses it);
+                    # the once-a-minute prune removes those left empty
+                    holds = all_holds.get(key)
+                    if holds is not None and holds.drop(reservation.id):
+                        found = True
+                if found and actual is not None:  # else settled or released before
+                    spent = self._spent
+                    for key in reservation.keys:
+                        spent[key] = spent.get(key, _ZERO) + actual
             if window is not None and token_delta:
-                self._adjust(rate_keys, window, token_delta)
+                for key in rate_keys:
+                    count = self._rates.get((key, window))
+                    if count is not None:
+                        count[1] = max(count[1] + token_delta, 0)
 
     def reserve(
         self, limits: Sequence[BudgetLimit], amount: Decimal, ttl: float, now: float
     ) -> ReserveResult:
-        with self._lock:
-            balances, blocked = self._check_budgets(limits, amount, now)
-            if blocked is not None:
-                return ReserveResult(None, balances, blocked)
-            return ReserveResult(self._hold(limits, amount, ttl, now), balances)
+        result = self.admit(limits, amount, ttl, (), 0, 0, now).budgets
+        assert result is not None
+        return result
 
     def settle(self, reservation: Reservation, actual: Decimal) -> None:
-        with self._lock:
-            if self._drop(reservation):
-                self._charge(reservation.keys, actual)
+        self.finish(reservation, actual, (), None, 0)
 
     def release(self, reservation: Reservation) -> None:
-        with self._lock:
-            self._drop(reservation)
+        self.finish(reservation, None, (), None, 0)
 
     def balance(self, key: str, now: float) -> Balance:
         with self._lock:
-            return self._balance(key, now)
+            holds = self._holds.get(key)
+            reserved = holds.reserved(now) if holds is not None else _ZERO
+            return Balance(self._spent.get(key, _ZERO), reserved)
 
     def hit(
         self, limits: Sequence[RateLimit], requests: int, tokens: int, now: float
     ) -> RateResult:
-        with self._lock:
-            return self._count(limits, requests, tokens, now)
+        result = self.admit((), _ZERO, 0, limits, requests, tokens, now).rates
+        assert result is not None
+        return result
 
     def adjust_tokens(self, keys: Sequence[str], window: int, delta: int) -> None:
-        with self._lock:
-            self._adjust(keys, window, delta)
+        self.finish(None, None, keys, window, delta)
 
     def close(self) -> None:
         return None
-
-    # ------------------------------------------------------------------ internals (locked)
-
-    def _check_budgets(
-        self, limits: Sequence[BudgetLimit], amount: Decimal, now: float
-    ) -> tuple[tuple[Balance, ...], int | None]:
-        """Every budget's balance, and the index of the first this amount would pass."""
-        if now >= self._next_prune:
-            self._prune(now)
-        spent_of, holds_of = self._spent.get, self._holds.get
-        balances: list[Balance] = []
-        blocked: int | None = None
-        for index, limit in enumerate(limits):
-            holds = holds_of(limit.key)
-            balance = Balance(
-                spent_of(limit.key, _ZERO), holds.reserved(now) if holds is not None else _ZERO
-            )
-            balances.append(balance)
-            if blocked is None and balance.spent + balance.reserved + amount > limit.limit:
-                blocked = index
-        return tuple(balances), blocked
-
-    def _hold(
-        self, limits: Sequence[BudgetLimit], amount: Decimal, ttl: float, now: float
-    ) -> Reservation:
-        keys = tuple([limit.key for limit in limits])
-        reservation = Reservation(f"m{next(self._ids)}", keys, amount, now + ttl)
-        for key in keys:
-            holds = self._holds.get(key)
-            if holds is None:
-                holds = self._holds[key] = _Holds()
-            holds.add(reservation.id, amount, reservation.expires_at)
-        return reservation
-
-    def _count(
-        self, limits: Sequence[RateLimit], requests: int, tokens: int, now: float
-    ) -> RateResult:
-        """Check one hit against every limit and, if none refuses it, count it."""
-        window = int(now // WINDOW_S)
-        if window != self._rate_window:
-            # drop finished windows; the previous one stays for adjust_tokens
-            self._rates = {k: v for k, v in self._rates.items() if k[1] >= window - 1}
-            self._rate_window = window
-        rates = self._rates
-        counts = [rates.get((limit.key, window)) or [0, 0] for limit in limits]
-        blocked = _rate_check(limits, counts, requests, tokens)
-        if blocked is not None:
-            return _refused(now, blocked)
-        for limit, count in zip(limits, counts, strict=True):
-            if not count[0] and not count[1]:
-                rates[(limit.key, window)] = count  # a new window's first hit
-            count[0] += requests
-            count[1] += tokens
-        return RateResult(window)
-
-    def _adjust(self, keys: Sequence[str], window: int, delta: int) -> None:
-        for key in keys:
-            count = self._rates.get((key, window))
-            if count is not None:
-                count[1] = max(count[1] + delta, 0)
-
-    def _charge(self, keys: Sequence[str], actual: Decimal) -> None:
-        for key in keys:
-            self._spent[key] = self._spent.get(key, _ZERO) + actual
-
-    def _balance(self, key: str, now: float) -> Balance:
-        holds = self._holds.get(key)
-        reserved = holds.reserved(now) if holds is not None else _ZERO
-        return Balance(self._spent.get(key, _ZERO), reserved)
-
-    def _drop(self, reservation: Reservation) -> bool:
-        found = False
-        for key in reservation.keys:
-            holds = self._holds.get(key)
-            if holds is not None and holds.drop(reservation.id):
-                found = True
-                if not holds:
-                    del self._holds[key]
-        return found
 
     def _prune(self, now: float) -> None:
         self._next_prune = now + WINDOW_S  # a scan at most once a minute
