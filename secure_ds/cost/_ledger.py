@@ -237,7 +237,11 @@ class _Holds:
     """One budget key's reservations. ``live`` holds count; ``total`` is their exact sum
     and ``due`` a time no later than the earliest live expiry, so a balance read before
     ``due`` is O(1). Expired holds move to ``expired`` (no longer counted), where a late
-    settle still finds them until their grace ends (invariant 4)."""
+    settle still finds them until their grace ends (invariant 4).
+
+    MemoryLedger adds and drops holds by writing these fields directly (its hot path
+    has no room for a method call per budget). Dropping a live hold may leave ``due``
+    early; that is harmless: the next read past it recomputes it."""
 
     __slots__ = ("due", "expired", "live", "total")
 
@@ -247,24 +251,10 @@ class _Holds:
         self.total = _ZERO
         self.due = math.inf
 
-    def add(self, rid: str, amount: Decimal, expires: float) -> None:
-        self.live[rid] = (amount, expires)
-        self.total += amount
-        if expires < self.due:
-            self.due = expires
-
     def reserved(self, now: float) -> Decimal:
         if now >= self.due:
             self._expire(now)
         return self.total
-
-    def drop(self, rid: str) -> bool:
-        held = self.live.pop(rid, None)
-        if held is not None:
-            # an exact sum: Decimal addition and subtraction of these amounts do not round
-            self.total = self.total - held[0] if self.live else _ZERO
-            return True  # ``due`` may now be early: harmless, the next read recomputes it
-        return self.expired.pop(rid, None) is not None
 
     def prune(self, now: float) -> None:
         self._expire(now)
@@ -329,7 +319,12 @@ class MemoryLedger:
                 for index, limit in enumerate(limits):
                     holds = holds_of(limit.key)
                     spent = spent_of(limit.key, _ZERO)
-                    reserved = holds.reserved(now) if holds is not None else _ZERO
+                    if holds is None:
+                        reserved = _ZERO
+                    elif now < holds.due:  # no hold has expired: the running total
+                        reserved = holds.total
+                    else:
+                        reserved = holds.reserved(now)
                     balances.append(_new(Balance, (spent, reserved)))
                     if blocked is None and spent + reserved + amount > limit.limit:
                         blocked = index
@@ -361,11 +356,16 @@ class MemoryLedger:
             keys = tuple([limit.key for limit in limits])
             held = _new(Reservation, (f"m{next(self._ids)}", keys, amount, now + ttl))
             all_holds = self._holds
+            expires = held.expires_at
             for key in keys:
                 holds = all_holds.get(key)
                 if holds is None:
                     holds = all_holds[key] = _Holds()
-                holds.add(held.id, amount, held.expires_at)
+                # _Holds.add, written out: this runs for every budget of every call
+                holds.live[held.id] = (amount, expires)
+                holds.total += amount
+                if expires < holds.due:
+                    holds.due = expires
             return _new(
                 Admission, (_new(ReserveResult, (held, tuple(balances), None)), counted, None)
             )
@@ -382,12 +382,20 @@ class MemoryLedger:
             if reservation is not None:
                 found = False
                 all_holds = self._holds
+                rid = reservation.id
                 for key in reservation.keys:
-                    # an emptied _Holds stays (the next call on this budget reuses it);
-                    # the once-a-minute prune removes those left empty
+                    # _Holds.drop, written out. An emptied _Holds stays (the next call
+                    # on this budget reuses it); the once-a-minute prune removes it.
                     holds = all_holds.get(key)
-                    if holds is not None and holds.drop(reservation.id):
+                    if holds is None:
+                        continue
+                    live = holds.live.pop(rid, None)
+                    if live is not None:
                         found = True
+                        # exact: Decimal addition and subtraction of these do not round
+                        holds.total = holds.total - live[0] if holds.live else _ZERO
+                    elif holds.expired.pop(rid, None) is not None:
+                        found = True  # a late settle of an expired hold (invariant 4)
                 if found and actual is not None:  # else settled or released before
                     spent = self._spent
                     for key in reservation.keys:

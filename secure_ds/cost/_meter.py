@@ -217,7 +217,7 @@ class BudgetMeter:
         limits = plan.limits if estimate is not None else ()
         if not limits and not plan.rate_limits:
             return Metering(self.engine, True, reason=_allowed_reason(0, 0))
-        tokens = estimate.tokens if estimate is not None else 0
+        tokens = estimate.prompt_tokens + estimate.max_tokens if estimate is not None else 0
         amount = estimate.usd if estimate is not None else _ZERO
         admission = self.ledger.admit(
             limits, amount, self._config.reservation_ttl_s, plan.rate_limits, 1, tokens, now
@@ -231,7 +231,7 @@ class BudgetMeter:
         self, call: Call, plan: _Plan, estimate: Estimate | None, admission: Admission, now: float
     ) -> Metering:
         """The Metering for what the ledger decided (and the call's ``_Held`` if allowed)."""
-        tokens = estimate.tokens if estimate is not None else 0
+        tokens = estimate.prompt_tokens + estimate.max_tokens if estimate is not None else 0
         amount = estimate.usd if estimate is not None else _ZERO
         limits = plan.limits if estimate is not None else ()
         checked, counted = admission.budgets, admission.rates
@@ -252,13 +252,13 @@ class BudgetMeter:
         remaining: float | None = None
         if checked is not None:
             budgets, balances = plan.budgets, checked.balances
-            least = min(
-                [
-                    b.rule.hard_usd - bal.spent - bal.reserved
-                    for b, bal in zip(budgets, balances, strict=True)
-                ]
-            )
-            remaining = _floor_float(least)
+            least: Decimal | None = None
+            for budget, balance in zip(budgets, balances, strict=True):
+                left = budget.rule.hard_usd - balance.spent - balance.reserved
+                if least is None or left < least:
+                    least = left
+            assert least is not None  # checked is set only when the call had budgets
+            remaining = math.floor(least * _MILLION) / 1_000_000  # as _floor_float
             if plan.soft:
                 details = _soft_crossing(budgets, balances, amount)
                 if details is not None and self.alerts is not None:
@@ -358,7 +358,11 @@ class BudgetMeter:
     # ------------------------------------------------------------------ rules for a caller
 
     def _plan(self, call: Call, now: float) -> _Plan:
-        principal, team = _who(call)
+        identity = call.identity
+        if identity is None:
+            principal, team = _NO_PRINCIPAL, None
+        else:
+            principal, team = identity.subject or _NO_PRINCIPAL, team_of(identity.attributes)
         key = (principal, team, int(now // _DAY_S))
         plans = self._plans
         plan = plans.get(key)
@@ -482,24 +486,35 @@ def estimate_prompt_tokens(body: dict[str, Any], *, fim: bool = False) -> int:
 def _text_bytes(value: Any) -> int:
     """UTF-8 bytes of every string in ``value``, keys included (tool schemas' property
     names are prompt text; a message's ``role`` key costs a little extra: safe side)."""
-    if isinstance(value, str):
-        return _utf8_len(value)
+    if type(value) is str:
+        # ASCII (most prompts) is one byte a character: no need to encode it to count
+        return len(value) if value.isascii() else len(value.encode("utf-8", "surrogatepass"))
     if isinstance(value, dict):
         parts: Iterable[Any] = chain.from_iterable(value.items())
     elif isinstance(value, list):
         parts = value
+    elif isinstance(value, str):  # a str subclass
+        return _text_bytes(str(value))
     else:
         return 0
     total = 0
     for part in parts:
-        # strings counted here, not by a recursive call: most parts of a body are strings
-        total += _utf8_len(part) if type(part) is str else _text_bytes(part)
+        if type(part) is str:
+            # strings counted inline, not by a recursive call: the meter's hot path
+            total += len(part) if part.isascii() else len(part.encode("utf-8", "surrogatepass"))
+        elif type(part) is dict:
+            for key, item in part.items():  # a message: its keys and values in one loop
+                if type(key) is str and key.isascii():
+                    total += len(key)
+                else:
+                    total += _text_bytes(key)
+                if type(item) is str and item.isascii():
+                    total += len(item)
+                else:
+                    total += _text_bytes(item)
+        else:
+            total += _text_bytes(part)
     return total
-
-
-def _utf8_len(text: str) -> int:
-    # ASCII (most prompts) is one byte a character: no need to encode it to count
-    return len(text) if text.isascii() else len(text.encode("utf-8", "surrogatepass"))
 
 
 def _who(call: Call) -> tuple[str, str | None]:
