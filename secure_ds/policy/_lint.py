@@ -60,7 +60,8 @@ __all__ = [
 Severity = Literal["error", "warning"]
 
 KNOWN_OBLIGATIONS = (
-    "cap_max_tokens:N, route:MODEL, route:auto, redact:<kinds>[:reversible], block:<kinds>"
+    "cap_max_tokens:N, route:MODEL, route:auto, redact:<kinds>[:reversible], block:<kinds>, "
+    "require:fhe"
 )
 _DIFF_LINES = 40  # enough to see what the formatter changes; `format` shows the rest
 
@@ -407,6 +408,8 @@ def check_obligation(
                 f"defines it. Built-in kinds: {', '.join(KINDS)}.",
             )
         return None
+    if obligation == "require:fhe":
+        return None  # met by encrypted-inference calls; any other call it applies to is denied
     return (
         "warning",
         "obligation",

@@ -209,13 +209,13 @@ def test_obligations_on_a_forbid_are_flagged(
 def test_warnings_fail_only_with_strict(capsys: pytest.CaptureFixture[str], folder: Path) -> None:
     add_policies(
         folder,
-        '@id("fhe-only")\n@obligation("require:fhe")\n'
+        '@id("fhe-only")\n@obligation("notify:secops")\n'
         'permit (principal, action == SecureDS::Action::"fhe_infer", resource);',
     )
     status, out, _ = run(capsys, "validate", str(folder))
     assert status == 0
     assert (
-        "warning extra.cedar:2: policy 'fhe-only': obligation 'require:fhe': the enforce "
+        "warning extra.cedar:2: policy 'fhe-only': obligation 'notify:secops': the enforce "
         "stage cannot carry this out yet: a permit carrying it becomes a deny" in out
     )
     assert run(capsys, "validate", str(folder), "--strict")[0] == 1
