@@ -53,6 +53,7 @@ import os
 import sqlite3
 import threading
 import time
+from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from decimal import Decimal
@@ -74,6 +75,7 @@ __all__ = [
     "Reservation",
     "ReserveResult",
     "SQLiteLedger",
+    "SingleOperations",
 ]
 
 WINDOW_S = 60  # rate-limit window (seconds)
@@ -212,6 +214,57 @@ class Ledger(Protocol):
     def close(self) -> None: ...
 
 
+class SingleOperations(ABC):
+    """``reserve``, ``settle``, ``release``, ``hit`` and ``adjust_tokens`` as
+    :meth:`Ledger.admit` and :meth:`Ledger.finish` with one side empty, so that each
+    backend writes its atomic step once (the meter uses the two directly)."""
+
+    @abstractmethod
+    def admit(
+        self,
+        limits: Sequence[BudgetLimit],
+        amount: Decimal,
+        ttl: float,
+        rates: Sequence[RateLimit],
+        requests: int,
+        tokens: int,
+        now: float,
+    ) -> Admission: ...
+
+    @abstractmethod
+    def finish(
+        self,
+        reservation: Reservation | None,
+        actual: Decimal | None,
+        rate_keys: Sequence[str],
+        window: int | None,
+        token_delta: int,
+    ) -> None: ...
+
+    def reserve(
+        self, limits: Sequence[BudgetLimit], amount: Decimal, ttl: float, now: float
+    ) -> ReserveResult:
+        result = self.admit(limits, amount, ttl, (), 0, 0, now).budgets
+        assert result is not None  # admit with budgets always answers for them
+        return result
+
+    def settle(self, reservation: Reservation, actual: Decimal) -> None:
+        self.finish(reservation, actual, (), None, 0)
+
+    def release(self, reservation: Reservation) -> None:
+        self.finish(reservation, None, (), None, 0)
+
+    def hit(
+        self, limits: Sequence[RateLimit], requests: int, tokens: int, now: float
+    ) -> RateResult:
+        result = self.admit((), _ZERO, 0, limits, requests, tokens, now).rates
+        assert result is not None  # admit with rates and no budgets always counts them
+        return result
+
+    def adjust_tokens(self, keys: Sequence[str], window: int, delta: int) -> None:
+        self.finish(None, None, keys, window, delta)
+
+
 def _rate_check(
     limits: Sequence[RateLimit], counts: Sequence[Sequence[int]], requests: int, tokens: int
 ) -> tuple[int, Literal["requests", "tokens"], int] | None:
@@ -271,7 +324,7 @@ class _Holds:
         self.due = min((expires for _, expires in self.live.values()), default=math.inf)
 
 
-class MemoryLedger:
+class MemoryLedger(SingleOperations):
     """A ledger in this process's memory: one lock makes each operation atomic.
 
     Spend is lost when the process ends; use :class:`SQLiteLedger` to keep it.
@@ -406,34 +459,11 @@ class MemoryLedger:
                     if count is not None:
                         count[1] = max(count[1] + token_delta, 0)
 
-    def reserve(
-        self, limits: Sequence[BudgetLimit], amount: Decimal, ttl: float, now: float
-    ) -> ReserveResult:
-        result = self.admit(limits, amount, ttl, (), 0, 0, now).budgets
-        assert result is not None
-        return result
-
-    def settle(self, reservation: Reservation, actual: Decimal) -> None:
-        self.finish(reservation, actual, (), None, 0)
-
-    def release(self, reservation: Reservation) -> None:
-        self.finish(reservation, None, (), None, 0)
-
     def balance(self, key: str, now: float) -> Balance:
         with self._lock:
             holds = self._holds.get(key)
             reserved = holds.reserved(now) if holds is not None else _ZERO
             return Balance(self._spent.get(key, _ZERO), reserved)
-
-    def hit(
-        self, limits: Sequence[RateLimit], requests: int, tokens: int, now: float
-    ) -> RateResult:
-        result = self.admit((), _ZERO, 0, limits, requests, tokens, now).rates
-        assert result is not None
-        return result
-
-    def adjust_tokens(self, keys: Sequence[str], window: int, delta: int) -> None:
-        self.finish(None, None, keys, window, delta)
 
     def close(self) -> None:
         return None
@@ -469,7 +499,7 @@ INSERT OR IGNORE INTO meta VALUES ('schema', '1');
 """
 
 
-class SQLiteLedger:
+class SQLiteLedger(SingleOperations):
     """A ledger in a SQLite file shared by the processes of one host.
 
     Every operation is one ``BEGIN IMMEDIATE`` transaction: it takes the database's
@@ -536,41 +566,10 @@ class SQLiteLedger:
             if window is not None and token_delta:
                 self._adjust(db, rate_keys, window, token_delta)
 
-    def reserve(
-        self, limits: Sequence[BudgetLimit], amount: Decimal, ttl: float, now: float
-    ) -> ReserveResult:
-        with self._transaction() as db:
-            checked = self._check_budgets(db, limits, amount, now)
-            if checked.blocked is not None:
-                return checked
-            return self._hold(db, limits, amount, ttl, now, checked.balances)
-
-    def settle(self, reservation: Reservation, actual: Decimal) -> None:
-        with self._transaction() as db:
-            if self._drop(db, reservation):  # else already settled or released (invariant 3)
-                self._charge(db, reservation.keys, actual)
-
-    def release(self, reservation: Reservation) -> None:
-        with self._transaction() as db:
-            self._drop(db, reservation)
-
     def balance(self, key: str, now: float) -> Balance:
         # a plain read: WAL gives it a consistent snapshot without taking the write lock
         with self._lock:
             return self._balance(self._db(), key, now)
-
-    def hit(
-        self, limits: Sequence[RateLimit], requests: int, tokens: int, now: float
-    ) -> RateResult:
-        with self._transaction() as db:
-            result = self._check_rates(db, limits, requests, tokens, now)
-            if result.retry_after is None:
-                self._count(db, limits, requests, tokens, result.window)
-            return result
-
-    def adjust_tokens(self, keys: Sequence[str], window: int, delta: int) -> None:
-        with self._transaction() as db:
-            self._adjust(db, keys, window, delta)
 
     def close(self) -> None:
         with self._lock:

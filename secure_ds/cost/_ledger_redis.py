@@ -77,6 +77,7 @@ from ._ledger import (
     RateResult,
     Reservation,
     ReserveResult,
+    SingleOperations,
     _refused,
 )
 
@@ -291,7 +292,7 @@ def safe_url(url: str) -> str:
     return f"{parts.scheme}://{host}{port}{parts.path}"
 
 
-class RedisLedger:
+class RedisLedger(SingleOperations):
     """A ledger in Redis (>= 6.2), shared by every process and host that uses the same
     server and ``namespace``.
 
@@ -464,19 +465,6 @@ class RedisLedger:
         ]
         self._run("settle a call", self._finish, keys, args)
 
-    def reserve(
-        self, limits: Sequence[BudgetLimit], amount: Decimal, ttl: float, now: float
-    ) -> ReserveResult:
-        result = self.admit(limits, amount, ttl, (), 0, 0, now).budgets
-        assert result is not None
-        return result
-
-    def settle(self, reservation: Reservation, actual: Decimal) -> None:
-        self.finish(reservation, actual, (), None, 0)
-
-    def release(self, reservation: Reservation) -> None:
-        self.finish(reservation, None, (), None, 0)
-
     def balance(self, key: str, now: float) -> Balance:
         keys = self._budget_keys([key])
         raw = cast(
@@ -484,16 +472,6 @@ class RedisLedger:
         )
         self._learn(str(raw[2]))
         return Balance(from_units(str(raw[0])), from_units(str(raw[1])))
-
-    def hit(
-        self, limits: Sequence[RateLimit], requests: int, tokens: int, now: float
-    ) -> RateResult:
-        result = self.admit((), _ZERO, 0, limits, requests, tokens, now).rates
-        assert result is not None
-        return result
-
-    def adjust_tokens(self, keys: Sequence[str], window: int, delta: int) -> None:
-        self.finish(None, None, keys, window, delta)
 
     def close(self) -> None:
         with self._lock:

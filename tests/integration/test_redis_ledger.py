@@ -17,6 +17,7 @@ import tomllib
 from collections.abc import Iterator
 from decimal import Decimal, localcontext
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -330,21 +331,27 @@ def test_fallback_meters_locally_through_an_outage_and_goes_back() -> None:
         server.stop()
 
 
-def test_a_client_with_the_unsafe_fallback_keeps_working_and_audits_it(
-    sb: Sandbox, tmp_path: Path
-) -> None:
-    from secure_ds import SecureDeepSeek
-
+def _settings_with_redis_down(sb: Sandbox, tmp_path: Path, **extra: Any) -> Settings:
+    """A client's settings with an org budget kept in a Redis nobody listens on (port 1),
+    behind a password that must never show up anywhere."""
     budgets = tmp_path / "budgets.toml"
     budgets.write_text('[[budget]]\nscope = "org"\nperiod = "day"\nhard_usd = 5\n')
-    settings = sb.client_settings(
+    return sb.client_settings(
         "alice",
         audit_path=tmp_path / "audit.jsonl",
         budgets=budgets,
         meter_backend="redis",
         meter_redis_url=Secret("redis://:hunter2-secret@127.0.0.1:1/0"),
-        meter_fallback="local-unsafe",
+        **extra,
     )
+
+
+def test_a_client_with_the_unsafe_fallback_keeps_working_and_audits_it(
+    sb: Sandbox, tmp_path: Path
+) -> None:
+    from secure_ds import SecureDeepSeek
+
+    settings = _settings_with_redis_down(sb, tmp_path, meter_fallback="local-unsafe")
     with SecureDeepSeek(settings=settings) as client:
         reply = client.chat.completions.create(
             model="deepseek-flash", messages=[{"role": "user", "content": "hi"}]
@@ -432,15 +439,7 @@ def test_a_client_whose_redis_is_down_refuses_calls_and_says_why(
 ) -> None:
     from secure_ds import PolicyDenied, SecureDeepSeek
 
-    budgets = tmp_path / "budgets.toml"
-    budgets.write_text('[[budget]]\nscope = "org"\nperiod = "day"\nhard_usd = 5\n')
-    settings = sb.client_settings(
-        "alice",
-        audit_path=tmp_path / "audit.jsonl",
-        budgets=budgets,
-        meter_backend="redis",
-        meter_redis_url=Secret("redis://:hunter2-secret@127.0.0.1:1/0"),
-    )
+    settings = _settings_with_redis_down(sb, tmp_path)
     before = sb.stats.requests
     with (
         SecureDeepSeek(settings=settings) as client,
