@@ -1,0 +1,137 @@
+"""RFC 8785 canonical JSON: the RFC's own examples, and agreement with the ``rfc8785``
+package (Trail of Bits) on random values, fast path and slow path alike."""
+
+from __future__ import annotations
+
+import json
+import math
+import random
+import struct
+from typing import Any
+
+import pytest
+import rfc8785
+
+from secure_ds.audit._jcs import canonicalize, es6_number
+
+# RFC 8785 Appendix B: IEEE 754 bit patterns and their canonical text.
+APPENDIX_B = [
+    ("0000000000000000", "0"),
+    ("8000000000000000", "0"),
+    ("0000000000000001", "5e-324"),
+    ("8000000000000001", "-5e-324"),
+    ("7fefffffffffffff", "1.7976931348623157e+308"),
+    ("ffefffffffffffff", "-1.7976931348623157e+308"),
+    ("4340000000000000", "9007199254740992"),
+    ("c340000000000000", "-9007199254740992"),
+    ("4430000000000000", "295147905179352830000"),
+    ("44b52d02c7e14af5", "9.999999999999997e+22"),
+    ("44b52d02c7e14af6", "1e+23"),
+    ("44b52d02c7e14af7", "1.0000000000000001e+23"),
+    ("444b1ae4d6e2ef4e", "999999999999999700000"),
+    ("444b1ae4d6e2ef4f", "999999999999999900000"),
+    ("444b1ae4d6e2ef50", "1e+21"),
+    ("3eb0c6f7a0b5ed8c", "9.999999999999997e-7"),
+    ("3eb0c6f7a0b5ed8d", "0.000001"),
+    ("41b3de4355555553", "333333333.3333332"),
+    ("41b3de4355555554", "333333333.33333325"),
+    ("41b3de4355555555", "333333333.3333333"),
+    ("41b3de4355555556", "333333333.3333334"),
+    ("41b3de4355555557", "333333333.33333343"),
+    ("becbf647612f3696", "-0.0000033333333333333333"),
+    ("43143ff3c1cb0959", "1424953923781206.2"),
+]
+
+
+@pytest.mark.parametrize(("bits", "text"), APPENDIX_B)
+def test_numbers_of_rfc_8785_appendix_b(bits: str, text: str) -> None:
+    value = struct.unpack(">d", bytes.fromhex(bits))[0]
+    assert es6_number(value) == text
+    assert canonicalize(value) == text.encode()
+    assert canonicalize([value]) == f"[{text}]".encode()
+
+
+def test_the_example_of_rfc_8785_section_3_2_2() -> None:
+    data = json.loads(
+        '{"numbers": [333333333.33333329, 1E30, 4.50, 2e-3, 0.000000000000000000000000001],'
+        ' "string": "\\u20ac$\\u000F\\u000aA\'\\u0042\\u0022\\u005c\\\\\\"\\/",'
+        ' "literals": [null, true, false]}'
+    )
+    assert (
+        canonicalize(data)
+        == (
+            '{"literals":[null,true,false],"numbers":[333333333.3333333,1e+30,4.5,0.002,1e-27],'
+            '"string":"€$\\u000f\\nA\'B\\"\\\\\\\\\\"/"}'
+        ).encode()
+    )
+
+
+def test_the_sorting_example_of_rfc_8785_section_3_2_3() -> None:
+    data = {k: i for i, k in enumerate(["€", "\r", "דּ", "1", "😀", "\u0080", "ö"])}
+    keys = list(json.loads(canonicalize(data)))
+    assert keys == ["\r", "1", "\u0080", "ö", "€", "😀", "דּ"]  # UTF-16 order, not code points
+
+
+def _random_float(rng: random.Random) -> float:
+    kind = rng.randrange(6)
+    if kind == 0:
+        return float(rng.randrange(-(10**6), 10**6))  # integral
+    if kind == 1:
+        return rng.uniform(-1e-3, 1e-3) * 10 ** -rng.randrange(12)
+    if kind == 2:
+        return rng.uniform(-1, 1) * 10 ** rng.randrange(14, 30)
+    if kind == 3:
+        return round(rng.uniform(0, 1000), rng.randrange(6))
+    value = struct.unpack(">d", rng.randbytes(8))[0]
+    return value if math.isfinite(value) else 0.5
+
+
+_ALPHABET = ["a", "Z", "é", "€", "\n", '"', "\\", "\x01", "\x7f", "😀", "דּ", "\u2028", ".0,", "1e+"]
+
+
+def _random_value(rng: random.Random, depth: int = 0) -> Any:
+    kind = rng.randrange(8 if depth < 4 else 5)
+    if kind == 0:
+        return rng.choice([None, True, False])
+    if kind == 1:
+        return rng.randrange(-(2**53), 2**53)
+    if kind == 2:
+        return _random_float(rng)
+    if kind in (3, 4):
+        return "".join(rng.choice(_ALPHABET) for _ in range(rng.randrange(6)))
+    if kind == 5:
+        return [_random_value(rng, depth + 1) for _ in range(rng.randrange(4))]
+    return {
+        "".join(rng.choice(_ALPHABET) for _ in range(rng.randrange(1, 4))): _random_value(
+            rng, depth + 1
+        )
+        for _ in range(rng.randrange(5))
+    }
+
+
+def test_agrees_with_the_rfc8785_package_on_random_values() -> None:
+    rng = random.Random(8785)
+    for _ in range(3000):
+        value = _random_value(rng)
+        assert canonicalize(value) == rfc8785.dumps(value), value
+
+
+def test_agrees_with_the_rfc8785_package_on_an_audit_like_record() -> None:
+    record = {
+        "schema": "secure-ds.audit/1",
+        "latency_ms": 12.0,
+        "cost": {"usd": 1.5e-05, "tokens": 12},
+        "decide": {"context": {"hour_utc": 9, "ratio": 0.25, "note": "a:3.0,b"}},
+        "actor": {"subject": "alice", "roles": ["engineer"], "attributes": {}},
+    }
+    assert canonicalize(record) == rfc8785.dumps(record)
+
+
+def test_values_json_cannot_hold_are_refused() -> None:
+    for bad in (float("nan"), float("inf"), {"k": float("-inf")}):
+        with pytest.raises(ValueError, match=r"JSON|Out of range"):
+            canonicalize(bad)
+    with pytest.raises(UnicodeEncodeError):
+        canonicalize("\ud800")
+    with pytest.raises(TypeError):
+        canonicalize({"k": object()})
