@@ -38,7 +38,7 @@ _FAST = json.JSONEncoder(
 )
 _DIGITS = frozenset("0123456789")
 _AFTER_INTEGRAL = frozenset({",", "}", "]", ""})  # "": the end of the text
-_encode_string = json.encoder.encode_basestring  # type: ignore[attr-defined]
+_encode_string = json.encoder.encode_basestring
 
 
 def canonicalize(value: Any) -> bytes:
