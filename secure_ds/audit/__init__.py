@@ -1,6 +1,37 @@
-"""The audit trail: one record per call (permit, deny or failure), durable before return."""
+"""The audit trail: one signed, hash-chained record per call (permit, deny or failure),
+durable before return, with signed Merkle checkpoints; and its verification.
+
+``secure_ds.audit.merkle`` holds the RFC 9162 tree functions (roots and proofs).
+"""
 
 from ._log import AuditLog, encode_record
 from ._record import RECORD_SCHEMA, build_record
+from ._signing import (
+    PublicKey,
+    Signer,
+    SoftwareSigner,
+    default_signer,
+    generate_key_file,
+    load_public_key,
+    load_signer,
+)
+from ._verify import RepairResult, VerifyResult, read_records, repair_log, verify_log
 
-__all__ = ["RECORD_SCHEMA", "AuditLog", "build_record", "encode_record"]
+__all__ = [
+    "RECORD_SCHEMA",
+    "AuditLog",
+    "PublicKey",
+    "RepairResult",
+    "Signer",
+    "SoftwareSigner",
+    "VerifyResult",
+    "build_record",
+    "default_signer",
+    "encode_record",
+    "generate_key_file",
+    "load_public_key",
+    "load_signer",
+    "read_records",
+    "repair_log",
+    "verify_log",
+]

@@ -1,4 +1,15 @@
-"""The local append-only audit log: one JSON line per call, written before a call returns.
+"""The local append-only audit log: one signed, hash-chained JSON line per call, written
+before a call returns, with signed checkpoints of its Merkle tree.
+
+Each record is canonicalised (RFC 8785), given its leaf index and the hash of the record
+before it, signed, and written as one line that keeps the record's fields at the top
+level and adds one member, ``integrity`` (layout: :mod:`._entry`). Every record is a
+leaf of the log's RFC 9162 Merkle tree; a signed checkpoint of the tree (C2SP
+tlog-checkpoint, :mod:`._checkpoint`) is written as its own line
+(``{"checkpoint": {...}}``, never an ``event_id``) when a log file is created, when a
+writer opens it with another key, every ``checkpoint_every`` records, at most
+``checkpoint_interval`` seconds after the newest unsealed record, and on close.
+``secure-ds audit verify`` checks all of it (:mod:`._verify`).
 
 Invariants (the rest of secure-ds relies on them):
 
@@ -8,45 +19,67 @@ Invariants (the rest of secure-ds relies on them):
 
    * ``"always"``: ``append`` returns only after the record is fsynced. Concurrent
      callers are group-committed (one ``write`` + one ``fsync`` for everyone queued).
-   * ``"background"`` (default): a flusher thread fsyncs unsynced data every
-     ``fsync_interval`` seconds (20 ms by default), so a power loss or kernel crash can
-     take at most the records of that window plus one fsync; a crash of the process
-     itself loses nothing. Syncing per record instead wakes the flusher on every call,
-     and its GIL hand-offs cost the calling threads more than the fsync itself.
+   * ``"background"``: a flusher thread fsyncs unsynced data every ``fsync_interval``
+     seconds (20 ms by default), so a power loss or kernel crash can take at most the
+     records of that window plus one fsync; a crash of the process itself loses nothing.
    * ``"never"``: the operating system decides (tests, tmpfs).
 
-2. If a record cannot be written or synced, :meth:`append` (or, for a background sync,
-   the next :meth:`check`) raises :class:`~secure_ds.errors.AuditError` and the log
-   turns *failed*. A failed log stays failed, so the guard chain sends no further call
-   (fail closed). :meth:`check` also refuses while the file system has less than
-   ``min_free_bytes`` available, so a full disk stops calls before they go out.
+2. If a record cannot be written, signed or synced, :meth:`append` (or, for a
+   background sync, the next :meth:`check`) raises :class:`~secure_ds.errors.AuditError`
+   and the log turns *failed*. A failed log stays failed, so the guard chain sends no
+   further call (fail closed). :meth:`check` also refuses while the file system has less
+   than ``min_free_bytes`` available, so a full disk stops calls before they go out. A
+   single record that cannot be canonicalised or is larger than ``max_record_bytes`` is
+   refused (that call fails) without failing the log.
 3. Lines are never half-written: each write happens under an exclusive ``flock`` and,
-   if it fails part-way, the file is truncated back to where it began.
+   if it fails part-way, the file is truncated back to where it began (and the chain
+   state rolls back with it).
 4. Lines from several threads (and processes, through ``flock``) never interleave.
+5. One chain per file: every process appending to a file continues the same chain and
+   tree. Under the ``flock``, a writer first reads what other writers appended since its
+   own last write and checks that it chains (index, ``prev``, leaf hash) before it
+   adds its own records; anything else (a line that does not chain, a file that shrank,
+   a torn line, records without integrity data) fails the log closed.
+6. Opening a file reads only its tail: the last checkpoint carries the compact range of
+   the tree and the newest leaf hash, and the records after it are replayed. A file
+   ending in a torn line (a crash mid-write) is refused until ``secure-ds audit repair``
+   cuts the torn line away.
 """
 
 from __future__ import annotations
 
 import asyncio
+import base64
 import contextlib
 import fcntl
 import json
 import os
+import secrets
 import threading
 import time
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Literal
 
+from .._ids import rfc3339_millis
 from ..errors import AuditError
+from ._checkpoint import Checkpoint, NoteError, checkpoint_line, open_note
+from ._entry import GENESIS, EntryError, leaf_data, leaf_hash_of, parse_line, render_line
+from ._jcs import canonicalize
+from ._signing import PublicKey, Signer, default_signer
+from .merkle import CompactTree
 
 __all__ = ["AuditLog", "FsyncPolicy", "encode_record"]
 
 FsyncPolicy = Literal["always", "background", "never"]
 
+_CHECKPOINT_PREFIX = b'{"checkpoint":'
+_TAIL_CHUNK = 1 << 18
+_RESERVED = ("integrity", "checkpoint")
+
 
 class AuditLog:
-    """Append-only JSON-lines file (mode 0600 in a 0700 directory)."""
+    """Append-only, signed JSON-lines file (mode 0600 in a 0700 directory)."""
 
     def __init__(
         self,
@@ -55,28 +88,49 @@ class AuditLog:
         fsync: FsyncPolicy = "background",
         fsync_interval: float = 0.02,
         min_free_bytes: int = 1 << 20,
+        signer: Signer | None = None,
+        checkpoint_every: int = 1000,
+        checkpoint_interval: float = 10.0,
+        max_record_bytes: int = 1 << 20,
+        origin: str | None = None,
     ) -> None:
         if fsync not in ("always", "background", "never"):
             raise ValueError(f"unknown fsync policy {fsync!r}")
+        if checkpoint_every < 1 or checkpoint_interval <= 0 or max_record_bytes < 64:
+            raise ValueError(
+                "checkpoint_every, checkpoint_interval and max_record_bytes are positive"
+            )
         self.path = Path(path)
         self.fsync: FsyncPolicy = fsync
         self.fsync_interval = fsync_interval
         self.min_free_bytes = min_free_bytes
+        self.checkpoint_every = checkpoint_every
+        self.checkpoint_interval = checkpoint_interval
+        self.max_record_bytes = max_record_bytes
         self._queue_lock = threading.Lock()  # guards _pending and the sequence numbers
-        self._io_lock = threading.Lock()  # one writer at a time
+        self._io_lock = threading.Lock()  # one writer at a time; guards the chain state
         self._pending: list[bytes] = []
         self._next_seq = 0
-        self._durable_seq = -1
+        self._done_seq = -1
         self._failure: str | None = None
         self._closed = False
         self._dirty = threading.Event()
         self._space_checked_until = 0.0
         self._stop = False
+        # the chain and tree as of self._end (the file offset this writer has read to)
+        self._tree = CompactTree()
+        self._prev = GENESIS
+        self._end = 0
+        self._sealed = -1  # tree size of the newest checkpoint in the file
+        self._unsealed_since = 0.0
+        self._last_line_is_checkpoint = False
+        self._closing = False
+        self._origin = origin or f"secure-ds.audit/{secrets.token_hex(8)}"
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
             created = not self.path.exists()
             self._fd = os.open(
-                self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o600
+                self.path, os.O_RDWR | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o600
             )
             if created:
                 _fsync_dir(self.path.parent)
@@ -85,12 +139,41 @@ class AuditLog:
                 f"Cannot open the audit log {self.path} ({exc.strerror}).",
                 hint="Set SECURE_DS_AUDIT_PATH to a writable file; no call is sent without it.",
             ) from None
+        try:
+            self._signer = signer if signer is not None else default_signer(self.path.parent)
+            self._alg = self._signer.alg
+            self._key_id = self._signer.key_id
+            self._open_chain()
+        except BaseException:
+            os.close(self._fd)
+            raise
         self._flusher: threading.Thread | None = None
         if fsync == "background":
             self._flusher = threading.Thread(
                 target=self._flush_loop, name="secure-ds-audit-fsync", daemon=True
             )
             self._flusher.start()
+        self._seal_wakeup = threading.Event()
+        self._sealer = threading.Thread(
+            target=self._seal_loop, name="secure-ds-audit-checkpoint", daemon=True
+        )
+        self._sealer.start()
+
+    # ------------------------------------------------------------------ properties
+
+    @property
+    def signer(self) -> Signer:
+        return self._signer
+
+    @property
+    def origin(self) -> str:
+        """The log's name in its checkpoints (fixed when the file is created)."""
+        return self._origin
+
+    @property
+    def size(self) -> int:
+        """Records in the file's tree, as far as this writer has read it."""
+        return self._tree.size
 
     # ------------------------------------------------------------------ health
 
@@ -125,30 +208,26 @@ class AuditLog:
     # ------------------------------------------------------------------ writing
 
     def append(self, record: Mapping[str, Any]) -> None:
-        """Write one record (see the module invariants for when it is durable)."""
-        line = encode_record(record)
-        if self.fsync != "always":
-            with self._io_lock:
-                self.check()
-                self._write(line, sync=False)
-            if self._flusher is not None and not self._dirty.is_set():
-                self._dirty.set()
-            return
+        """Sign, chain and write one record (see the module invariants for when it is
+        durable)."""
+        body = self._canonical(record)
         with self._queue_lock:
             self.check()
             seq = self._next_seq
             self._next_seq += 1
-            self._pending.append(line)
+            self._pending.append(body)
         with self._io_lock:
+            if self._done_seq >= seq:
+                return  # a concurrent caller's batch carried this line
             if self._failure is not None:
                 self.check()
-            if self._durable_seq >= seq:
-                return  # a concurrent caller's batch carried this line
             with self._queue_lock:
                 batch, self._pending = self._pending, []
                 last = self._next_seq - 1
-            self._write(b"".join(batch), sync=True)
-            self._durable_seq = last
+            self._commit(batch, sync=self.fsync == "always")
+            self._done_seq = last
+        if self._flusher is not None and not self._dirty.is_set():
+            self._dirty.set()
 
     async def append_async(self, record: Mapping[str, Any]) -> None:
         """:meth:`append` without blocking the event loop on ``fsync``.
@@ -161,24 +240,124 @@ class AuditLog:
             return
         await asyncio.get_running_loop().run_in_executor(None, self.append, record)
 
+    def checkpoint(self) -> dict[str, Any]:
+        """Write a signed checkpoint of the tree now (even if one was just written) and
+        return its JSON object."""
+        with self._io_lock:
+            self.check()
+            return self._seal(force=True)
+
+    def _canonical(self, record: Mapping[str, Any]) -> bytes:
+        for key in _RESERVED:
+            if key in record:
+                raise AuditError(
+                    f"An audit record may not hold a top-level {key!r} member; the log "
+                    "adds its own.",
+                    hint="Rename the field.",
+                )
+        try:
+            body = canonicalize(record if isinstance(record, dict) else dict(record))
+        except (TypeError, ValueError) as exc:
+            raise AuditError(
+                f"The audit record cannot be written as canonical JSON ({exc}).",
+                hint="Records hold only JSON values: strings, finite numbers, booleans, "
+                "null, lists and objects with string keys.",
+            ) from None
+        if len(body) > self.max_record_bytes:
+            raise AuditError(
+                f"The audit record is {len(body)} bytes, over the log's limit of "
+                f"{self.max_record_bytes}; the call is refused because it cannot be recorded.",
+                hint="Send a smaller request (records grow with the policy context and "
+                "findings), or raise the limit.",
+            )
+        return body
+
+    def _commit(self, bodies: list[bytes], *, sync: bool) -> None:
+        """Chain, sign and write ``bodies`` (and a checkpoint if one is due)."""
+        self._lock_file()
+        tree, prev = self._tree.copy(), self._prev
+        try:
+            self._catch_up()
+            tree, prev = self._tree.copy(), self._prev
+            out = []
+            sign, alg, key = self._signer.sign, self._alg, self._key_id
+            for body in bodies:
+                index = self._tree.size
+                data = leaf_data(alg, index, key, self._prev, body)
+                h = leaf_hash_of(data)
+                out.append(
+                    render_line(
+                        body,
+                        alg=alg,
+                        leaf_hash=h,
+                        index=index,
+                        key=key,
+                        prev=self._prev,
+                        sig=sign(data),
+                    )
+                )
+                self._tree.append_hash(h)
+                self._prev = h
+            if self._tree.size - self._sealed >= self.checkpoint_every:
+                out.append(self._checkpoint_bytes())
+            elif self._unsealed_since == 0.0:
+                self._unsealed_since = time.monotonic()
+                self._seal_wakeup.set()
+            self._write(b"".join(out), sync=sync)
+        except BaseException as exc:
+            self._tree, self._prev = tree, prev
+            if isinstance(exc, AuditError):
+                self._failure = self._failure or str(exc)
+            raise
+        finally:
+            self._unlock_file()
+
+    def _seal(self, *, force: bool) -> dict[str, Any]:
+        """Write a checkpoint if records are unsealed (or ``force``); io_lock held."""
+        self._lock_file()
+        try:
+            self._catch_up()
+            if not force and self._sealed == self._tree.size:
+                return {}
+            line = self._checkpoint_bytes()
+            self._write(line, sync=self.fsync != "never")
+            return dict(json.loads(line))
+        finally:
+            self._unlock_file()
+
+    def _checkpoint_bytes(self) -> bytes:
+        cp = Checkpoint(
+            self._origin, self._tree.size, self._tree.root(), rfc3339_millis(time.time())
+        )
+        line = encode_record(
+            checkpoint_line(cp, self._signer, last=self._prev, compact_range=self._tree.range)
+        )
+        self._sealed = self._tree.size
+        self._unsealed_since = 0.0
+        return line
+
     def _write(self, data: bytes, *, sync: bool) -> None:
+        start = self._end
+        try:
+            view = memoryview(data)
+            while view:
+                written = os.write(self._fd, view)
+                view = view[written:]
+            if sync:
+                os.fsync(self._fd)
+        except OSError as exc:
+            _truncate_quietly(self._fd, start)
+            self._fail(exc)
+        self._end = start + len(data)
+
+    def _lock_file(self) -> None:
         try:
             fcntl.flock(self._fd, fcntl.LOCK_EX)
         except OSError as exc:
             self._fail(exc)
-        try:
-            start = os.lseek(self._fd, 0, os.SEEK_END)
-            try:
-                view = memoryview(data)
-                while view:
-                    written = os.write(self._fd, view)
-                    view = view[written:]
-                if sync:
-                    os.fsync(self._fd)
-            except OSError as exc:
-                _truncate_quietly(self._fd, start)
-                self._fail(exc)
-        finally:
+
+    def _unlock_file(self) -> None:
+        with contextlib.suppress(OSError):
             fcntl.flock(self._fd, fcntl.LOCK_UN)
 
     def _flush_loop(self) -> None:
@@ -197,6 +376,25 @@ class AuditLog:
             if self._stop:
                 return
 
+    def _seal_loop(self) -> None:
+        """Write a checkpoint at most ``checkpoint_interval`` s after an unsealed record."""
+        while not self._closing:
+            self._seal_wakeup.wait()
+            self._seal_wakeup.clear()
+            while not self._closing and self._unsealed_since:
+                delay = self._unsealed_since + self.checkpoint_interval - time.monotonic()
+                if delay > 0:
+                    self._seal_wakeup.wait(delay)
+                    self._seal_wakeup.clear()
+                    continue
+                with self._io_lock:
+                    if self._closed or self._failure is not None:
+                        return
+                    try:
+                        self._seal(force=False)
+                    except AuditError:
+                        return  # recorded in _failure: the next check() refuses
+
     def _fail(self, exc: OSError) -> None:
         self._failure = exc.strerror or type(exc).__name__
         raise AuditError(
@@ -205,8 +403,162 @@ class AuditLog:
             "record it.",
         ) from None
 
+    # ------------------------------------------------------------------ the chain on disk
+
+    def _open_chain(self) -> None:
+        """Read the file's tail (under the flock) and announce this writer's key."""
+        self._lock_file()
+        try:
+            size = os.fstat(self._fd).st_size
+            last_checkpoint: dict[str, Any] | None = None
+            if size:
+                if os.pread(self._fd, 1, size - 1) != b"\n":
+                    raise self._broken(
+                        "ends in a torn line (a write was cut off)",
+                        f"Run `secure-ds audit repair {self.path}` to cut it away, then "
+                        f"`secure-ds audit verify {self.path}`.",
+                    )
+                after, cp_line = self._read_tail(size)
+                if cp_line is None:
+                    raise self._broken(
+                        "holds no checkpoint: it was not written by this version of secure-ds",
+                        "Move the file aside (it is kept as it is) or point "
+                        "SECURE_DS_AUDIT_PATH at a new file.",
+                    )
+                last_checkpoint = self._resume_from(cp_line)
+                for line in after:
+                    self._apply_record(line)
+                self._end = size
+            # A writer announces its key (and attests to the state it found) with a
+            # checkpoint, unless the newest line already is its own checkpoint.
+            newest_is_ours = (
+                last_checkpoint is not None
+                and self._last_line_is_checkpoint
+                and last_checkpoint.get("key") == self._key_id
+            )
+            if not newest_is_ours:
+                self._write(self._checkpoint_bytes(), sync=self.fsync != "never")
+        finally:
+            self._unlock_file()
+
+    def _read_tail(self, size: int) -> tuple[list[bytes], bytes | None]:
+        """The lines after the newest checkpoint (oldest first) and that checkpoint."""
+        pos, carry = size, b""
+        newest_first: list[bytes] = []
+        while pos > 0:
+            n = min(_TAIL_CHUNK, pos)
+            pos -= n
+            parts = (os.pread(self._fd, n, pos) + carry).split(b"\n")
+            carry = parts[0] if pos > 0 else b""
+            for line in reversed(parts[1:] if pos > 0 else parts):
+                if not line:
+                    continue
+                if line.startswith(_CHECKPOINT_PREFIX):
+                    self._last_line_is_checkpoint = not newest_first
+                    newest_first.reverse()
+                    return newest_first, line
+                if b'"integrity":{' not in line:
+                    raise self._broken(
+                        "holds lines without integrity data (an older secure-ds wrote it)",
+                        "Move the file aside (it is kept as it is) or point "
+                        "SECURE_DS_AUDIT_PATH at a new file.",
+                    )
+                newest_first.append(line)
+        newest_first.reverse()
+        return newest_first, None
+
+    def _resume_from(self, line: bytes) -> dict[str, Any]:
+        try:
+            cp = json.loads(line)["checkpoint"]
+            key = PublicKey.from_b64(cp["public_key"])
+            checkpoint, _ = open_note(cp["note"], [key])
+            tree = CompactTree(
+                checkpoint.size, [base64.b64decode(h, validate=True) for h in cp["range"]]
+            )
+            last = bytes.fromhex(cp["last"])
+        except (KeyError, TypeError, ValueError, NoteError) as exc:
+            raise self._broken(
+                f"has a checkpoint that does not parse or verify ({exc})",
+                f"Run `secure-ds audit verify {self.path}`; start a new file meanwhile.",
+            ) from None
+        if tree.root() != checkpoint.root or len(last) != 32:
+            raise self._broken(
+                "has a checkpoint whose tree state does not match its signed root",
+                f"Run `secure-ds audit verify {self.path}`; start a new file meanwhile.",
+            )
+        self._origin = checkpoint.origin
+        self._tree, self._prev, self._sealed = tree, last, checkpoint.size
+        return dict(cp)
+
+    def _apply_record(self, line: bytes) -> None:
+        """Continue the chain with a line another writer appended (or found on open)."""
+        try:
+            entry = parse_line(line)
+        except EntryError as exc:
+            raise self._broken(
+                f"holds a line that is not a signed record ({exc})",
+                f"Run `secure-ds audit verify {self.path}`.",
+            ) from None
+        if (
+            entry.index != self._tree.size
+            or entry.prev != self._prev
+            or leaf_hash_of(entry.leaf_data()) != entry.hash
+        ):
+            raise self._broken(
+                f"does not chain at record {self._tree.size} (edited, reordered or "
+                "written by something else)",
+                f"Run `secure-ds audit verify {self.path}`.",
+            )
+        self._tree.append_hash(entry.hash)
+        self._prev = entry.hash
+
+    def _catch_up(self) -> None:
+        """Take in what other writers appended since this one last wrote (flock held)."""
+        size = os.fstat(self._fd).st_size
+        if size == self._end:
+            return
+        if size < self._end:
+            raise self._broken(
+                f"shrank from {self._end} to {size} bytes while it was open",
+                f"Run `secure-ds audit verify {self.path}`.",
+            )
+        data = os.pread(self._fd, size - self._end, self._end)
+        if not data.endswith(b"\n"):
+            raise self._broken(
+                "ends in a torn line written by another process",
+                f"Run `secure-ds audit repair {self.path}`.",
+            )
+        for line in data[:-1].split(b"\n"):
+            if line.startswith(_CHECKPOINT_PREFIX):
+                try:
+                    self._sealed = int(json.loads(line)["checkpoint"]["size"])
+                except (KeyError, TypeError, ValueError):
+                    raise self._broken(
+                        "holds a checkpoint line that does not parse",
+                        f"Run `secure-ds audit verify {self.path}`.",
+                    ) from None
+            else:
+                self._apply_record(line)
+        self._end = size
+        if self._sealed == self._tree.size:
+            self._unsealed_since = 0.0
+
+    def _broken(self, problem: str, fix: str) -> AuditError:
+        self._failure = f"the log {problem}"
+        return AuditError(f"The audit log {self.path} {problem}.", hint=fix)
+
+    # ------------------------------------------------------------------ closing
+
     def close(self) -> None:
-        """Stop the flusher, sync what is left (unless ``"never"``) and close the file."""
+        """Seal what is unsealed, stop the threads, sync (unless ``"never"``) and close."""
+        self._closing = True
+        self._seal_wakeup.set()
+        if threading.current_thread() is not self._sealer:
+            self._sealer.join()
+        with self._io_lock:
+            if not self._closed and self._failure is None:
+                with contextlib.suppress(AuditError):
+                    self._seal(force=False)
         if self._flusher is not None:
             self._stop = True
             self._dirty.set()

@@ -18,15 +18,29 @@ from secure_ds.audit import AuditLog, encode_record
 
 
 def _records(path: Path) -> list[dict[str, object]]:
-    return [json.loads(line) for line in path.read_text().splitlines()]
+    """The records (checkpoint lines skipped), without the integrity member."""
+    lines = [json.loads(line) for line in path.read_text().splitlines()]
+    return [
+        {k: v for k, v in line.items() if k != "integrity"}
+        for line in lines
+        if "checkpoint" not in line
+    ]
 
 
-def test_append_writes_one_sorted_json_line(tmp_path: Path) -> None:
+def _record_lines(path: Path) -> list[str]:
+    return [line for line in path.read_text().splitlines() if '"checkpoint":' not in line]
+
+
+# Since issue 5 every line is RFC 8785 canonical JSON (sorted keys, UTF-8) with an
+# "integrity" member added, and checkpoint lines sit between the records.
+def test_append_writes_one_canonical_signed_json_line(tmp_path: Path) -> None:
     path = tmp_path / "sub" / "audit.jsonl"
     with AuditLog(path) as log:
         log.append({"b": 1, "a": "x"})
         log.append({"n": 2})
-    assert path.read_text() == '{"b":1,"a":"x"}\n{"n":2}\n'
+    lines = _record_lines(path)
+    assert [line.split(',"integrity":')[0] for line in lines] == ['{"a":"x","b":1', '{"n":2']
+    assert _records(path) == [{"a": "x", "b": 1}, {"n": 2}]
     assert stat.S_IMODE(path.stat().st_mode) == 0o600
     assert stat.S_IMODE(path.parent.stat().st_mode) == 0o700
 
@@ -108,7 +122,7 @@ def test_background_policy_syncs_soon_after(
     log = AuditLog(tmp_path / "audit.jsonl", fsync="background")
     synced.clear()
     log.append({"i": 1})
-    assert (tmp_path / "audit.jsonl").read_text() == '{"i":1}\n'  # written before return
+    assert _records(tmp_path / "audit.jsonl") == [{"i": 1}]  # written before return
     assert synced.wait(5.0)  # and synced by the flusher without another call
     log.close()
 
@@ -141,6 +155,7 @@ def test_write_failure_truncates_and_fails_closed(
     path = tmp_path / "audit.jsonl"
     log = AuditLog(path)
     log.append({"ok": 1})
+    before = path.read_text()
     real_write = os.write
 
     def half_then_enospc(fd: int, data: bytes | memoryview) -> int:
@@ -153,12 +168,12 @@ def test_write_failure_truncates_and_fails_closed(
     with pytest.raises(AuditError, match="No space left on device"):
         log.append({"second": 2})
     monkeypatch.setattr(os, "write", real_write)
-    assert path.read_text() == '{"ok":1}\n'  # ...and is cut away again
+    assert path.read_text() == before  # ...and is cut away again
     with pytest.raises(AuditError, match="failed earlier"):
         log.check()
     with pytest.raises(AuditError):
         log.append({"third": 3})
-    assert path.read_text() == '{"ok":1}\n'
+    assert path.read_text() == before
 
 
 def test_full_file_system_is_refused_before_sending(tmp_path: Path) -> None:

@@ -1,0 +1,446 @@
+"""Verifying a signed audit log, and repairing a torn tail.
+
+:func:`verify_log` reads a log from the start and checks, line by line, that
+
+* every record line is a well-formed signed record (:mod:`._entry`), whose ``index`` is
+  its position, whose ``prev`` is the leaf hash of the record before it, whose ``hash`` is
+  the leaf hash of its leaf data, and (unless ``signatures=False``) whose signature
+  verifies under its key;
+* every key is trusted: one of ``keys`` when keys are given (pinned), else a key that a
+  checkpoint earlier in the file announced (trust on first use: a log rewritten
+  wholesale with another key passes, which only pinned keys or an external checkpoint
+  detect);
+* every checkpoint line is signed by a trusted key, and its size, root, newest leaf hash
+  and compact range are those of the records before it;
+* every checkpoint given from outside the file (``checkpoints``: kept elsewhere, e.g. in
+  the SIEM) is signed by a trusted key and matches the log at its size; a checkpoint
+  larger than the log means its newest records were removed (``truncated``).
+
+It stops at the first problem and names it: ``edited``, ``reordered``, ``deleted``,
+``inserted``, ``truncated``, ``wrong key``, ``torn tail``, with the record index
+(``first_bad_index``) and the line number. Problems after the first are not looked for.
+
+:func:`repair_log` cuts a torn tail (a last line without its newline) and nothing else.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import contextlib
+import dataclasses
+import fcntl
+import json
+import os
+from collections.abc import Iterable, Iterator, Sequence
+from pathlib import Path
+from typing import IO, Any, Literal
+
+from ..errors import AuditError
+from ._checkpoint import Checkpoint, NoteError, open_note
+from ._entry import GENESIS, Entry, EntryError, leaf_data, leaf_hash_of, parse_line
+from ._signing import PublicKey
+from .merkle import EMPTY_ROOT, CompactTree
+
+__all__ = ["RepairResult", "VerifyResult", "read_records", "repair_log", "verify_log"]
+
+Reason = Literal[
+    "edited", "reordered", "deleted", "inserted", "truncated", "wrong key", "torn tail"
+]
+_CHECKPOINT_PREFIX = b'{"checkpoint":'
+_LOOKAHEAD = 4096
+
+
+@dataclasses.dataclass
+class VerifyResult:
+    """What :func:`verify_log` found (``as_json`` for ``--json``)."""
+
+    path: str
+    ok: bool = True
+    records: int = 0  # records verified before the first problem (all of them when ok)
+    checkpoints: int = 0
+    first_bad_index: int | None = None
+    line: int | None = None  # 1-based line number of the first problem
+    reason: Reason | None = None
+    detail: str = ""
+    signatures: bool = True  # False: chain and checkpoints only
+    keys: list[str] = dataclasses.field(default_factory=list)
+    keys_pinned: bool = False
+    origin: str | None = None
+    root: str = EMPTY_ROOT.hex()
+    unsealed: int = 0  # records after the newest checkpoint in the file
+    external_checkpoints: int = 0
+
+    def as_json(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+class _Bad(Exception):
+    def __init__(self, reason: Reason, index: int, detail: str) -> None:
+        super().__init__(detail)
+        self.reason, self.index, self.detail = reason, index, detail
+
+
+def _load_external(text: str) -> str:
+    """A checkpoint given from outside: a signed note, or a checkpoint JSON line."""
+    stripped = text.strip()
+    if stripped.startswith("{"):
+        try:
+            note = json.loads(stripped)["checkpoint"]["note"]
+        except (ValueError, KeyError, TypeError):
+            raise AuditError(
+                "The external checkpoint is JSON but not a checkpoint line.",
+                hint='Pass a line {"checkpoint": {...}} from a log, or a signed note.',
+            ) from None
+        return str(note)
+    return text if text.endswith("\n") else text + "\n"
+
+
+def verify_log(
+    path: Path,
+    *,
+    keys: Sequence[PublicKey] = (),
+    signatures: bool = True,
+    checkpoints: Sequence[str] = (),
+) -> VerifyResult:
+    """Verify the log at ``path`` (see the module docstring)."""
+    path = Path(path)
+    result = _Walk(path, keys, signatures, [_load_external(c) for c in checkpoints])
+    try:
+        with path.open("rb") as f:
+            result.run(f)
+    except OSError as exc:
+        raise AuditError(
+            f"Cannot read the audit log {path} ({exc.strerror or type(exc).__name__}).",
+            hint="Pass the path of an audit log file.",
+        ) from None
+    return result.result
+
+
+class _Walk:
+    def __init__(
+        self, path: Path, keys: Sequence[PublicKey], signatures: bool, external: list[str]
+    ) -> None:
+        self.result = VerifyResult(path=str(path), signatures=signatures, keys_pinned=bool(keys))
+        self.pinned = {k.key_id: k for k in keys}
+        self.trusted: dict[str, PublicKey] = dict(self.pinned)
+        self.signatures = signatures
+        self.tree = CompactTree()
+        self.prev = GENESIS
+        self.last_sealed = 0
+        self.line_no = 0
+        self.external = external
+        self.roots_at: dict[int, bytes] = {}
+        self.wanted_sizes: set[int] = set()
+        self.external_checkpoints: list[Checkpoint] = []
+
+    # ------------------------------------------------------------------ the walk
+
+    def run(self, f: IO[bytes]) -> None:
+        res = self.result
+        try:
+            self._prepare_external()
+            self._note_root()
+            for raw in f:
+                self.line_no += 1
+                if not raw.endswith(b"\n"):
+                    raise _Bad(
+                        "torn tail",
+                        self.tree.size,
+                        "the last line has no newline: a write was cut off "
+                        "(`secure-ds audit repair` cuts it away)",
+                    )
+                line = raw[:-1]
+                if line.startswith(_CHECKPOINT_PREFIX):
+                    self._checkpoint(line, f)
+                else:
+                    self._record(line, f)
+            self._check_external()
+        except _Bad as bad:
+            res.ok = False
+            res.reason = bad.reason
+            res.first_bad_index = bad.index
+            res.detail = bad.detail
+            res.line = self.line_no
+        res.records = self.tree.size
+        res.root = self.tree.root().hex()
+        res.unsealed = self.tree.size - self.last_sealed
+        res.keys = sorted(self.trusted)
+
+    def _note_root(self) -> None:
+        if self.tree.size in self.wanted_sizes:
+            self.roots_at[self.tree.size] = self.tree.root()
+
+    def _record(self, line: bytes, f: IO[bytes]) -> None:
+        expected = self.tree.size
+        try:
+            entry = parse_line(line)
+        except EntryError as exc:
+            raise self._classify(None, f, f"not a signed record ({exc})") from None
+        if entry.index != expected or entry.prev != self.prev:
+            raise self._classify(entry, f, "")
+        data = entry.leaf_data()
+        h = leaf_hash_of(data)
+        if h != entry.hash:
+            raise self._classify(entry, f, "its content does not match its hash")
+        key = self.trusted.get(entry.key)
+        if key is None:
+            raise _Bad(
+                "wrong key",
+                expected,
+                f"signed with key {entry.key}, which is not "
+                + ("one of the pinned keys" if self.pinned else "announced by a checkpoint"),
+            )
+        if self.signatures and (key.alg != entry.alg or not key.verify(entry.sig, data)):
+            raise self._classify(entry, f, "its signature does not verify")
+        self.tree.append_hash(h)
+        self.prev = h
+        self._note_root()
+
+    def _checkpoint(self, line: bytes, f: IO[bytes]) -> None:
+        size = self.tree.size
+        try:
+            cp = json.loads(line)["checkpoint"]
+            announced = PublicKey.from_b64(cp["public_key"])
+            note = cp["note"]
+        except (ValueError, KeyError, TypeError, binascii.Error):
+            raise self._classify(None, f, "a checkpoint line that does not parse") from None
+        if announced.key_id != cp.get("key"):
+            raise _Bad("edited", size, "a checkpoint's key id does not match its public key")
+        if self.pinned:
+            if announced.key_id not in self.pinned:
+                raise _Bad(
+                    "wrong key",
+                    size,
+                    f"a checkpoint signed with key {announced.key_id}, "
+                    "which is not one of the pinned keys",
+                )
+            candidates = [self.pinned[announced.key_id]]
+        else:
+            candidates = [announced]
+        try:
+            checkpoint, _ = open_note(note, candidates)
+        except NoteError as exc:
+            raise _Bad("edited", size, f"a checkpoint does not verify ({exc})") from None
+        res = self.result
+        if res.origin is None:
+            res.origin = checkpoint.origin
+        elif checkpoint.origin != res.origin:
+            raise _Bad("inserted", size, f"a checkpoint of another log ({checkpoint.origin})")
+        if checkpoint.size > size:
+            raise _Bad(
+                "deleted",
+                size,
+                f"a checkpoint covers {checkpoint.size} records but only {size} precede it",
+            )
+        if checkpoint.size < size:
+            raise _Bad(
+                "inserted",
+                checkpoint.size,
+                f"a checkpoint covers {checkpoint.size} records but {size} precede it",
+            )
+        mirror = (
+            cp.get("origin") == checkpoint.origin
+            and cp.get("size") == checkpoint.size
+            and cp.get("root") == base64.b64encode(checkpoint.root).decode()
+            and cp.get("time") == checkpoint.time
+        )
+        if checkpoint.root != self.tree.root() or not mirror:
+            raise _Bad(
+                "edited",
+                max(size - 1, 0),
+                "the records before a checkpoint do not hash to its signed root",
+            )
+        if cp.get("last") != self.prev.hex() or cp.get("range") != [
+            base64.b64encode(h).decode() for h in self.tree.range
+        ]:
+            raise _Bad("edited", size, "a checkpoint's chain state does not match the records")
+        if not self.pinned:
+            self.trusted.setdefault(announced.key_id, announced)
+        self.last_sealed = size
+        self.result.checkpoints += 1
+
+    # ------------------------------------------------------------------ classifying
+
+    def _ahead(self, f: IO[bytes]) -> Iterator[Entry | None]:
+        """The record lines after the current one (None for one that does not parse)."""
+        for _, raw in zip(range(_LOOKAHEAD), f, strict=False):
+            line = raw.rstrip(b"\n")
+            if line.startswith(_CHECKPOINT_PREFIX):
+                continue
+            try:
+                yield parse_line(line)
+            except EntryError:
+                yield None
+
+    def _classify(self, entry: Entry | None, f: IO[bytes], detail: str) -> _Bad:
+        """Name the problem at the current line, looking at the lines after it."""
+        expected, prev = self.tree.size, self.prev
+        ahead = list(self._ahead(f))
+        nxt = next((e for e in ahead if e is not None), None)
+        chains_after = nxt is not None and nxt.index == expected and nxt.prev == prev
+        if entry is None:
+            if chains_after:
+                return _Bad("inserted", expected, f"an extra line: {detail}")
+            return _Bad("edited", expected, detail)
+        if entry.index > expected:
+            if any(e is not None and e.index == expected for e in ahead):
+                return _Bad(
+                    "reordered", expected, f"record {entry.index} comes before record {expected}"
+                )
+            return _Bad(
+                "deleted",
+                expected,
+                f"records {expected}..{entry.index - 1} are missing",
+            )
+        if entry.index < expected:
+            if chains_after:
+                return _Bad("inserted", expected, f"an extra copy of record {entry.index} is here")
+            return _Bad(
+                "reordered", expected, f"record {entry.index} comes after record {expected - 1}"
+            )
+        # the right index
+        if chains_after:
+            return _Bad("inserted", expected, f"an extra record claims index {expected}")
+        if entry.prev != prev:
+            if self.signatures:
+                key = self.trusted.get(entry.key)
+                data = leaf_data(entry.alg, entry.index, entry.key, entry.prev, entry.body)
+                if key is None or not key.verify(entry.sig, data):
+                    return _Bad("edited", expected, "its chain link was changed")
+            return _Bad(
+                "edited",
+                max(expected - 1, 0),
+                "the record before it does not hash to its chain link",
+            )
+        return _Bad("edited", expected, detail)
+
+    # ------------------------------------------------------------------ outside checkpoints
+
+    def _prepare_external(self) -> None:
+        for note in self.external:
+            keys = list(self.pinned.values())
+            if not keys:
+                # trust on first use: the keys are learnt from the file, so check later
+                self.wanted_sizes.add(_note_size(note))
+                continue
+            try:
+                checkpoint, _ = open_note(note, keys)
+            except NoteError as exc:
+                raise _Bad(
+                    "wrong key", 0, f"an external checkpoint does not verify ({exc})"
+                ) from None
+            self.external_checkpoints.append(checkpoint)
+            self.wanted_sizes.add(checkpoint.size)
+
+    def _check_external(self) -> None:
+        if not self.pinned:
+            keys = list(self.trusted.values())
+            for note in self.external:
+                try:
+                    checkpoint, _ = open_note(note, keys)
+                except NoteError as exc:
+                    raise _Bad(
+                        "wrong key", 0, f"an external checkpoint does not verify ({exc})"
+                    ) from None
+                self.external_checkpoints.append(checkpoint)
+        for checkpoint in self.external_checkpoints:
+            if self.result.origin is not None and checkpoint.origin != self.result.origin:
+                raise _Bad(
+                    "wrong key",
+                    0,
+                    f"an external checkpoint is of another log ({checkpoint.origin})",
+                )
+            if checkpoint.size > self.tree.size:
+                raise _Bad(
+                    "truncated",
+                    self.tree.size,
+                    f"a checkpoint kept outside covers {checkpoint.size} records; the log "
+                    f"has {self.tree.size}: its newest records were removed",
+                )
+            root = self.roots_at.get(checkpoint.size, EMPTY_ROOT if not checkpoint.size else None)
+            if root != checkpoint.root:
+                raise _Bad(
+                    "edited",
+                    0,
+                    f"the log's first {checkpoint.size} records do not hash to the root of "
+                    "a checkpoint kept outside: it was rewritten",
+                )
+            self.result.external_checkpoints += 1
+
+
+def _note_size(note: str) -> int:
+    lines = note.split("\n")
+    try:
+        return int(lines[1])
+    except (IndexError, ValueError):
+        raise AuditError(
+            "The external checkpoint is not a checkpoint note.",
+            hint="Pass a note of origin, size, root hash and signature lines.",
+        ) from None
+
+
+# ---------------------------------------------------------------------- repair and reading
+
+
+@dataclasses.dataclass(frozen=True)
+class RepairResult:
+    path: str
+    removed_bytes: int
+
+    def as_json(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+def repair_log(path: Path) -> RepairResult:
+    """Cut a torn tail (the bytes after the last newline) away, under the log's flock.
+
+    Nothing else is changed: a log with other problems stays as it is, for
+    :func:`verify_log` to report.
+    """
+    path = Path(path)
+    try:
+        fd = os.open(path, os.O_RDWR | os.O_CLOEXEC)
+    except OSError as exc:
+        raise AuditError(
+            f"Cannot open the audit log {path} ({exc.strerror or type(exc).__name__}).",
+            hint="Pass the path of an audit log you may write.",
+        ) from None
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        size = os.fstat(fd).st_size
+        keep = size
+        pos = size
+        while pos > 0:
+            n = min(1 << 16, pos)
+            pos -= n
+            chunk = os.pread(fd, n, pos)
+            at = chunk.rfind(b"\n")
+            if at != -1:
+                keep = pos + at + 1
+                break
+        else:
+            keep = 0
+        if keep != size:
+            os.ftruncate(fd, keep)
+            os.fsync(fd)
+        return RepairResult(str(path), size - keep)
+    except OSError as exc:
+        raise AuditError(
+            f"Repairing the audit log {path} failed ({exc.strerror or type(exc).__name__}).",
+            hint="Check the file's permissions and the disk.",
+        ) from None
+    finally:
+        with contextlib.suppress(OSError):
+            fcntl.flock(fd, fcntl.LOCK_UN)
+        os.close(fd)
+
+
+def read_records(path: Path) -> Iterable[dict[str, Any]]:
+    """The records of a log as JSON objects, checkpoint lines skipped (the ``integrity``
+    member stays). Reads; does not verify (that is :func:`verify_log`)."""
+    with Path(path).open("rb") as f:
+        for raw in f:
+            if raw.startswith(_CHECKPOINT_PREFIX) or not raw.endswith(b"\n"):
+                continue
+            yield json.loads(raw)
