@@ -1,0 +1,40 @@
+"""Helpers for the audit tests: a small signed log and line-level surgery on it."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from secure_ds.audit import AuditLog, Signer
+
+CHECKPOINT_PREFIX = b'{"checkpoint":'
+
+
+def make_log(
+    path: Path, n: int = 20, *, every: int = 8, signer: Signer | None = None
+) -> list[bytes]:
+    """A log of ``n`` records (checkpoints at creation, every ``every`` and on close)."""
+    with AuditLog(path, fsync="never", checkpoint_every=every, signer=signer) as log:
+        for i in range(n):
+            log.append({"event_id": f"e{i}", "i": i, "outcome": "permit", "latency_ms": 1.5})
+    return lines(path)
+
+
+def lines(path: Path) -> list[bytes]:
+    return path.read_bytes().splitlines(keepends=True)
+
+
+def write(path: Path, content: list[bytes]) -> None:
+    path.write_bytes(b"".join(content))
+
+
+def record_positions(content: list[bytes]) -> list[int]:
+    """Line numbers (0-based) of the record lines, in order."""
+    return [n for n, line in enumerate(content) if not line.startswith(CHECKPOINT_PREFIX)]
+
+
+def checkpoint_of_size(content: list[bytes], size: int) -> bytes:
+    for line in content:
+        if line.startswith(CHECKPOINT_PREFIX) and json.loads(line)["checkpoint"]["size"] == size:
+            return line
+    raise AssertionError(f"no checkpoint of size {size}")

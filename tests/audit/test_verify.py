@@ -1,0 +1,254 @@
+"""verify_log finds every kind of tampering, at the right position; repair cuts only a
+torn tail."""
+
+from __future__ import annotations
+
+import base64
+import json
+from pathlib import Path
+
+import pytest
+
+from secure_ds.audit import (
+    AuditLog,
+    generate_key_file,
+    load_public_key,
+    read_records,
+    repair_log,
+    verify_log,
+)
+from secure_ds.audit._entry import leaf_data, leaf_hash_of, parse_line, render_line
+
+from ._logs import checkpoint_of_size, lines, make_log, record_positions, write
+
+
+@pytest.fixture
+def log(tmp_path: Path) -> Path:
+    path = tmp_path / "audit.jsonl"
+    make_log(path)
+    return path
+
+
+def _both_modes(path: Path, **kwargs: object) -> list[object]:
+    full = verify_log(path, **kwargs)  # type: ignore[arg-type]
+    chain = verify_log(path, signatures=False, **kwargs)  # type: ignore[arg-type]
+    return [(r.ok, r.reason, r.first_bad_index) for r in (full, chain)]
+
+
+def test_an_intact_log_verifies_in_both_modes(log: Path) -> None:
+    result = verify_log(log)
+    assert result.ok
+    assert result.reason is None
+    assert result.first_bad_index is None
+    assert result.records == 20
+    assert result.checkpoints == 4  # created, 8, 16, close (20)
+    assert result.unsealed == 0
+    assert not result.keys_pinned
+    assert len(result.keys) == 1
+    assert verify_log(log, signatures=False).ok
+    pinned = verify_log(log, keys=[load_public_key(log.parent / "audit-signing-key.pub")])
+    assert pinned.ok
+    assert pinned.keys_pinned
+    assert [r["i"] for r in read_records(log)] == list(range(20))
+
+
+def test_an_edited_record_is_found_at_its_index(log: Path) -> None:
+    content = lines(log)
+    at = record_positions(content)[5]
+    content[at] = content[at].replace(b'"i":5', b'"i":6')
+    write(log, content)
+    assert _both_modes(log) == [(False, "edited", 5)] * 2
+    result = verify_log(log)
+    assert result.line == at + 1
+    assert result.records == 5
+
+
+def test_an_edit_with_its_hash_recomputed_is_still_found(log: Path) -> None:
+    content = lines(log)
+    at = record_positions(content)[5]
+    entry = parse_line(content[at][:-1])
+    body = entry.body.replace(b'"outcome":"permit"', b'"outcome":"deny"')
+    h = leaf_hash_of(leaf_data(entry.alg, entry.index, entry.key, entry.prev, body))
+    content[at] = render_line(
+        body, alg=entry.alg, leaf_hash=h, index=5, key=entry.key, prev=entry.prev, sig=entry.sig
+    )
+    write(log, content)
+    # the signature gives it away; without signatures the next record's chain link does
+    assert _both_modes(log) == [(False, "edited", 5)] * 2
+
+
+def test_reordered_records_are_found(log: Path) -> None:
+    content = lines(log)
+    a, b = record_positions(content)[5:7]
+    content[a], content[b] = content[b], content[a]
+    write(log, content)
+    assert _both_modes(log) == [(False, "reordered", 5)] * 2
+
+
+def test_a_deleted_record_is_found(log: Path) -> None:
+    content = lines(log)
+    del content[record_positions(content)[5]]
+    write(log, content)
+    assert _both_modes(log) == [(False, "deleted", 5)] * 2
+
+
+def test_the_newest_records_deleted_before_a_kept_checkpoint_are_found(log: Path) -> None:
+    content = lines(log)
+    positions = record_positions(content)
+    del content[positions[18] : positions[19] + 1]  # records 18, 19; the close checkpoint stays
+    write(log, content)
+    assert _both_modes(log) == [(False, "deleted", 18)] * 2
+
+
+def test_a_replayed_record_is_found_as_inserted(log: Path) -> None:
+    content = lines(log)
+    positions = record_positions(content)
+    content.insert(positions[6], content[positions[3]])  # a copy of record 3 before record 6
+    write(log, content)
+    assert _both_modes(log) == [(False, "inserted", 6)] * 2
+
+
+def test_a_forged_record_is_found_as_inserted(log: Path) -> None:
+    content = lines(log)
+    positions = record_positions(content)
+    real = parse_line(content[positions[6]][:-1])
+    body = b'{"event_id":"forged","i":-1}'
+    h = leaf_hash_of(leaf_data(real.alg, 6, real.key, real.prev, body))
+    forged = render_line(
+        body, alg=real.alg, leaf_hash=h, index=6, key=real.key, prev=real.prev, sig=bytes(64)
+    )
+    content.insert(positions[6], forged)
+    write(log, content)
+    assert verify_log(log).reason == "inserted"
+    assert verify_log(log).first_bad_index == 6
+    content.insert(positions[6], b'{"event_id":"junk"}\n')  # and a line that is not signed
+    write(log, content)
+    assert _both_modes(log)[0] == (False, "inserted", 6)
+
+
+def test_truncation_is_found_with_a_checkpoint_kept_elsewhere(log: Path) -> None:
+    content = lines(log)
+    kept = checkpoint_of_size(content, 20).decode()  # e.g. shipped to the SIEM
+    positions = record_positions(content)
+    write(log, content[: positions[12]])  # the newest 8 records and 2 checkpoints gone
+    # the file alone looks like a log whose writer stopped: only the outside copy tells
+    alone = verify_log(log)
+    assert alone.ok
+    assert alone.records == 12
+    assert alone.unsealed == 4
+    assert _both_modes(log, checkpoints=[kept]) == [(False, "truncated", 12)] * 2
+    note = json.loads(kept)["checkpoint"]["note"]  # the bare signed note works too
+    assert verify_log(log, checkpoints=[note]).reason == "truncated"
+
+
+def test_an_outside_checkpoint_of_an_intact_log_passes_and_a_rewrite_fails(log: Path) -> None:
+    content = lines(log)
+    kept = checkpoint_of_size(content, 8).decode()
+    assert verify_log(log, checkpoints=[kept]).external_checkpoints == 1
+    # rewritten wholesale by someone with their own key: the file verifies by itself...
+    other = log.parent / "other" / "audit.jsonl"
+    make_log(other, 20)
+    other_kept = checkpoint_of_size(lines(other), 8).decode()
+    assert verify_log(other).ok
+    # ...but not against the outside checkpoint of the original, nor the pinned key
+    assert not verify_log(other, checkpoints=[kept]).ok
+    pinned = load_public_key(log.parent / "audit-signing-key.pub")
+    assert _both_modes(other, keys=[pinned]) == [(False, "wrong key", 0)] * 2
+    assert not verify_log(log, checkpoints=[other_kept]).ok
+
+
+def test_a_record_signed_with_another_key_is_found(log: Path, tmp_path: Path) -> None:
+    intruder = generate_key_file(tmp_path / "intruder" / "key.pem")
+    content = lines(log)
+    at = record_positions(content)[5]
+    entry = parse_line(content[at][:-1])
+    body = entry.body.replace(b'"outcome":"permit"', b'"outcome":"deny"')
+    data = leaf_data(intruder.alg, 5, intruder.key_id, entry.prev, body)
+    content[at] = render_line(
+        body,
+        alg=intruder.alg,
+        leaf_hash=leaf_hash_of(data),
+        index=5,
+        key=intruder.key_id,
+        prev=entry.prev,
+        sig=intruder.sign(data),
+    )
+    write(log, content)
+    assert _both_modes(log) == [(False, "wrong key", 5)] * 2
+
+
+def test_a_torn_tail_is_reported_and_repair_cuts_only_it(log: Path) -> None:
+    intact = log.read_bytes()
+    assert repair_log(log).removed_bytes == 0
+    assert log.read_bytes() == intact
+    log.write_bytes(intact + b'{"event_id":"e20","i":2')  # a write cut off by a crash
+    result = verify_log(log)
+    assert (result.ok, result.reason, result.first_bad_index) == (False, "torn tail", 20)
+    assert repair_log(log).removed_bytes == len(b'{"event_id":"e20","i":2')
+    assert log.read_bytes() == intact
+    assert verify_log(log).ok
+
+
+def test_repair_leaves_other_problems_alone(log: Path) -> None:
+    content = lines(log)
+    del content[record_positions(content)[3]]
+    write(log, content)
+    before = log.read_bytes()
+    assert repair_log(log).removed_bytes == 0
+    assert log.read_bytes() == before
+    assert verify_log(log).reason == "deleted"
+
+
+def test_an_edited_checkpoint_is_found(log: Path) -> None:
+    content = lines(log)
+    at = content.index(checkpoint_of_size(content, 8))
+    cp = json.loads(content[at])
+    cp["checkpoint"]["size"] = 7
+    content[at] = json.dumps(cp, separators=(",", ":")).encode() + b"\n"
+    write(log, content)
+    assert _both_modes(log) == [(False, "edited", 7)] * 2
+
+
+def test_a_checkpoint_signed_with_a_foreign_key_fails_against_pinned_keys(
+    log: Path, tmp_path: Path
+) -> None:
+    pinned = load_public_key(log.parent / "audit-signing-key.pub")
+    other = tmp_path / "o" / "audit.jsonl"
+    make_log(other, 8, every=8)
+    content = lines(log)
+    foreign = checkpoint_of_size(lines(other), 8)
+    at = content.index(checkpoint_of_size(content, 8))
+    content[at] = foreign
+    write(log, content)
+    result = verify_log(log, keys=[pinned])
+    assert (result.reason, result.first_bad_index) == ("wrong key", 8)
+    assert not verify_log(log).ok  # unpinned: a checkpoint of another log's records
+
+
+def test_ecdsa_p256_logs_verify_against_their_pinned_key(tmp_path: Path) -> None:
+    signer = generate_key_file(tmp_path / "keys" / "p256.pem", alg="ecdsa-p256")
+    path = tmp_path / "audit.jsonl"
+    make_log(path, 10, signer=signer)
+    assert json.loads(lines(path)[1])["integrity"]["alg"] == "ecdsa-p256"
+    result = verify_log(path, keys=[load_public_key(tmp_path / "keys" / "p256.pub")])
+    assert result.ok
+    assert result.records == 10
+    sig = base64.b64decode(json.loads(lines(path)[1])["integrity"]["sig"])
+    assert sig[0] == 0x30  # DER
+
+
+def test_an_unreadable_log_is_an_audit_error(tmp_path: Path) -> None:
+    from secure_ds import AuditError
+
+    with pytest.raises(AuditError, match="Cannot read"):
+        verify_log(tmp_path / "missing.jsonl")
+
+
+def test_the_log_api_round_trips(tmp_path: Path) -> None:
+    path = tmp_path / "audit.jsonl"
+    with AuditLog(path, fsync="never") as log:
+        log.append({"a": 1})
+        cp = log.checkpoint()["checkpoint"]
+        assert cp["size"] == 1
+        assert cp["origin"] == log.origin
+    assert verify_log(path).checkpoints == 2
