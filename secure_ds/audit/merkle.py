@@ -30,12 +30,16 @@ __all__ = [
     "EMPTY_ROOT",
     "CompactTree",
     "consistency_proof",
+    "consistency_proof_from_hashes",
     "hash_children",
     "hash_leaf",
     "inclusion_proof",
+    "inclusion_proof_from_hashes",
     "root",
+    "root_from_hashes",
     "verify_consistency",
     "verify_inclusion",
+    "verify_inclusion_hash",
 ]
 
 EMPTY_ROOT = hashlib.sha256(b"").digest()
@@ -97,6 +101,27 @@ def _subproof(m: int, hashes: Sequence[bytes], complete: bool) -> list[bytes]:
     if m <= k:
         return [*_subproof(m, hashes[:k], complete), _mth(hashes[k:])]
     return [*_subproof(m - k, hashes[k:], False), _mth(hashes[:k])]
+
+
+def root_from_hashes(leaf_hashes: Sequence[bytes]) -> bytes:
+    """:func:`root` of leaves given by their hashes."""
+    return _mth(leaf_hashes)
+
+
+def inclusion_proof_from_hashes(leaf_hashes: Sequence[bytes], index: int) -> list[bytes]:
+    """:func:`inclusion_proof` of leaves given by their hashes."""
+    if not 0 <= index < len(leaf_hashes):
+        raise ValueError(f"leaf index {index} is outside a tree of {len(leaf_hashes)} leaves")
+    return _path(index, leaf_hashes)
+
+
+def consistency_proof_from_hashes(leaf_hashes: Sequence[bytes], old_size: int) -> list[bytes]:
+    """:func:`consistency_proof` of leaves given by their hashes."""
+    if not 0 <= old_size <= len(leaf_hashes):
+        raise ValueError(f"old size {old_size} is outside 0..{len(leaf_hashes)}")
+    if old_size in (0, len(leaf_hashes)):
+        return []
+    return _subproof(old_size, leaf_hashes, True)
 
 
 def consistency_proof(leaves: Sequence[bytes], old_size: int) -> list[bytes]:

@@ -18,7 +18,7 @@ from rich.table import Table
 
 from .. import __version__
 from ..errors import SecureDSError
-from . import _cost, _dlp, _fhe, _policy
+from . import _audit, _cost, _dlp, _fhe, _policy
 
 __all__ = ["main"]
 
@@ -41,6 +41,7 @@ def _parser() -> argparse.ArgumentParser:
     _policy.register(sub)
     _cost.register(sub)
     _fhe.register(sub)
+    _audit.register(sub)
     return parser
 
 
@@ -59,6 +60,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _cost.run(args)
         if args.command == "fhe":
             return _fhe.run(args)
+        if args.command == "audit":
+            return _audit.run(args)
     except SecureDSError as exc:
         # escaped: a message may quote text with [brackets], which rich reads as markup
         Console(stderr=True).print(f"[bold red]error:[/] {escape(str(exc))}", highlight=False)
