@@ -15,4 +15,11 @@ bash "$here/redis.sh" || {
     echo "start-services: redis failed to start (see the message above)" >&2
     exit 1
 }
+# - the OpenTelemetry Collector (scripts/otelcol.sh): built from its Go modules on the
+#   first run (a few minutes, then cached in ~/.cache/secure-ds/otelcol), OTLP on
+#   127.0.0.1:14318 (HTTP) / 14317 (gRPC), for the SIEM export tests (tests/siem/).
+bash "$here/otelcol.sh" start || {
+    echo "start-services: the OpenTelemetry Collector failed to build or start (see above)" >&2
+    exit 1
+}
 echo "start-services: all services are up"
