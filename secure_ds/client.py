@@ -124,6 +124,14 @@ def _build_guard(
         meter=meter,
     )
     guard.owned.extend(owned)
+    if settings.otlp_endpoint is not None and settings.otlp_shipper == "thread":
+        # SIEM export off the call path: a daemon thread reads the audit log and ships
+        # it (secure_ds.siem); imported lazily, so clients without export never load it
+        from .siem import Shipper
+
+        shipper = Shipper.from_settings(settings)
+        shipper.start()
+        guard.owned.append(shipper)
     return guard
 
 

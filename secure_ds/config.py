@@ -80,6 +80,14 @@ ENV_VARS: dict[str, str] = {
     "breaker_cooldown": "SECURE_DS_BREAKER_COOLDOWN",
     "connect_timeout": "SECURE_DS_CONNECT_TIMEOUT",
     "read_timeout": "SECURE_DS_READ_TIMEOUT",
+    "otlp_endpoint": "SECURE_DS_OTLP_ENDPOINT",
+    "otlp_headers": "SECURE_DS_OTLP_HEADERS",
+    "otlp_ca_bundle": "SECURE_DS_OTLP_CA_BUNDLE",
+    "otlp_shipper": "SECURE_DS_OTLP_SHIPPER",
+    "otlp_interval": "SECURE_DS_OTLP_INTERVAL",
+    "otlp_batch": "SECURE_DS_OTLP_BATCH",
+    "otlp_backoff_max": "SECURE_DS_OTLP_BACKOFF_MAX",
+    "otlp_timeout": "SECURE_DS_OTLP_TIMEOUT",
 }
 
 _MODEL_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:/-]{0,127}(@[A-Za-z0-9][A-Za-z0-9._-]{0,63})?$")
@@ -160,11 +168,23 @@ class Settings:
     connect_timeout: float = 3.05
     read_timeout: float = 30.0
 
+    # SIEM export (secure_ds.siem): the collector's OTLP/HTTP base URL; None = no export
+    otlp_endpoint: str | None = None
+    otlp_headers: Secret | None = None  # "k=v,k2=v2" sent with every request (auth)
+    otlp_ca_bundle: Path | None = None  # CA of an https collector (default: system store)
+    # "thread": the client ships in a background thread; "sidecar": `secure-ds audit ship`
+    otlp_shipper: Literal["thread", "sidecar"] = "thread"
+    otlp_interval: float = 1.0  # seconds between looks at the log once caught up
+    otlp_batch: int = 512  # records per OTLP request
+    otlp_backoff_max: float = 30.0  # longest wait between retries while the collector is down
+    otlp_timeout: float = 10.0  # per request
+
     def __post_init__(self) -> None:
         self._validate_scalars()
         self._validate_endpoint()
         self._validate_tls_files()
         self._validate_identity()
+        self._validate_otlp()
 
     # ------------------------------------------------------------------ derived values
 
@@ -177,6 +197,11 @@ class Settings:
     def model_pin(self) -> str | None:
         """The pinned version of :attr:`model`, if any (kept in the audit record)."""
         return self.model.split("@", 1)[1] if "@" in self.model else None
+
+    @property
+    def otlp_header_map(self) -> dict[str, str]:
+        """:attr:`otlp_headers` parsed (``k=v,k2=v2``); values are secrets: never print."""
+        return _parse_otlp_headers(self.otlp_headers)
 
     @property
     def base_url(self) -> str:
@@ -418,6 +443,24 @@ class Settings:
                 "Use an EC P-256 key (ES256) or an Ed25519 key (EdDSA).",
             )
 
+    def _validate_otlp(self) -> None:
+        _check_range("otlp_interval", self.otlp_interval, 0.01, 3600.0, "seconds, e.g. 1")
+        _check_range("otlp_batch", self.otlp_batch, 1, 100_000, "an integer, e.g. 512")
+        _check_range("otlp_backoff_max", self.otlp_backoff_max, 0.1, 3600.0, "seconds, e.g. 30")
+        _check_range("otlp_timeout", self.otlp_timeout, 0.1, 600.0, "seconds, e.g. 10")
+        if self.otlp_shipper not in ("thread", "sidecar"):
+            raise _err(
+                "otlp_shipper",
+                f"{self.otlp_shipper!r} is not a shipper mode",
+                "Use thread (the client ships the audit log in a background thread; the "
+                "default) or sidecar (run `secure-ds audit ship` beside the application).",
+            )
+        if self.otlp_endpoint is not None:
+            _check_otlp_endpoint(self.otlp_endpoint)
+        if self.otlp_ca_bundle is not None:
+            _load_cert_chain("otlp_ca_bundle", self.otlp_ca_bundle)
+        _parse_otlp_headers(self.otlp_headers)
+
     def __repr__(self) -> str:
         shown = ", ".join(f"{f.name}={getattr(self, f.name)!r}" for f in dataclasses.fields(self))
         return f"Settings({shown})"
@@ -456,6 +499,58 @@ def check_endpoint(url: str, *, variable: str) -> None:
 # ---------------------------------------------------------------------- helpers
 
 
+def _check_otlp_endpoint(url: str) -> None:
+    """The collector's OTLP/HTTP base URL: https, or http to loopback only."""
+    var = ENV_VARS["otlp_endpoint"]
+    try:
+        parts = urlsplit(url)
+        bad = "@" in parts.netloc or bool(parts.query or parts.fragment)
+    except ValueError:
+        parts, bad = None, True
+    if parts is None or bad or parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ConfigError(
+            var,
+            "is not a plain http(s) URL without credentials, a query or a fragment",
+            fix="Use the collector's OTLP/HTTP base URL, e.g. http://127.0.0.1:4318 "
+            "(/v1/logs, /v1/traces and /v1/metrics are appended); put credentials in "
+            "SECURE_DS_OTLP_HEADERS.",
+        )
+    if parts.scheme == "http" and not _is_loopback(parts.hostname):
+        raise ConfigError(
+            var,
+            f"plain http to {parts.hostname} would send audit records unencrypted",
+            fix="Use https:// for a collector on another host (plain http is allowed only "
+            "for loopback, e.g. a sidecar collector).",
+        )
+
+
+def _parse_otlp_headers(headers: Secret | None) -> dict[str, str]:
+    if headers is None:
+        return {}
+    out: dict[str, str] = {}
+    for part in headers.reveal().split(","):
+        if not part.strip():
+            continue
+        key, sep, value = part.partition("=")
+        key = key.strip()
+        if not sep or not re.fullmatch(r"[A-Za-z0-9!#$%&'*+.^_`|~-]+", key):
+            # the value is never echoed: it is usually a credential
+            raise ConfigError(
+                ENV_VARS["otlp_headers"],
+                f"has an entry that is not name=value (name {key[:40]!r})",
+                fix="Use comma-separated name=value pairs, e.g. "
+                "Authorization=Bearer%20TOKEN (values may be percent-encoded).",
+            )
+        out[key] = _unquote(value.strip())
+    return out
+
+
+def _unquote(value: str) -> str:
+    from urllib.parse import unquote
+
+    return unquote(value)
+
+
 def _is_loopback(host: str) -> bool:
     if host.lower() in _LOOPBACK_NAMES:
         return True
@@ -472,7 +567,7 @@ def _check_range(field: str, value: float | None, low: float, high: float, what:
         raise _err(field, f"{value!r} is outside [{low:g}, {high:g}]", f"Use {what}.")
 
 
-_INT_FIELDS = {"max_tokens", "token_ttl", "max_attempts", "breaker_threshold"}
+_INT_FIELDS = {"max_tokens", "token_ttl", "max_attempts", "breaker_threshold", "otlp_batch"}
 _FLOAT_FIELDS = {
     "policy_reload",
     "audit_fsync_interval",
@@ -484,6 +579,9 @@ _FLOAT_FIELDS = {
     "breaker_cooldown",
     "connect_timeout",
     "read_timeout",
+    "otlp_interval",
+    "otlp_backoff_max",
+    "otlp_timeout",
 }
 _PATH_FIELDS = {
     "client_cert",
@@ -496,9 +594,10 @@ _PATH_FIELDS = {
     "meter_db",
     "audit_path",
     "dlp_config",
+    "otlp_ca_bundle",
 }
 _LIST_FIELDS = {"roles", "dlp_block", "dlp_redact"}
-_SECRET_FIELDS = {"api_key", "client_key_password", "meter_redis_url"}
+_SECRET_FIELDS = {"api_key", "client_key_password", "meter_redis_url", "otlp_headers"}
 
 
 def _parse(field: str, raw: str) -> Any:

@@ -12,7 +12,9 @@ import os
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
+from pathlib import Path
 
+import httpx2
 import pytest
 
 from secure_ds.cost._ledger_redis import RedisLedger, safe_url
@@ -69,3 +71,40 @@ def redis_ledger(**kwargs: object) -> Iterator[RedisLedger]:
     finally:
         delete_namespace(ledger)
         ledger.close()
+
+
+# ---------------------------------------------------------------------- OpenTelemetry Collector
+
+OTLP_URL = os.environ.get("SECURE_DS_TEST_OTLP_URL", "http://127.0.0.1:14318")
+OTELCOL_SCRIPT = Path(__file__).resolve().parents[1] / "scripts" / "otelcol.sh"
+_otelcol_problem: list[str] = []  # [] untested, [""] reachable, [message] not
+
+
+def require_otelcol() -> str:
+    """The test collector's OTLP/HTTP URL, once it accepted an empty OTLP request.
+
+    ``scripts/otelcol.sh`` (run by ``scripts/start-services.sh``) builds the collector
+    from its Go modules and starts it; once it answers, its cached binary is there for
+    tests that start instances of their own (:class:`tests.siem.conftest.Collector`).
+    """
+    if not _otelcol_problem:
+        try:
+            answer = httpx2.post(
+                f"{OTLP_URL}/v1/logs",
+                content=b"{}",
+                headers={"Content-Type": "application/json"},
+                timeout=2,
+                trust_env=False,
+            )
+            if answer.status_code != 200:
+                raise RuntimeError(f"HTTP {answer.status_code}")
+            _otelcol_problem.append("")
+        except Exception as exc:
+            _otelcol_problem.append(
+                f"The OpenTelemetry Collector is not answering at {OTLP_URL} "
+                f"({type(exc).__name__}); run bash scripts/start-services.sh (or "
+                "bash scripts/otelcol.sh), or set SECURE_DS_TEST_OTLP_URL"
+            )
+    if _otelcol_problem[0]:
+        skip_unless_required(_otelcol_problem[0])
+    return OTLP_URL

@@ -19,6 +19,7 @@ from rich.table import Table
 from .. import __version__
 from ..errors import SecureDSError
 from . import _audit, _cost, _dlp, _fhe, _policy
+from . import _ship as _siem_ship
 
 __all__ = ["main"]
 
@@ -42,12 +43,15 @@ def _parser() -> argparse.ArgumentParser:
     _cost.register(sub)
     _fhe.register(sub)
     _audit.register(sub)
+    _siem_ship.register(sub)  # last: joins an `audit` group registered above
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     try:
+        if getattr(args, "siem_ship", False):
+            return _siem_ship.run(args)
         if args.command == "demo":
             return _demo(args)
         if args.command == "pin":
