@@ -73,6 +73,11 @@ ENV_VARS: dict[str, str] = {
     "audit_path": "SECURE_DS_AUDIT_PATH",
     "audit_fsync": "SECURE_DS_AUDIT_FSYNC",
     "audit_fsync_interval": "SECURE_DS_AUDIT_FSYNC_INTERVAL",
+    "audit_signing_key": "SECURE_DS_AUDIT_SIGNING_KEY",
+    "audit_signing_key_password": "SECURE_DS_AUDIT_SIGNING_KEY_PASSWORD",
+    "audit_checkpoint_every": "SECURE_DS_AUDIT_CHECKPOINT_EVERY",
+    "audit_checkpoint_interval": "SECURE_DS_AUDIT_CHECKPOINT_INTERVAL",
+    "audit_max_record_bytes": "SECURE_DS_AUDIT_MAX_RECORD_BYTES",
     "max_attempts": "SECURE_DS_MAX_ATTEMPTS",
     "backoff_factor": "SECURE_DS_BACKOFF_FACTOR",
     "backoff_max": "SECURE_DS_BACKOFF_MAX",
@@ -159,6 +164,13 @@ class Settings:
     audit_path: Path = dataclasses.field(default_factory=_default_audit_path)
     audit_fsync: Literal["always", "background", "never"] = "background"
     audit_fsync_interval: float = 0.02
+    # the key that signs audit records and checkpoints (PEM Ed25519 or EC P-256, 0600);
+    # None: audit-signing-key.pem beside the log, created on first use
+    audit_signing_key: Path | None = None
+    audit_signing_key_password: Secret | None = None
+    audit_checkpoint_every: int = 1000  # a signed checkpoint every N records...
+    audit_checkpoint_interval: float = 10.0  # ...or this many seconds after an unsealed one
+    audit_max_record_bytes: int = 1 << 20  # a larger record is refused (that call fails)
 
     max_attempts: int = 5
     backoff_factor: float = 0.3
@@ -339,6 +351,7 @@ class Settings:
                 "Use always (each call waits for its record to reach the disk), background "
                 "(the default: synced continuously by a background thread) or never.",
             )
+        self._validate_audit()
         if self.dlp not in ("off", "detect"):
             raise _err(
                 "dlp",
@@ -380,6 +393,50 @@ class Settings:
             raise _err("attributes", "must be a JSON object", 'Use e.g. {"department": "eng"}.')
         if self.subject is not None and not self.subject.strip():
             raise _err("subject", "is empty", "Set a subject such as alice@example.com.")
+
+    def _validate_audit(self) -> None:
+        _check_range(
+            "audit_checkpoint_every",
+            self.audit_checkpoint_every,
+            1,
+            10_000_000,
+            "records, e.g. 1000",
+        )
+        _check_range(
+            "audit_checkpoint_interval",
+            self.audit_checkpoint_interval,
+            0.01,
+            86400.0,
+            "seconds, e.g. 10",
+        )
+        _check_range(
+            "audit_max_record_bytes",
+            self.audit_max_record_bytes,
+            4096,
+            1 << 30,
+            "bytes, e.g. 1048576",
+        )
+        if self.audit_signing_key_password is not None and self.audit_signing_key is None:
+            raise _err(
+                "audit_signing_key_password",
+                "is set, but SECURE_DS_AUDIT_SIGNING_KEY is not",
+                "Set SECURE_DS_AUDIT_SIGNING_KEY to the encrypted key, or unset the password.",
+            )
+        if self.audit_signing_key is not None:
+            from .audit import load_signer
+            from .errors import AuditError
+
+            password = self.audit_signing_key_password
+            try:
+                load_signer(
+                    self.audit_signing_key, password.reveal().encode() if password else None
+                )
+            except AuditError as exc:
+                raise _err(
+                    "audit_signing_key",
+                    str(exc).removesuffix(exc.hint).strip().removesuffix("."),
+                    exc.hint or "Point it at a PEM Ed25519 or EC P-256 private key (0600).",
+                ) from None
 
     def _validate_endpoint(self) -> None:
         check_endpoint(self.endpoint, variable=ENV_VARS["endpoint"])
@@ -571,6 +628,7 @@ _INT_FIELDS = {"max_tokens", "token_ttl", "max_attempts", "breaker_threshold", "
 _FLOAT_FIELDS = {
     "policy_reload",
     "audit_fsync_interval",
+    "audit_checkpoint_interval",
     "temperature",
     "top_p",
     "frequency_penalty",
@@ -593,11 +651,14 @@ _PATH_FIELDS = {
     "budgets",
     "meter_db",
     "audit_path",
+    "audit_signing_key",
     "dlp_config",
     "otlp_ca_bundle",
 }
 _LIST_FIELDS = {"roles", "dlp_block", "dlp_redact"}
 _SECRET_FIELDS = {"api_key", "client_key_password", "meter_redis_url", "otlp_headers"}
+_INT_FIELDS |= {"audit_checkpoint_every", "audit_max_record_bytes"}
+_SECRET_FIELDS |= {"audit_signing_key_password"}
 
 
 def _parse(field: str, raw: str) -> Any:

@@ -59,15 +59,18 @@ import threading
 import time
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from .._ids import rfc3339_millis
 from ..errors import AuditError
 from ._checkpoint import Checkpoint, NoteError, checkpoint_line, open_note
 from ._entry import GENESIS, EntryError, leaf_data, leaf_hash_of, parse_line, render_line
 from ._jcs import canonicalize
-from ._signing import PublicKey, Signer, default_signer
+from ._signing import PublicKey, Signer, default_signer, load_signer
 from .merkle import CompactTree
+
+if TYPE_CHECKING:
+    from ..config import Settings
 
 __all__ = ["AuditLog", "FsyncPolicy", "encode_record"]
 
@@ -158,6 +161,25 @@ class AuditLog:
             target=self._seal_loop, name="secure-ds-audit-checkpoint", daemon=True
         )
         self._sealer.start()
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> AuditLog:
+        """The log ``settings`` describe: path, fsync policy, signing key, checkpoints."""
+        signer = None
+        if settings.audit_signing_key is not None:
+            password = settings.audit_signing_key_password
+            signer = load_signer(
+                settings.audit_signing_key, password.reveal().encode() if password else None
+            )
+        return cls(
+            settings.audit_path,
+            fsync=settings.audit_fsync,
+            fsync_interval=settings.audit_fsync_interval,
+            signer=signer,
+            checkpoint_every=settings.audit_checkpoint_every,
+            checkpoint_interval=settings.audit_checkpoint_interval,
+            max_record_bytes=settings.audit_max_record_bytes,
+        )
 
     # ------------------------------------------------------------------ properties
 
