@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import json
 import math
+from collections.abc import Iterator
 from typing import Any
 
 __all__ = ["canonicalize", "es6_number"]
@@ -36,7 +37,7 @@ __all__ = ["canonicalize", "es6_number"]
 _FAST = json.JSONEncoder(
     sort_keys=True, ensure_ascii=False, allow_nan=False, separators=(",", ":"), check_circular=True
 )
-_DIGITS = frozenset("0123456789")
+_NUMBER_CHARS = frozenset("0123456789.-")
 _AFTER_INTEGRAL = frozenset({",", "}", "]", ""})  # "": the end of the text
 _encode_string = json.encoder.encode_basestring
 
@@ -52,21 +53,40 @@ def canonicalize(value: Any) -> bytes:
 
 def _python_and_ecmascript_agree(text: str) -> bool:
     """False if ``text`` might hold a float Python writes differently from ECMAScript
-    (``<digit>.0`` then a delimiter or the end, ``<digit>e+``/``<digit>e-``) or a key
-    whose UTF-16 order differs from its code-point order (a character past U+FFFF).
-    Plain ``str.find`` loops: a regular expression costs ~20x more on a 2 KB record."""
-    at = text.find(".0")
-    while at != -1:
-        if at and text[at - 1] in _DIGITS and text[at + 2 : at + 3] in _AFTER_INTEGRAL:
-            return False
-        at = text.find(".0", at + 1)
+    (an integral float ``<digits>.0``, or an exponent ``<digits>e+``/``<digits>e-``) or a
+    key whose UTF-16 order differs from its code-point order (a character past U+FFFF).
+
+    Substring tests first (C speed), then a look at each candidate: a number in the
+    encoder's output starts after ``:``, ``,`` or ``[``, so ``1e-`` inside ``"8a1e-"``
+    is no float. A candidate inside a string only costs the slow path, never a wrong
+    result. (A regular expression costs ~20x more on a 2 KB record.)"""
+    if (".0," in text or ".0}" in text or ".0]" in text or text.endswith(".0")) and any(
+        _number_before(text, at)
+        for at in _all(text, ".0")
+        if text[at + 2 : at + 3] in _AFTER_INTEGRAL
+    ):
+        return False
     for needle in ("e+", "e-"):
-        at = text.find(needle)
-        while at != -1:
-            if at and text[at - 1] in _DIGITS:
-                return False
-            at = text.find(needle, at + 1)
+        if needle in text and any(_number_before(text, at) for at in _all(text, needle)):
+            return False
     return text.isascii() or max(text) <= "\uffff"
+
+
+def _all(text: str, needle: str) -> Iterator[int]:
+    at = text.find(needle)
+    while at != -1:
+        yield at
+        at = text.find(needle, at + 1)
+
+
+def _number_before(text: str, at: int) -> bool:
+    """Whether ``text[:at]`` ends in a JSON number token (digits, ``.``, ``-``)."""
+    start = at
+    while start and text[start - 1] in _NUMBER_CHARS:
+        start -= 1
+    return (
+        start < at and text[start:at].strip("-.") != "" and (start == 0 or text[start - 1] in ":,[")
+    )
 
 
 def _slow(value: Any) -> str:

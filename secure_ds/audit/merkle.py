@@ -266,4 +266,6 @@ class CompactTree:
         return r
 
     def copy(self) -> CompactTree:
-        return CompactTree(self.size, self._hashes)
+        twin = CompactTree.__new__(CompactTree)
+        twin.size, twin._sizes, twin._hashes = self.size, list(self._sizes), list(self._hashes)
+        return twin

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from pathlib import Path
 
@@ -61,6 +62,13 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         default=[],
         metavar="FILE",
         help="a checkpoint kept outside the log (a signed note, or a checkpoint line)",
+    )
+    verify.add_argument(
+        "--jobs",
+        type=int,
+        default=os.cpu_count() or 1,
+        metavar="N",
+        help="processes checking signatures of a large log (default: one per CPU)",
     )
     verify.add_argument(
         "--chain-only",
@@ -121,7 +129,13 @@ def _verify(args: argparse.Namespace) -> int:
                 f"Cannot read the checkpoint {file} ({exc}).",
                 hint="Pass a file holding a signed checkpoint note or a checkpoint line.",
             ) from None
-    result = verify_log(args.path, keys=keys, signatures=not args.chain_only, checkpoints=notes)
+    result = verify_log(
+        args.path,
+        keys=keys,
+        signatures=not args.chain_only,
+        checkpoints=notes,
+        jobs=max(args.jobs, 1),
+    )
     if args.json:
         sys.stdout.write(json.dumps(result.as_json(), indent=2) + "\n")
         return 0 if result.ok else 1

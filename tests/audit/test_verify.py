@@ -252,3 +252,46 @@ def test_the_log_api_round_trips(tmp_path: Path) -> None:
         assert cp["size"] == 1
         assert cp["origin"] == log.origin
     assert verify_log(path).checkpoints == 2
+
+
+def test_parallel_signature_checks_give_the_sequential_answer(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from secure_ds.audit import _verify
+
+    monkeypatch.setattr(_verify, "_PARALLEL_MIN_BYTES", 0)
+    path = tmp_path / "audit.jsonl"
+    make_log(path, 60, every=16)
+    assert verify_log(path, jobs=3).ok
+    assert verify_log(path, jobs=3).records == 60
+    content = lines(path)
+    for n, (old, new) in enumerate(((b'"i":41', b'"i":42'), (b'"latency_ms":1.5', b'"x":1'))):
+        at = record_positions(content)[41 - n * 30]
+        content[at] = content[at].replace(old, new)
+        write(path, content)
+        sequential = verify_log(path)
+        parallel = verify_log(path, jobs=3)
+        assert (parallel.reason, parallel.first_bad_index) == (
+            sequential.reason,
+            sequential.first_bad_index,
+        )
+    assert verify_log(path, jobs=3).first_bad_index == 11
+    # only the signature is wrong: the chain walk passes, a worker finds it
+    path2 = tmp_path / "sig.jsonl"
+    make_log(path2, 60, every=16)
+    content = lines(path2)
+    at = record_positions(content)[20]
+    entry = parse_line(content[at][:-1])
+    content[at] = render_line(
+        entry.body,
+        alg=entry.alg,
+        leaf_hash=entry.hash,
+        index=20,
+        key=entry.key,
+        prev=entry.prev,
+        sig=bytes(64),
+    )
+    write(path2, content)
+    assert verify_log(path2, signatures=False).ok
+    parallel = verify_log(path2, jobs=3)
+    assert (parallel.ok, parallel.reason, parallel.first_bad_index) == (False, "edited", 20)
