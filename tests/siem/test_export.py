@@ -388,3 +388,37 @@ def test_sidecar_stops_on_sigterm(
         out, err = proc.communicate(timeout=30)
     assert proc.returncode == 0, err
     assert json.loads(out.splitlines()[-1])["shipped"] == 2
+
+
+def test_export_errors_never_feed_back(
+    make_calls: MakeCalls, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A collector that stays down: many failed attempts, one warning, no handler added,
+    nothing written to the audit log by the exporter."""
+    import logging
+
+    log = tmp_path / "audit.jsonl"
+    make_calls(log, 2)
+    size = log.stat().st_size
+    handlers = list(logging.getLogger().handlers)
+    with socket.socket() as s:  # a port nobody listens on
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    caplog.set_level(logging.DEBUG)
+    shipper = Shipper(
+        log, f"http://127.0.0.1:{port}", interval=0.01, backoff_initial=0.01, backoff_max=0.02
+    )
+    shipper.start()
+    try:
+        deadline = time.monotonic() + 10
+        while shipper.status.failures < 20:
+            assert time.monotonic() < deadline
+            time.sleep(0.01)
+    finally:
+        shipper.close()
+    ours = [r for r in caplog.records if r.name.startswith("secure_ds.siem")]
+    assert len(ours) == 1  # one per change of state, not one per retry
+    assert ours[0].levelno == logging.WARNING
+    assert logging.getLogger().handlers == handlers  # no (OTel) handler attached
+    assert not logging.getLogger("secure_ds.siem").handlers
+    assert log.stat().st_size == size  # the exporter never writes to the log it ships
