@@ -422,3 +422,22 @@ def test_export_errors_never_feed_back(
     assert logging.getLogger().handlers == handlers  # no (OTel) handler attached
     assert not logging.getLogger("secure_ds.siem").handlers
     assert log.stat().st_size == size  # the exporter never writes to the log it ships
+
+
+async def test_async_client_ships_too(collector: Collector, sb: Sandbox, tmp_path: Path) -> None:
+    from secure_ds import AsyncSecureDeepSeek
+
+    log = tmp_path / "audit.jsonl"
+    # a poll interval longer than the test: only the pass made on close can ship them
+    settings = sb.client_settings(
+        "alice", audit_path=log, otlp_endpoint=collector.endpoint, otlp_interval=60
+    )
+    async with AsyncSecureDeepSeek(settings=settings) as client:
+        for i in range(2):
+            await client.chat.completions.create(
+                model="deepseek-flash", messages=[{"role": "user", "content": f"hi {i}"}]
+            )
+    assert Cursor.load(cursor_path_for(log)).shipped == 2  # shipped by the time close returned
+    ids = set(_ids(log.read_bytes().splitlines()))
+    assert len(ids) == 2
+    collector.wait_for(ids, timeout=5)
