@@ -133,9 +133,17 @@ class LogChunk:
     torn_tail: bool  # bytes after ``end`` that do not end in a newline (yet)
 
 
-def read_from(log_path: Path, offset: int, *, max_records: int) -> LogChunk:
-    """Read up to ``max_records`` call records from ``offset`` (complete lines only)."""
+def read_from(
+    log_path: Path, offset: int, *, max_records: int, max_bytes: int = 4 << 20
+) -> LogChunk:
+    """Read up to ``max_records`` call records from ``offset`` (complete lines only).
+
+    Reading also stops once the records read hold ``max_bytes`` (but always takes at
+    least one), so a batch of large records stays far below a collector's request size
+    limit (20 MiB by default) and cannot be refused for its size on every retry.
+    """
     records: list[dict[str, Any]] = []
+    record_bytes = 0
     lines: list[bytes] = []
     skipped = 0
     position = offset
@@ -147,13 +155,13 @@ def read_from(log_path: Path, offset: int, *, max_records: int) -> LogChunk:
         return LogChunk(offset, offset, [], [], None, 0, False)
     with f:
         f.seek(offset)
-        while len(records) < max_records:
+        while len(records) < max_records and record_bytes < max_bytes:
             data = f.read(_READ_BYTES)
             if not data:
                 break
             buffer = pending + data
             begin = 0
-            while len(records) < max_records:
+            while len(records) < max_records and record_bytes < max_bytes:
                 newline = buffer.find(b"\n", begin)
                 if newline < 0:
                     break
@@ -168,11 +176,12 @@ def read_from(log_path: Path, offset: int, *, max_records: int) -> LogChunk:
                     continue
                 records.append(record)
                 lines.append(line)
+                record_bytes += len(line)
             pending = buffer[begin:]
     last_sha = hashlib.sha256(last_line).hexdigest() if last_line is not None else None
     # bytes left without a newline at the end of the file: a torn (or still being
     # written) last line. It stays unread: the next read starts at ``position`` again.
-    torn = bool(pending) and len(records) < max_records
+    torn = bool(pending) and len(records) < max_records and record_bytes < max_bytes
     return LogChunk(offset, position, records, lines, last_sha, skipped, torn)
 
 

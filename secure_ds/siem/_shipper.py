@@ -102,6 +102,7 @@ class Shipper:
         headers: Mapping[str, str] | None = None,
         cursor_path: Path | None = None,
         batch_size: int = 512,
+        batch_bytes: int = 4 << 20,
         interval: float = 1.0,
         backoff_initial: float = 0.5,
         backoff_max: float = 30.0,
@@ -115,6 +116,7 @@ class Shipper:
         self.endpoint = endpoint.rstrip("/")
         self.cursor_path = cursor_path or cursor_path_for(self.log_path)
         self.batch_size = batch_size
+        self.batch_bytes = batch_bytes  # of log lines per batch (a request is ~2-3x that)
         self.interval = interval
         self.backoff_initial = backoff_initial
         self.backoff_max = backoff_max
@@ -183,7 +185,12 @@ class Shipper:
                 raise SiemExportError("The shipper is closed.", hint="Create a new one.")
             self._acquire_lock()
             cursor = self._current_cursor()
-            chunk = read_from(self.log_path, cursor.offset, max_records=self.batch_size)
+            chunk = read_from(
+                self.log_path,
+                cursor.offset,
+                max_records=self.batch_size,
+                max_bytes=self.batch_bytes,
+            )
             self.status.torn_tail = chunk.torn_tail
             if chunk.end == cursor.offset:
                 return 0

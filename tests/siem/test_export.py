@@ -441,3 +441,25 @@ async def test_async_client_ships_too(collector: Collector, sb: Sandbox, tmp_pat
     ids = set(_ids(log.read_bytes().splitlines()))
     assert len(ids) == 2
     collector.wait_for(ids, timeout=5)
+
+
+def test_large_records_are_shipped_in_batches_the_collector_accepts(
+    collector: Collector, make_calls: MakeCalls, tmp_path: Path
+) -> None:
+    log = tmp_path / "audit.jsonl"
+    template = json.loads(make_calls(log, 1)[0])
+    template["pad"] = "x" * 900_000  # near the log's 1 MiB record limit
+    _append(log, _copies(json.dumps(template).encode(), 24))  # ~22 MB in all
+    expected = set(_ids(log.read_bytes().splitlines()))
+
+    # one request for all of them is over the collector's 20 MiB request limit...
+    with (
+        _shipper(log, collector, batch_bytes=1 << 30) as unbounded,
+        pytest.raises(SiemExportError, match="answered HTTP 4"),
+    ):
+        unbounded.ship_once()
+    # ...so batches are bounded in bytes as well as in records (4 MiB of lines)
+    with _shipper(log, collector) as shipper:
+        assert shipper.ship_pending() == 25
+        assert shipper.status.batches >= 5
+    assert Counter(collector.wait_for(expected)) == Counter(expected)

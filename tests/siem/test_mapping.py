@@ -260,6 +260,19 @@ def test_reading_in_batches_resumes_where_it_stopped(tmp_path: Path) -> None:
     assert offset == log.stat().st_size
 
 
+def test_a_batch_is_bounded_in_bytes_too(tmp_path: Path) -> None:
+    log = tmp_path / "audit.jsonl"
+    big = json.dumps({**PERMIT, "event_id": "big", "pad": "x" * 50_000}).encode()
+    log.write_bytes(b"".join(line + b"\n" for line in [big, big, _line(1), big]))
+    first = read_from(log, 0, max_records=100, max_bytes=60_000)
+    assert len(first.records) == 2  # stopped once 60 kB were held (the second crossed it)
+    second = read_from(log, first.end, max_records=100, max_bytes=10)
+    assert [r["event_id"] for r in second.records] == ["id-1"]  # at least one, always
+    assert not second.torn_tail
+    third = read_from(log, second.end, max_records=100, max_bytes=10)
+    assert third.end == log.stat().st_size
+
+
 def test_cursor_saved_atomically_and_checked_against_the_log(tmp_path: Path) -> None:
     log = tmp_path / "audit.jsonl"
     log.write_bytes(_line(1) + b"\n" + _line(2) + b"\n")
