@@ -64,7 +64,7 @@ build() {
     local started=$SECONDS tmp="$bin.tmp.$$"
     (
         cd "$SRC"
-        GOTOOLCHAIN=local GOMODCACHE="$CACHE/gomod" GOCACHE="$CACHE/gobuild" GOFLAGS=-mod=readonly \
+        GOTOOLCHAIN=local GOMODCACHE="$CACHE/gomod" GOCACHE="$CACHE/gobuild" GOFLAGS="-mod=readonly -buildvcs=false" \
             go build -trimpath -ldflags="-s -w" -o "$tmp" .
     ) >"$CACHE/build.log" 2>&1 || {
         tail -n 30 "$CACHE/build.log" >&2 || true

@@ -49,3 +49,38 @@ def test_configs_needing_contrib_components_say_so(name: str) -> None:
     text = (CONFIGS / name).read_text()
     assert "NOT validated in this repository" in text
     assert "otlp:" in text
+
+
+def test_the_start_script_is_idempotent_and_stoppable(tmp_path: Path) -> None:
+    from .conftest import Collector
+
+    require_otelcol()
+    col = Collector(tmp_path / "otelcol")
+
+    def script(command: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(  # noqa: S603 - our own script, fixed arguments
+            ["bash", str(OTELCOL_SCRIPT), command],  # noqa: S607
+            env={
+                **os.environ,
+                "SECURE_DS_OTELCOL_DIR": str(col.directory),
+                "SECURE_DS_OTELCOL_HTTP_PORT": str(col.http_port),
+                "SECURE_DS_OTELCOL_GRPC_PORT": str(col.grpc_port),
+            },
+            capture_output=True,
+            text=True,
+            timeout=600,
+            check=False,
+        )
+
+    assert script("status").returncode == 1
+    try:
+        started = script("start")
+        assert started.returncode == 0, started.stderr
+        assert started.stdout.splitlines()[-1] == col.endpoint
+        again = script("start")
+        assert "already running" in again.stdout
+        assert script("status").returncode == 0
+    finally:
+        assert script("stop").returncode == 0
+    assert script("status").returncode == 1
+    assert script("stop").returncode == 0  # stopping a stopped one is fine
