@@ -11,7 +11,8 @@ Implemented here:
   deterministic scheme) or **ECDSA P-256 with SHA-256** (DER signatures; the algorithm
   FIPS 186-5 approves, for deployments that need one; Ed25519 is not approved in
   OpenSSL's FIPS provider), from a PEM key file that must be private to its owner
-  (no group or other permission bits, like ssh keys), or created on first use.
+  (no group or other permission bits, like ssh keys), or, when none is configured,
+  ``$XDG_STATE_HOME/secure-ds/audit-signing-key.pem`` created on first use.
 
 Left for later sessions, and *not* faked here:
 
@@ -48,6 +49,7 @@ __all__ = [
     "PublicKey",
     "Signer",
     "SoftwareSigner",
+    "default_key_path",
     "default_signer",
     "generate_key_file",
     "key_id_of",
@@ -284,10 +286,18 @@ def generate_key_file(path: Path, alg: Algorithm = "ed25519") -> SoftwareSigner:
             tmp.unlink()
 
 
-def default_signer(directory: Path) -> SoftwareSigner:
-    """The Ed25519 key ``audit-signing-key.pem`` in ``directory``, created on first use
-    (its public key is written beside it as ``audit-signing-key.pub``)."""
-    path = Path(directory) / DEFAULT_KEY_NAME
+def default_key_path() -> Path:
+    """Where the signing key lives when ``SECURE_DS_AUDIT_SIGNING_KEY`` is unset:
+    ``$XDG_STATE_HOME/secure-ds/audit-signing-key.pem`` (``~/.local/state`` without it),
+    beside the default audit log."""
+    state = os.environ.get("XDG_STATE_HOME") or str(Path.home() / ".local" / "state")
+    return Path(state) / "secure-ds" / DEFAULT_KEY_NAME
+
+
+def default_signer(path: Path | None = None) -> SoftwareSigner:
+    """The Ed25519 key at ``path`` (default :func:`default_key_path`), created on first
+    use; its public key is written beside it (``audit-signing-key.pub``)."""
+    path = Path(path) if path is not None else default_key_path()
     if path.exists():
         return load_signer(path)
     return generate_key_file(path)

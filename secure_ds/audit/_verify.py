@@ -54,6 +54,7 @@ Reason = Literal[
 _CHECKPOINT_PREFIX = b'{"checkpoint":'
 _LOOKAHEAD = 4096
 _PARALLEL_MIN_BYTES = 1 << 20
+_START_METHOD: str | None = None  # None: fork when single-threaded, else spawn
 
 
 @dataclasses.dataclass
@@ -144,7 +145,10 @@ def _verify_parallel(
     end = chain.good_bytes  # signatures are checked up to where the chain walk stopped
     trusted = {key_id: key.der for key_id, key in chain.trusted.items()}
     bounds = _split(path, end, jobs)
-    ctx = multiprocessing.get_context("fork" if threading.active_count() == 1 else "spawn")
+    # fork is quick and safe while this process has one thread (the CLI); with threads
+    # about, a forked child could inherit a lock held mid-operation, so spawn instead
+    method = _START_METHOD or ("fork" if threading.active_count() == 1 else "spawn")
+    ctx = multiprocessing.get_context(method)
     with concurrent.futures.ProcessPoolExecutor(max_workers=jobs, mp_context=ctx) as pool:
         futures = [pool.submit(_first_bad_signature, str(path), a, b, trusted) for a, b in bounds]
         bad = [i for i in (fut.result() for fut in futures) if i is not None]

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from secure_ds.audit import AuditLog, Signer
+from secure_ds.audit import AuditLog, Signer, default_key_path
 
 CHECKPOINT_PREFIX = b'{"checkpoint":'
 
@@ -38,3 +38,8 @@ def checkpoint_of_size(content: list[bytes], size: int) -> bytes:
         if line.startswith(CHECKPOINT_PREFIX) and json.loads(line)["checkpoint"]["size"] == size:
             return line
     raise AssertionError(f"no checkpoint of size {size}")
+
+
+def default_pub() -> Path:
+    """The public half of the default signing key (the tests' own state directory)."""
+    return default_key_path().with_name("audit-signing-key.pub")

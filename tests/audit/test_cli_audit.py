@@ -12,7 +12,7 @@ import pytest
 from secure_ds.audit import merkle
 from secure_ds.cli import main
 
-from ._logs import lines, make_log, record_positions, write
+from ._logs import default_pub, lines, make_log, record_positions, write
 
 
 @pytest.fixture
@@ -35,9 +35,7 @@ def test_verify_json_of_an_intact_log(log: Path, capsys: pytest.CaptureFixture[s
     assert result["records"] == 20
     assert result["first_bad_index"] is None
     assert result["reason"] is None
-    code, out = _run(
-        capsys, "audit", "verify", str(log), "--key", str(log.parent / "audit-signing-key.pub")
-    )
+    code, out = _run(capsys, "audit", "verify", str(log), "--key", str(default_pub()))
     assert code == 0
     assert "OK" in out
     assert "pinned keys" in out

@@ -27,7 +27,7 @@ from secure_ds.audit import (
 from tests._processes import run_workers
 
 from . import _workers
-from ._logs import CHECKPOINT_PREFIX, lines, make_log
+from ._logs import CHECKPOINT_PREFIX, default_pub, lines, make_log
 
 REPO = Path(__file__).parents[2]
 
@@ -47,7 +47,7 @@ def test_writer_processes_share_one_chain(tmp_path: Path) -> None:
     assert [r["integrity"]["index"] for r in records] == list(range(450))
     assert len({r["event_id"] for r in records}) == 450
     pinned = [
-        load_public_key(tmp_path / "audit-signing-key.pub"),
+        load_public_key(default_pub()),
         load_public_key(tmp_path / "keys" / "other.pub"),
     ]
     assert verify_log(path, keys=pinned).ok
@@ -219,11 +219,20 @@ def test_signing_keys_must_be_private_to_their_owner(tmp_path: Path) -> None:
     assert "PRIVATE" not in repr(signer)
 
 
-def test_the_default_key_is_created_once_beside_the_log(tmp_path: Path) -> None:
-    first = AuditLog(tmp_path / "a.jsonl")
-    second = AuditLog(tmp_path / "b.jsonl")
+def test_the_default_key_is_created_once_in_the_state_directory(tmp_path: Path) -> None:
+    first = AuditLog(tmp_path / "a" / "a.jsonl")
+    second = AuditLog(tmp_path / "b" / "b.jsonl")
     assert first.signer.key_id == second.signer.key_id
-    assert (tmp_path / "audit-signing-key.pem").stat().st_mode & 0o777 == 0o600
-    assert load_public_key(tmp_path / "audit-signing-key.pub").key_id == first.signer.key_id
+    key = tmp_path / "state" / "secure-ds" / "audit-signing-key.pem"
+    assert key.stat().st_mode & 0o777 == 0o600
+    assert load_public_key(default_pub()).key_id == first.signer.key_id
+    assert not (tmp_path / "a" / "audit-signing-key.pem").exists()
     first.close()
     second.close()
+
+
+def test_a_log_that_cannot_be_written_at_open_fails_the_first_call(tmp_path: Path) -> None:
+    log = AuditLog(Path("/dev/full"))  # opens, but no byte can be written
+    with pytest.raises(AuditError, match="No space left"):
+        log.check()
+    log.close()

@@ -11,7 +11,13 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
 from secure_ds import ConfigError, Secret, Settings
-from secure_ds.audit import AuditLog, generate_key_file, load_public_key, verify_log
+from secure_ds.audit import (
+    AuditLog,
+    default_key_path,
+    generate_key_file,
+    load_public_key,
+    verify_log,
+)
 
 
 def _env(tmp_path: Path, **extra: str) -> dict[str, str]:
@@ -46,7 +52,7 @@ def test_the_signing_key_and_cadence_come_from_the_environment(tmp_path: Path) -
     )
     assert result.ok
     assert result.checkpoints == 4  # created, 3, 6, close
-    assert not (settings.audit_path.parent / "audit-signing-key.pem").exists()
+    assert not default_key_path().exists()  # the configured key was used, none created
 
 
 def test_an_encrypted_signing_key_needs_its_password(tmp_path: Path) -> None:

@@ -19,7 +19,7 @@ from secure_ds.audit import (
 )
 from secure_ds.audit._entry import leaf_data, leaf_hash_of, parse_line, render_line
 
-from ._logs import checkpoint_of_size, lines, make_log, record_positions, write
+from ._logs import checkpoint_of_size, default_pub, lines, make_log, record_positions, write
 
 
 @pytest.fixture
@@ -46,7 +46,7 @@ def test_an_intact_log_verifies_in_both_modes(log: Path) -> None:
     assert not result.keys_pinned
     assert len(result.keys) == 1
     assert verify_log(log, signatures=False).ok
-    pinned = verify_log(log, keys=[load_public_key(log.parent / "audit-signing-key.pub")])
+    pinned = verify_log(log, keys=[load_public_key(default_pub())])
     assert pinned.ok
     assert pinned.keys_pinned
     assert [r["i"] for r in read_records(log)] == list(range(20))
@@ -147,12 +147,12 @@ def test_an_outside_checkpoint_of_an_intact_log_passes_and_a_rewrite_fails(log: 
     assert verify_log(log, checkpoints=[kept]).external_checkpoints == 1
     # rewritten wholesale by someone with their own key: the file verifies by itself...
     other = log.parent / "other" / "audit.jsonl"
-    make_log(other, 20)
+    make_log(other, 20, signer=generate_key_file(log.parent / "other" / "key.pem"))
     other_kept = checkpoint_of_size(lines(other), 8).decode()
     assert verify_log(other).ok
     # ...but not against the outside checkpoint of the original, nor the pinned key
     assert not verify_log(other, checkpoints=[kept]).ok
-    pinned = load_public_key(log.parent / "audit-signing-key.pub")
+    pinned = load_public_key(default_pub())
     assert _both_modes(other, keys=[pinned]) == [(False, "wrong key", 0)] * 2
     assert not verify_log(log, checkpoints=[other_kept]).ok
 
@@ -212,9 +212,9 @@ def test_an_edited_checkpoint_is_found(log: Path) -> None:
 def test_a_checkpoint_signed_with_a_foreign_key_fails_against_pinned_keys(
     log: Path, tmp_path: Path
 ) -> None:
-    pinned = load_public_key(log.parent / "audit-signing-key.pub")
+    pinned = load_public_key(default_pub())
     other = tmp_path / "o" / "audit.jsonl"
-    make_log(other, 8, every=8)
+    make_log(other, 8, every=8, signer=generate_key_file(tmp_path / "o" / "key.pem"))
     content = lines(log)
     foreign = checkpoint_of_size(lines(other), 8)
     at = content.index(checkpoint_of_size(content, 8))
@@ -260,6 +260,9 @@ def test_parallel_signature_checks_give_the_sequential_answer(
     from secure_ds.audit import _verify
 
     monkeypatch.setattr(_verify, "_PARALLEL_MIN_BYTES", 0)
+    # pytest's process has threads, so verify_log would spawn (each worker importing
+    # secure_ds); fork keeps the test quick and checks the same code
+    monkeypatch.setattr(_verify, "_START_METHOD", "fork")
     path = tmp_path / "audit.jsonl"
     make_log(path, 60, every=16)
     assert verify_log(path, jobs=3).ok

@@ -17,6 +17,12 @@ from secure_ds import AuditError
 from secure_ds.audit import AuditLog, encode_record
 
 
+@pytest.fixture(autouse=True)
+def _own_state_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The default signing key is created in $XDG_STATE_HOME: keep it in the test's dir."""
+    monkeypatch.setenv("XDG_STATE_HOME", str(tmp_path / "state"))
+
+
 def _records(path: Path) -> list[dict[str, object]]:
     """The records (checkpoint lines skipped), without the integrity member."""
     lines = [json.loads(line) for line in path.read_text().splitlines()]
