@@ -1,0 +1,306 @@
+"""The signed audit log: appends and verification against the floor, in one run.
+
+The floor is what signing a record costs at the least: SHA-256 of its bytes plus one
+raw Ed25519 signature, in a loop. Our append path does that plus RFC 8785
+canonicalisation, the chain, the Merkle tree, checkpoints, the ``flock``, the write and
+the fsync policy:
+
+* durable (``fsync="always"``: each append returns after its record is on disk, group
+  committed), 1 writer thread and 8 writer threads sharing one log; also 8 writer
+  *processes* appending to one file (one chain through the ``flock``);
+* ``fsync="background"`` (write before return, fsync within 20 ms), 1 writer, for the
+  durability decision;
+* verification of the resulting log: full (every signature) and chain + checkpoints only.
+
+Records are a realistic ~2 KB audit record (a chat call under a Cedar policy). Targets
+(issue 5, on these 2-core machines): >= 10,000 durable signed appends/s; full
+verification >= 5,000 records/s; chain + checkpoint verification >= 50,000 records/s.
+Timings on shared machines vary from run to run; nothing here is asserted.
+
+    .venv/bin/python bench/bench_audit.py [--records 20000] [--json out.json]
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import multiprocessing
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+from cryptography.hazmat.primitives.asymmetric import ed25519
+from rich.console import Console
+from rich.table import Table
+
+from secure_ds.audit import AuditLog, load_signer, verify_log
+from secure_ds.audit._jcs import canonicalize
+
+TARGETS = {"append": 10_000.0, "verify_full": 5_000.0, "verify_chain": 50_000.0}
+
+
+def make_record(i: int) -> dict[str, Any]:
+    """An audit record shaped like build_record's for a permitted chat call."""
+    return {
+        "schema": "secure-ds.audit/1",
+        "event_id": f"0193a5c4-7e2b-7{i:03x}-8a1b-{i:012x}",
+        "time": "2026-11-28T09:30:12.345Z",
+        "trace_id": f"{i:032x}",
+        "outcome": "permit",
+        "action": "chat",
+        "actor": {
+            "subject": "alice",
+            "roles": ["engineer"],
+            "attributes": {"department": "eng", "team": "ml", "clearance": "confidential"},
+            "auth": "jwt",
+            "issuer": "secure-ds-embedded",
+            "token_jti": f"{i:032x}",
+            "cert_sha256": "9f" * 32,
+            "certificate_bound": True,
+        },
+        "request": {
+            "method": "POST",
+            "endpoint": "https://127.0.0.1:8443",
+            "path": "/chat/completions",
+            "model": "deepseek-flash",
+            "model_requested": "deepseek-flash",
+            "model_pin": "2026-10-17",
+            "stream": False,
+            "max_tokens": 1024,
+            "body_sha256": hashlib.sha256(str(i).encode()).hexdigest(),
+            "body_bytes": 812,
+        },
+        "classify": {"classification": "internal", "findings": {"email": 1}},
+        "decide": {
+            "effect": "permit",
+            "engine": "cedar",
+            "policies": ["policy0", "policy3"],
+            "policy_ids": ["engineers-use-code-models", "confidential-redacted-for-engineers"],
+            "obligations": ["redact:email"],
+            "advice": [],
+            "errors": [],
+            "denied_by": None,
+            "revision": "a3" * 32,
+            "git_commit": "0b90772",
+            "eval_us": 71.4,
+            "context": {
+                "classification": "internal",
+                "finding_kinds": ["email"],
+                "max_tokens": 1024,
+                "hour_utc": 9,
+                "weekday": 6,
+                "certificate_bound": True,
+                "budget_remaining_usd": 48.21,
+                "source_ip": "10.0.0.7",
+            },
+            "reload_error": None,
+        },
+        "enforce": {"applied": ["redact:email"]},
+        "meter": {"engine": "budgets", "reserved_usd": 0.0123, "settled_usd": 0.00042},
+        "attempts": [{"status": 200, "ms": 41.27}],
+        "response": {
+            "status": 200,
+            "id": f"chatcmpl-{i}",
+            "model": "deepseek-flash",
+            "usage": {
+                "prompt_tokens": 120,
+                "completion_tokens": 256,
+                "total_tokens": 376,
+                "prompt_cache_hit_tokens": 64,
+                "prompt_cache_miss_tokens": 56,
+            },
+            "finish_reason": "stop",
+            "body_sha256": hashlib.sha256(str(-i).encode()).hexdigest(),
+            "body_bytes": 1433,
+        },
+        "cost": {"usd": 0.00016, "model": "deepseek-flash", "window": "off-peak", "table": "x"},
+        "fhe": None,
+        "latency_ms": 43.219,
+        "error": None,
+    }
+
+
+def floor(n: int) -> float:
+    """Records/s of SHA-256 + one raw Ed25519 signature over each record's bytes."""
+    key = ed25519.Ed25519PrivateKey.generate()
+    bodies = [json.dumps(make_record(i)).encode() for i in range(n)]
+    start = time.perf_counter()
+    for body in bodies:
+        hashlib.sha256(body).digest()
+        key.sign(body)
+    return n / (time.perf_counter() - start)
+
+
+def appends(path: Path, n: int, threads: int, fsync: str, key: Path) -> float:
+    records = [make_record(i) for i in range(n)]
+    log = AuditLog(path, fsync=fsync, signer=load_signer(key))  # type: ignore[arg-type]
+    share = n // threads
+
+    def work(part: list[dict[str, Any]]) -> None:
+        for record in part:
+            log.append(record)
+
+    workers = [
+        threading.Thread(target=work, args=(records[t * share : (t + 1) * share],))
+        for t in range(threads)
+    ]
+    start = time.perf_counter()
+    for w in workers:
+        w.start()
+    for w in workers:
+        w.join()
+    elapsed = time.perf_counter() - start
+    log.close()
+    return share * threads / elapsed
+
+
+def _process_worker(path: str, key: str, first: int, count: int, barrier: Any) -> None:
+    log = AuditLog(Path(path), fsync="always", signer=load_signer(Path(key)))
+    records = [make_record(first + i) for i in range(count)]
+    barrier.wait()
+    for record in records:
+        log.append(record)
+    log.close()
+
+
+def process_appends(path: Path, n: int, processes: int, key: Path) -> float:
+    AuditLog(path, fsync="always", signer=load_signer(key)).close()
+    ctx = multiprocessing.get_context("spawn")
+    barrier = ctx.Barrier(processes + 1)
+    share = n // processes
+    procs = [
+        ctx.Process(target=_process_worker, args=(str(path), str(key), p * share, share, barrier))
+        for p in range(processes)
+    ]
+    for p in procs:
+        p.start()
+    barrier.wait()
+    start = time.perf_counter()
+    for p in procs:
+        p.join()
+    elapsed = time.perf_counter() - start
+    if any(p.exitcode for p in procs):
+        raise SystemExit("a writer process failed")
+    return share * processes / elapsed
+
+
+def verification(path: Path, *, signatures: bool) -> tuple[float, int]:
+    start = time.perf_counter()
+    result = verify_log(path, signatures=signatures)
+    elapsed = time.perf_counter() - start
+    if not result.ok:
+        raise SystemExit(f"the benchmark's own log does not verify: {result}")
+    return result.records / elapsed, result.records
+
+
+def canonicalisation_us(n: int) -> tuple[float, float | None]:
+    records = [make_record(i) for i in range(n)]
+    start = time.perf_counter()
+    for record in records:
+        canonicalize(record)
+    ours = (time.perf_counter() - start) / n * 1e6
+    try:
+        import rfc8785
+    except ImportError:
+        return ours, None
+    start = time.perf_counter()
+    for record in records[: max(n // 10, 1)]:
+        rfc8785.dumps(record)
+    return ours, (time.perf_counter() - start) / max(n // 10, 1) * 1e6
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--records", type=int, default=20_000, help="records per row")
+    parser.add_argument("--json", type=Path, help="also write the rows as JSON here")
+    parser.add_argument("--dir", type=Path, help="directory for the logs (default: a temp dir)")
+    parser.add_argument(
+        "--processes", type=int, default=8, help="writer processes in the one-file row"
+    )
+    args = parser.parse_args(argv)
+    n = args.records
+    with tempfile.TemporaryDirectory(dir=args.dir) as tmp:
+        d = Path(tmp)
+        key = d / "keys" / "bench.pem"
+        from secure_ds.audit import generate_key_file
+
+        generate_key_file(key)
+        base = floor(n)
+        rows: list[dict[str, Any]] = [
+            {"row": "floor: SHA-256 + Ed25519 sign", "records_per_s": base, "target": None}
+        ]
+        for label, threads, fsync in (
+            ("append, durable (fsync always), 1 writer", 1, "always"),
+            ("append, durable (fsync always), 8 writer threads", 8, "always"),
+            ("append, fsync background, 1 writer", 1, "background"),
+        ):
+            path = d / f"{fsync}-{threads}.jsonl"
+            rate = appends(path, n, threads, fsync, key)
+            target = TARGETS["append"] if fsync == "always" else None
+            rows.append({"row": label, "records_per_s": rate, "target": target})
+        rate = process_appends(d / "processes.jsonl", n, args.processes, key)
+        rows.append(
+            {
+                "row": f"append, durable (fsync always), {args.processes} writer processes, "
+                "one file",
+                "records_per_s": rate,
+                "target": TARGETS["append"],
+            }
+        )
+        verified = d / "always-8.jsonl"
+        full, count = verification(verified, signatures=True)
+        chain, _ = verification(verified, signatures=False)
+        rows.append(
+            {
+                "row": f"verify, full (every signature), {count} records",
+                "records_per_s": full,
+                "target": TARGETS["verify_full"],
+            }
+        )
+        rows.append(
+            {
+                "row": f"verify, chain + checkpoints, {count} records",
+                "records_per_s": chain,
+                "target": TARGETS["verify_chain"],
+            }
+        )
+        ours_us, reference_us = canonicalisation_us(min(n, 5000))
+    for row in rows:
+        row["vs_floor"] = row["records_per_s"] / base
+        row["meets_target"] = (
+            None if row["target"] is None else row["records_per_s"] >= row["target"]
+        )
+    table = Table(title=f"secure-ds signed audit log ({n} records per row)")
+    for column in ("", "records/s", "vs floor", "target", "met"):
+        table.add_column(column, justify="left" if not column else "right")
+    for row in rows:
+        met = row["meets_target"]
+        table.add_row(
+            row["row"],
+            f"{row['records_per_s']:,.0f}",
+            f"{row['vs_floor']:.2f}x",
+            "-" if row["target"] is None else f">= {row['target']:,.0f}",
+            "-" if met is None else ("yes" if met else "NO"),
+        )
+    console = Console()
+    console.print(table)
+    extra = f"RFC 8785 canonicalisation per record: ours {ours_us:.1f} us"
+    if reference_us is not None:
+        extra += f", the rfc8785 package {reference_us:.1f} us"
+    console.print(extra)
+    if args.json:
+        args.json.write_text(
+            json.dumps(
+                {"rows": rows, "canonical_us": {"ours": ours_us, "rfc8785": reference_us}},
+                indent=2,
+            )
+        )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
