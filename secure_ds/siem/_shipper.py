@@ -265,9 +265,14 @@ class Shipper:
             backoff = self.backoff_initial
             stop.wait(self.interval)
         try:
-            if self.status.delivering and self._drain_until is not None:
+            # the last pass: only when the collector is up and this shipper holds the log
+            if (
+                self.status.delivering
+                and not self.status.waiting_for_lock
+                and self._drain_until is not None
+            ):
                 self.ship_pending(deadline=self._drain_until)
-        except Exception as exc:  # the last pass is best effort: the log keeps the rest
+        except Exception as exc:  # best effort: what is left waits in the log
             self._failed(f"{type(exc).__name__}: {exc}")
         finally:
             self._shutdown()

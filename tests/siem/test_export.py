@@ -463,3 +463,26 @@ def test_large_records_are_shipped_in_batches_the_collector_accepts(
         assert shipper.ship_pending() == 25
         assert shipper.status.batches >= 5
     assert Counter(collector.wait_for(expected)) == Counter(expected)
+
+
+def test_two_clients_on_one_log_ship_each_record_once(
+    collector: Collector, sb: Sandbox, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    import logging
+
+    caplog.set_level(logging.INFO, logger="secure_ds.siem")
+    log = tmp_path / "audit.jsonl"
+    settings = sb.client_settings(
+        "alice", audit_path=log, otlp_endpoint=collector.endpoint, otlp_interval=0.05
+    )
+    with SecureDeepSeek(settings=settings) as one, SecureDeepSeek(settings=settings) as two:
+        for i in range(3):
+            for client in (one, two):
+                client.chat.completions.create(
+                    model="deepseek-flash", messages=[{"role": "user", "content": f"hi {i}"}]
+                )
+        ids = set(_ids(log.read_bytes().splitlines()))
+        assert len(ids) == 6
+        arrived = collector.wait_for(ids)
+    assert Counter(arrived) == Counter(ids)  # one shipper held the log: nothing twice
+    assert not [r for r in caplog.records if r.levelno >= logging.WARNING]
