@@ -114,3 +114,11 @@ def test_a_signing_key_others_can_read_is_refused(tmp_path: Path) -> None:
     assert info.value.variable == "SECURE_DS_AUDIT_SIGNING_KEY"
     with pytest.raises(ConfigError, match="cannot be opened"):
         Settings.from_env(_env(tmp_path, SECURE_DS_AUDIT_SIGNING_KEY=str(tmp_path / "none.pem")))
+
+
+def test_durable_appends_are_the_default(tmp_path: Path) -> None:
+    settings = Settings.from_env(_env(tmp_path))
+    assert settings.audit_fsync == "always"  # issue 5: durable before the call returns
+    with AuditLog.from_settings(settings) as log:
+        assert log.fsync == "always"
+    assert AuditLog(tmp_path / "direct.jsonl").fsync == "always"
