@@ -1,4 +1,4 @@
-"""``secure-ds audit verify|repair|prove|checkpoint``: check the signed audit log.
+"""``secure-ds audit verify|repair|prove|tail|checkpoint``: check the signed audit log.
 
 Thin on purpose: parse, call :mod:`secure_ds.audit`, print. ``verify`` exits 0 when the
 log verifies and 1 when it does not (with ``--json``: one object with ``ok``,
@@ -16,6 +16,7 @@ from pathlib import Path
 
 from rich.console import Console
 from rich.markup import escape
+from rich.table import Table
 
 from ..errors import SecureDSError
 
@@ -32,7 +33,7 @@ _VERIFY_EPILOG = (
 
 
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    """Add the ``audit`` group (``verify``, ``repair``, ``prove``, ``checkpoint``)."""
+    """Add the ``audit`` group (``verify``, ``repair``, ``prove``, ``tail``, ``checkpoint``)."""
     audit = subparsers.choices.get("audit")
     if audit is None:
         audit = subparsers.add_parser("audit", help="the signed audit log: verify, repair, prove")
@@ -96,6 +97,14 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     which.add_argument("--old-size", type=int, help="size of the older tree")
     prove.add_argument("--size", type=int, help="size of the tree (default: all records)")
 
+    tail = actions.add_parser(
+        "tail",
+        help="show the newest records (checkpoint lines skipped); reads, does not verify",
+    )
+    tail.add_argument("path", type=Path, help="the audit log")
+    tail.add_argument("-n", type=int, default=10, metavar="N", help="how many (default 10)")
+    tail.add_argument("--json", action="store_true", help="print the records as JSON lines")
+
     checkpoint = actions.add_parser(
         "checkpoint",
         help="print the newest checkpoint of a log (to keep it somewhere else)",
@@ -113,6 +122,8 @@ def run(args: argparse.Namespace) -> int:
         return _prove(args)
     if args.audit_command == "checkpoint":
         return _checkpoint(args)
+    if args.audit_command == "tail":
+        return _tail(args)
     return 2  # pragma: no cover - argparse requires a known subcommand
 
 
@@ -183,6 +194,46 @@ def _prove(args: argparse.Namespace) -> int:
     else:
         proof = prove_inclusion(args.path, index=args.index, event_id=args.event_id, size=args.size)
     sys.stdout.write(json.dumps(proof, indent=2) + "\n")
+    return 0
+
+
+def _tail(args: argparse.Namespace) -> int:
+    from collections import deque
+
+    from ..audit import read_records
+
+    try:
+        newest = deque(read_records(args.path), maxlen=max(args.n, 0))
+    except OSError as exc:
+        raise SecureDSError(
+            f"Cannot read the audit log {args.path} ({exc.strerror or type(exc).__name__}).",
+            hint="Pass the path of an audit log file.",
+        ) from None
+    except ValueError:
+        raise SecureDSError(
+            f"{args.path} holds a line that is not JSON.",
+            hint=f"Run `secure-ds audit verify {args.path}` to find it.",
+        ) from None
+    if args.json:
+        for record in newest:
+            sys.stdout.write(json.dumps(record, separators=(",", ":")) + "\n")
+        return 0
+    table = Table(title=f"newest {len(newest)} records of {args.path}")
+    for column in ("#", "time", "outcome", "action", "subject", "model", "event_id"):
+        table.add_column(column, overflow="fold")
+    for record in newest:
+        actor = record.get("actor") or {}
+        request = record.get("request") or {}
+        table.add_row(
+            str((record.get("integrity") or {}).get("index", "-")),
+            str(record.get("time", "-")),
+            str(record.get("outcome", "-")),
+            str(record.get("action", "-")),
+            escape(str(actor.get("subject", "-"))),
+            escape(str(request.get("model", "-"))),
+            str(record.get("event_id", "-")),
+        )
+    Console().print(table)
     return 0
 
 

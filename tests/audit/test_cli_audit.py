@@ -132,3 +132,13 @@ def test_errors_exit_2_and_say_what_to_do(
     assert "public key" in capsys.readouterr().err
     assert main(["audit", "prove", str(log), "--index", "20"]) == 2
     assert "index from 0 to 19" in capsys.readouterr().err
+
+
+def test_tail_shows_the_newest_records(log: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    code, out = _run(capsys, "audit", "tail", str(log), "-n", "3", "--json")
+    assert code == 0
+    assert [json.loads(line)["event_id"] for line in out.splitlines()] == ["e17", "e18", "e19"]
+    code, out = _run(capsys, "audit", "tail", str(log), "-n", "2")
+    assert code == 0
+    assert "e19" in out
+    assert "e17" not in out
