@@ -114,6 +114,8 @@ class Collector:
         deadline = time.monotonic() + timeout
         while True:
             seen = self.event_ids()
+            # spans are read only once the logs are complete: each look parses the whole
+            # output again, and it grows with every batch
             if (
                 event_ids <= set(seen)
                 and {s["attrs"].get("secure_ds.event_id") for s in self.spans()} >= event_ids
@@ -122,7 +124,7 @@ class Collector:
             if time.monotonic() > deadline:
                 missing = event_ids - set(seen)
                 raise AssertionError(f"{len(missing)} record(s) never reached the collector")
-            time.sleep(0.05)
+            time.sleep(0.2)
 
 
 def _value(value: dict[str, Any]) -> Any:
