@@ -52,6 +52,7 @@ def test_all_is_exactly_the_public_surface() -> None:
         "cli",
         "demo",
         "fhe",
+        "siem",
     }
     assert public <= EXPECTED_PUBLIC
     for name in secure_ds.__all__:
