@@ -16,7 +16,14 @@ from ._signing import (
     load_public_key,
     load_signer,
 )
-from ._verify import RepairResult, VerifyResult, read_records, repair_log, verify_log
+from ._verify import (
+    RepairResult,
+    VerifyResult,
+    is_checkpoint_line,
+    read_records,
+    repair_log,
+    verify_log,
+)
 
 __all__ = [
     "RECORD_SCHEMA",
@@ -31,6 +38,7 @@ __all__ = [
     "default_signer",
     "encode_record",
     "generate_key_file",
+    "is_checkpoint_line",
     "load_public_key",
     "load_signer",
     "read_records",

@@ -46,7 +46,14 @@ from ._entry import GENESIS, Entry, EntryError, leaf_data, leaf_hash_of, parse_l
 from ._signing import PublicKey
 from .merkle import EMPTY_ROOT, CompactTree
 
-__all__ = ["RepairResult", "VerifyResult", "read_records", "repair_log", "verify_log"]
+__all__ = [
+    "RepairResult",
+    "VerifyResult",
+    "is_checkpoint_line",
+    "read_records",
+    "repair_log",
+    "verify_log",
+]
 
 Reason = Literal[
     "edited", "reordered", "deleted", "inserted", "truncated", "wrong key", "torn tail"
@@ -509,6 +516,13 @@ def repair_log(path: Path) -> RepairResult:
         with contextlib.suppress(OSError):
             fcntl.flock(fd, fcntl.LOCK_UN)
         os.close(fd)
+
+
+def is_checkpoint_line(line: bytes | str) -> bool:
+    """Whether a log line is a checkpoint (not a call record): readers of records skip it."""
+    if isinstance(line, bytes):
+        return line.lstrip().startswith(_CHECKPOINT_PREFIX)
+    return line.lstrip().startswith('{"checkpoint":')
 
 
 def read_records(path: Path) -> Iterable[dict[str, Any]]:

@@ -12,6 +12,7 @@ import pytest
 from secure_ds.audit import (
     AuditLog,
     generate_key_file,
+    is_checkpoint_line,
     load_public_key,
     read_records,
     repair_log,
@@ -50,6 +51,10 @@ def test_an_intact_log_verifies_in_both_modes(log: Path) -> None:
     assert pinned.ok
     assert pinned.keys_pinned
     assert [r["i"] for r in read_records(log)] == list(range(20))
+    content = lines(log)
+    assert [is_checkpoint_line(x) for x in content].count(True) == 4
+    assert is_checkpoint_line(content[0].decode())
+    assert not is_checkpoint_line(content[1].decode())
 
 
 def test_an_edited_record_is_found_at_its_index(log: Path) -> None:
