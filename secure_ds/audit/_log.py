@@ -35,7 +35,9 @@ Invariants (the rest of secure-ds relies on them):
    refused (that call fails) without failing the log.
 3. Lines are never half-written: each write happens under an exclusive ``flock`` and,
    if it fails part-way, the file is truncated back to where it began (and the chain
-   state rolls back with it).
+   state rolls back with it). The ``fsync`` runs after the ``flock`` is released, so
+   writer processes overlap their syncs; a failed ``fsync`` fails the log closed and
+   leaves its (whole) lines in place.
 4. Lines from several threads (and processes, through ``flock``) never interleave.
 5. One chain per file: every process appending to a file continues the same chain and
    tree. Under the ``flock``, a writer first reads what other writers appended since its
@@ -327,7 +329,7 @@ class AuditLog:
             elif self._unsealed_since == 0.0:
                 self._unsealed_since = time.monotonic()
                 self._seal_wakeup.set()
-            self._write(b"".join(out), sync=sync)
+            self._write(b"".join(out))
         except BaseException as exc:
             self._tree, self._prev = tree, prev
             if isinstance(exc, AuditError):
@@ -335,6 +337,8 @@ class AuditLog:
             raise
         finally:
             self._unlock_file()
+        if sync:
+            self._sync()
 
     def _seal(self, *, force: bool) -> dict[str, Any]:
         """Write a checkpoint if records are unsealed (or ``force``); io_lock held."""
@@ -344,10 +348,12 @@ class AuditLog:
             if not force and self._sealed == self._tree.size:
                 return {}
             line = self._checkpoint_bytes()
-            self._write(line, sync=self.fsync != "never")
-            return dict(json.loads(line))
+            self._write(line)
         finally:
             self._unlock_file()
+        if self.fsync != "never":
+            self._sync()
+        return dict(json.loads(line))
 
     def _checkpoint_bytes(self) -> bytes:
         cp = Checkpoint(
@@ -360,19 +366,28 @@ class AuditLog:
         self._unsealed_since = 0.0
         return line
 
-    def _write(self, data: bytes, *, sync: bool) -> None:
+    def _write(self, data: bytes) -> None:
+        """Append ``data`` (flock held); on failure cut it away again and fail the log."""
         start = self._end
         try:
             view = memoryview(data)
             while view:
                 written = os.write(self._fd, view)
                 view = view[written:]
-            if sync:
-                os.fsync(self._fd)
         except OSError as exc:
             _truncate_quietly(self._fd, start)
             self._fail(exc)
         self._end = start + len(data)
+
+    def _sync(self) -> None:
+        """fsync after the flock is released (io_lock still held): other processes can
+        write meanwhile, and one fsync covers whatever reached the file before it. A
+        failed fsync fails the log closed; the lines stay (others may follow them), and
+        the caller whose append raised was told its record is not known durable."""
+        try:
+            os.fsync(self._fd)
+        except OSError as exc:
+            self._fail(exc)
 
     def _lock_file(self) -> None:
         try:
@@ -463,9 +478,12 @@ class AuditLog:
             if not newest_is_ours:
                 # a failed write is recorded in _failure: check() refuses the first call
                 with contextlib.suppress(AuditError):
-                    self._write(self._checkpoint_bytes(), sync=self.fsync != "never")
+                    self._write(self._checkpoint_bytes())
         finally:
             self._unlock_file()
+        if self.fsync != "never" and self._failure is None:
+            with contextlib.suppress(AuditError):
+                self._sync()
 
     def _read_tail(self, size: int) -> tuple[list[bytes], bytes | None]:
         """The lines after the newest checkpoint (oldest first) and that checkpoint."""
