@@ -9,6 +9,7 @@ import pickle
 import signal
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -236,3 +237,27 @@ def test_a_log_that_cannot_be_written_at_open_fails_the_first_call(tmp_path: Pat
     with pytest.raises(AuditError, match="No space left"):
         log.check()
     log.close()
+
+
+def test_two_logs_on_one_file_in_one_process_share_the_chain(tmp_path: Path) -> None:
+    path = tmp_path / "audit.jsonl"
+    first = AuditLog(path, fsync="never")
+    second = AuditLog(path, fsync="never")  # another client on the same file
+
+    def work(log: AuditLog, tag: str) -> None:
+        for i in range(100):
+            log.append({"event_id": f"{tag}-{i}"})
+
+    threads = [
+        threading.Thread(target=work, args=(log, tag))
+        for log, tag in ((first, "a"), (second, "b"), (first, "c"), (second, "d"))
+    ]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    first.close()
+    second.close()
+    result = verify_log(path)
+    assert result.ok, result
+    assert result.records == 400
