@@ -23,6 +23,7 @@ from typing import Any
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 
+from .audit import is_checkpoint_line
 from .client import SecureDeepSeek
 from .errors import AuthenticationFailed, PolicyDenied
 from .identity import EmbeddedIssuer
@@ -378,10 +379,12 @@ def _check_against_audit(steps: list[DemoStep], audit_path: Path, start_line: in
 
 
 def _lines(path: Path) -> list[str]:
+    """The log's call records (checkpoint lines are the log's, not a call's)."""
     try:
-        return path.read_text(encoding="utf-8").splitlines()
+        lines = path.read_text(encoding="utf-8").splitlines()
     except FileNotFoundError:
         return []
+    return [line for line in lines if line and not is_checkpoint_line(line)]
 
 
 def _line_count(path: Path) -> int:

@@ -24,6 +24,7 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Any, Literal, TypeVar, get_args
 
+from ..audit import is_checkpoint_line
 from ..audit._record import RECORD_SCHEMA
 from ..errors import SecureDSError
 from ._pricing import tokens_of_usage
@@ -289,8 +290,8 @@ class _Folder:
 
     def add(self, line: bytes, path: Path, lineno: int) -> None:
         report = self.report
-        if not line.strip():
-            return  # a blank line holds no record; not worth a warning
+        if not line.strip() or is_checkpoint_line(line):
+            return  # a blank line holds no record, a checkpoint is the log's own
         try:
             record = json.loads(line)
         except ValueError:  # includes UnicodeDecodeError

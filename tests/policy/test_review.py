@@ -17,6 +17,7 @@ from typing import Any
 import pytest
 
 from secure_ds import PolicyDenied, SecureDeepSeek
+from secure_ds.audit import is_checkpoint_line
 from secure_ds.cli import main
 from secure_ds.cli._policy_review import add_review_parser, run_review
 from secure_ds.errors import SecureDSError
@@ -204,7 +205,7 @@ def test_raising_a_token_cap_is_a_weaker_obligation(
     # the contractor's call, moved into office hours (a Tuesday, 10:00 UTC) so the
     # outcome does not depend on when this test runs
     log = tmp_path / "audit.jsonl"
-    lines = recorded.read_text().splitlines()
+    lines = _record_lines(recorded)
     record = json.loads(lines[4])
     assert record["actor"]["subject"] == "carl"
     record["decide"]["context"].update(hour_utc=10, weekday=2)
@@ -383,7 +384,7 @@ def test_malformed_lines_are_counted_not_fatal(recorded: Path, old: Path, tmp_pa
     new = copy_policies(tmp_path, "new")
     (new / "widen.cedar").write_text(WIDEN)
     log = tmp_path / "audit.jsonl"
-    good = recorded.read_text().splitlines()
+    good = _record_lines(recorded)
     other_schema = json.dumps({"schema": "someone-else/2", "decide": {"context": {}}})
     no_actor_roles = json.loads(good[0])
     no_actor_roles["actor"]["roles"] = "engineer"  # a string, not a list
@@ -663,3 +664,8 @@ def test_report_round_trips_through_json_types(old: Path) -> None:
     assert json.loads(json.dumps(report.to_json()))["schema"] == REVIEW_SCHEMA
     assert report.tests is None
     assert "Decision tests" not in report.to_markdown()
+
+
+def _record_lines(log: Path) -> list[str]:
+    """A log's call-record lines, without its checkpoint lines."""
+    return [line for line in log.read_text().splitlines() if not is_checkpoint_line(line)]

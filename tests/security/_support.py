@@ -11,6 +11,7 @@ from typing import Any
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 
+from secure_ds.audit import is_checkpoint_line
 from secure_ds.identity import cert_thumbprint
 from secure_ds.sandbox import Sandbox
 from tests._jwt import (  # noqa: F401 (re-exported for the security tests)
@@ -34,7 +35,8 @@ class AuditTail:
     def all(self) -> list[dict[str, Any]]:
         if not self.path.exists():
             return []
-        return [json.loads(line) for line in self.path.read_text().splitlines() if line]
+        lines = self.path.read_text().splitlines()
+        return [json.loads(line) for line in lines if line and not is_checkpoint_line(line)]
 
     def new(self) -> list[dict[str, Any]]:
         """Records appended since the last call (or construction)."""

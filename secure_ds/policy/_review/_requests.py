@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, get_args
 
+from ...audit import is_checkpoint_line
 from ...audit._record import RECORD_SCHEMA
 from ...errors import SecureDSError
 from ...guard._call import Action
@@ -144,6 +145,8 @@ def _audit_requests(
                     stats, f"{label}:{number}", f"line longer than {_MAX_LINE_BYTES} bytes"
                 )
                 continue
+            if is_checkpoint_line(line):
+                continue  # the log's own signed checkpoint, not a call
             try:
                 record = loads(line)
             except ValueError:
