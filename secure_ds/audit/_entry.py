@@ -27,7 +27,16 @@ import dataclasses
 import hashlib
 import re
 
-__all__ = ["GENESIS", "Entry", "EntryError", "leaf_data", "parse_line", "render_line"]
+__all__ = [
+    "GENESIS",
+    "Entry",
+    "EntryError",
+    "leaf_data",
+    "leaf_hash_in_place",
+    "parse_line",
+    "render_line",
+    "split_line",
+]
 
 GENESIS = bytes(32)
 _MARK = b'"integrity":{'
@@ -92,21 +101,18 @@ _INTEGRITY = re.compile(
 )
 
 
-def parse_line(line: bytes) -> Entry:
-    """Split a record line (without its newline) into body and integrity fields.
-
-    Raises :class:`EntryError` unless the ``integrity`` member is the last one and is
-    exactly in the form :func:`render_line` writes (so no bytes go unsigned but the
-    integrity data itself).
-    """
+def split_line(line: bytes) -> tuple[int, re.Match[bytes]]:
+    """Where the record's own members end in ``line`` (0 for an empty record) and the
+    match of its integrity member; raises :class:`EntryError` like :func:`parse_line`.
+    The verifier's fast path: it hashes the line in place instead of copying the body."""
     at = line.rfind(_MARK)
     if at < 1:
         raise EntryError("the line has no integrity member at its end")
     before = line[at - 1 : at]
     if before == b",":
-        body = line[: at - 1] + b"}"
+        end = at - 1
     elif before == b"{" and at == 1:
-        body = b"{}"
+        end = 0
     else:
         raise EntryError("the integrity member is not a top-level member")
     m = _INTEGRITY.fullmatch(line, at)
@@ -114,6 +120,18 @@ def parse_line(line: bytes) -> Entry:
         raise EntryError(
             "the integrity member is not exactly alg, hash, index, key, prev, sig in canonical form"
         )
+    return end, m
+
+
+def parse_line(line: bytes) -> Entry:
+    """Split a record line (without its newline) into body and integrity fields.
+
+    Raises :class:`EntryError` unless the ``integrity`` member is the last one and is
+    exactly in the form :func:`render_line` writes (so no bytes go unsigned but the
+    integrity data itself).
+    """
+    end, m = split_line(line)
+    body = line[:end] + b"}" if end else b"{}"
     alg, h, index, key, prev, sig = m.groups()
     return Entry(
         body,
@@ -124,3 +142,27 @@ def parse_line(line: bytes) -> Entry:
         bytes.fromhex(prev.decode()),
         sig,
     )
+
+
+def leaf_hash_in_place(line: bytes, end: int, m: re.Match[bytes]) -> bytes:
+    """The leaf hash of a record line's leaf data, hashed from the line without copying
+    its body (``end`` and ``m`` from :func:`split_line`). Equal to
+    ``leaf_hash_of(parse_line(line).leaf_data())``."""
+    alg, _, index, key, prev, _ = m.groups()
+    sha = hashlib.sha256(
+        b'\x00{"alg":"'
+        + alg
+        + b'","index":'
+        + index
+        + b',"key":"'
+        + key
+        + b'","prev":"'
+        + prev
+        + b'","record":'
+    )
+    if end:
+        sha.update(memoryview(line)[:end])
+        sha.update(b"}}")
+    else:
+        sha.update(b"{}}")
+    return sha.digest()

@@ -42,7 +42,15 @@ from typing import IO, Any, Literal
 
 from ..errors import AuditError
 from ._checkpoint import Checkpoint, NoteError, open_note
-from ._entry import GENESIS, Entry, EntryError, leaf_data, leaf_hash_of, parse_line
+from ._entry import (
+    GENESIS,
+    Entry,
+    EntryError,
+    leaf_data,
+    leaf_hash_in_place,
+    parse_line,
+    split_line,
+)
 from ._signing import PublicKey
 from .merkle import EMPTY_ROOT, CompactTree
 
@@ -207,6 +215,7 @@ class _Walk:
         self.signatures = signatures
         self.tree = CompactTree()
         self.prev = GENESIS
+        self.prev_hex = GENESIS.hex().encode()
         self.last_sealed = 0
         self.line_no = 0
         self.external = external
@@ -256,27 +265,30 @@ class _Walk:
     def _record(self, line: bytes, f: IO[bytes]) -> None:
         expected = self.tree.size
         try:
-            entry = parse_line(line)
+            end, m = split_line(line)
         except EntryError as exc:
             raise self._classify(None, f, f"not a signed record ({exc})") from None
-        if entry.index != expected or entry.prev != self.prev:
-            raise self._classify(entry, f, "")
-        data = entry.leaf_data()
-        h = leaf_hash_of(data)
-        if h != entry.hash:
-            raise self._classify(entry, f, "its content does not match its hash")
-        key = self.trusted.get(entry.key)
+        _, h_hex, index, key_id, prev_hex, _ = m.groups()
+        if int(index) != expected or prev_hex != self.prev_hex:
+            raise self._classify(parse_line(line), f, "")
+        h = leaf_hash_in_place(line, end, m)
+        if h.hex().encode() != h_hex:
+            raise self._classify(parse_line(line), f, "its content does not match its hash")
+        key = self.trusted.get(key_id.decode())
         if key is None:
             raise _Bad(
                 "wrong key",
                 expected,
-                f"signed with key {entry.key}, which is not "
+                f"signed with key {key_id.decode()}, which is not "
                 + ("one of the pinned keys" if self.pinned else "announced by a checkpoint"),
             )
-        if self.signatures and (key.alg != entry.alg or not key.verify(entry.sig, data)):
-            raise self._classify(entry, f, "its signature does not verify")
+        if self.signatures:
+            entry = parse_line(line)
+            if key.alg != entry.alg or not key.verify(entry.sig, entry.leaf_data()):
+                raise self._classify(entry, f, "its signature does not verify")
         self.tree.append_hash(h)
         self.prev = h
+        self.prev_hex = h_hex
         self._note_root()
 
     def _checkpoint(self, line: bytes, f: IO[bytes]) -> None:

@@ -303,3 +303,19 @@ def test_parallel_signature_checks_give_the_sequential_answer(
     assert verify_log(path2, signatures=False).ok
     parallel = verify_log(path2, jobs=3)
     assert (parallel.ok, parallel.reason, parallel.first_bad_index) == (False, "edited", 20)
+
+
+def test_the_in_place_leaf_hash_equals_the_leaf_hash_of_the_leaf_data(tmp_path: Path) -> None:
+    from secure_ds.audit._entry import leaf_hash_in_place, split_line
+
+    path = tmp_path / "audit.jsonl"
+    with AuditLog(path, fsync="never") as log:
+        log.append({})
+        log.append({"event_id": "x", "n": [1.5, "é", {"k": None}]})
+    for line in lines(path):
+        if line.startswith(b'{"checkpoint":'):
+            continue
+        entry = parse_line(line[:-1])
+        end, m = split_line(line[:-1])
+        assert leaf_hash_in_place(line[:-1], end, m) == leaf_hash_of(entry.leaf_data())
+        assert leaf_hash_of(entry.leaf_data()) == entry.hash
