@@ -32,6 +32,7 @@ __all__ = [
     "Entry",
     "EntryError",
     "leaf_data",
+    "leaf_data_of",
     "leaf_hash_in_place",
     "parse_line",
     "render_line",
@@ -142,6 +143,24 @@ def parse_line(line: bytes) -> Entry:
         bytes.fromhex(prev.decode()),
         sig,
     )
+
+
+def leaf_data_of(line: bytes, end: int, m: re.Match[bytes]) -> bytes:
+    """The leaf data of a record line (``end`` and ``m`` from :func:`split_line`), built
+    from the line's bytes; equal to ``parse_line(line).leaf_data()``."""
+    alg, _, index, key, prev, _ = m.groups()
+    head = (
+        b'{"alg":"'
+        + alg
+        + b'","index":'
+        + index
+        + b',"key":"'
+        + key
+        + b'","prev":"'
+        + prev
+        + b'","record":'
+    )
+    return head + line[:end] + b"}}" if end else head + b"{}}"
 
 
 def leaf_hash_in_place(line: bytes, end: int, m: re.Match[bytes]) -> bytes:

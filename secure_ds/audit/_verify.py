@@ -47,7 +47,9 @@ from ._entry import (
     Entry,
     EntryError,
     leaf_data,
+    leaf_data_of,
     leaf_hash_in_place,
+    leaf_hash_of,
     parse_line,
     split_line,
 )
@@ -198,10 +200,13 @@ def _first_bad_signature(path: str, start: int, end: int, trusted: dict[str, byt
             pos += len(raw)
             if raw.startswith(_CHECKPOINT_PREFIX):
                 continue
-            entry = parse_line(raw[:-1])
-            key = keys[entry.key]
-            if key.alg != entry.alg or not key.verify(entry.sig, entry.leaf_data()):
-                return entry.index
+            line = raw[:-1]
+            body_end, m = split_line(line)
+            alg, _, index, key_id, _, sig_b64 = m.groups()
+            key = keys[key_id.decode()]
+            data = leaf_data_of(line, body_end, m)
+            if key.alg != alg.decode() or not key.verify(base64.b64decode(sig_b64), data):
+                return int(index)
     return None
 
 
@@ -268,10 +273,14 @@ class _Walk:
             end, m = split_line(line)
         except EntryError as exc:
             raise self._classify(None, f, f"not a signed record ({exc})") from None
-        _, h_hex, index, key_id, prev_hex, _ = m.groups()
+        alg, h_hex, index, key_id, prev_hex, sig_b64 = m.groups()
         if int(index) != expected or prev_hex != self.prev_hex:
             raise self._classify(parse_line(line), f, "")
-        h = leaf_hash_in_place(line, end, m)
+        if self.signatures:
+            data = leaf_data_of(line, end, m)
+            h = leaf_hash_of(data)
+        else:
+            h = leaf_hash_in_place(line, end, m)
         if h.hex().encode() != h_hex:
             raise self._classify(parse_line(line), f, "its content does not match its hash")
         key = self.trusted.get(key_id.decode())
@@ -282,10 +291,10 @@ class _Walk:
                 f"signed with key {key_id.decode()}, which is not "
                 + ("one of the pinned keys" if self.pinned else "announced by a checkpoint"),
             )
-        if self.signatures:
-            entry = parse_line(line)
-            if key.alg != entry.alg or not key.verify(entry.sig, entry.leaf_data()):
-                raise self._classify(entry, f, "its signature does not verify")
+        if self.signatures and (
+            key.alg != alg.decode() or not key.verify(base64.b64decode(sig_b64), data)
+        ):
+            raise self._classify(parse_line(line), f, "its signature does not verify")
         self.tree.append_hash(h)
         self.prev = h
         self.prev_hex = h_hex

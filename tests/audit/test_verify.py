@@ -284,25 +284,27 @@ def test_parallel_signature_checks_give_the_sequential_answer(
             sequential.first_bad_index,
         )
     assert verify_log(path, jobs=3).first_bad_index == 11
-    # only the signature is wrong: the chain walk passes, a worker finds it
-    path2 = tmp_path / "sig.jsonl"
-    make_log(path2, 60, every=16)
-    content = lines(path2)
-    at = record_positions(content)[20]
-    entry = parse_line(content[at][:-1])
-    content[at] = render_line(
-        entry.body,
-        alg=entry.alg,
-        leaf_hash=entry.hash,
-        index=20,
-        key=entry.key,
-        prev=entry.prev,
-        sig=bytes(64),
-    )
-    write(path2, content)
-    assert verify_log(path2, signatures=False).ok
-    parallel = verify_log(path2, jobs=3)
-    assert (parallel.ok, parallel.reason, parallel.first_bad_index) == (False, "edited", 20)
+    # only the signature is wrong: the chain walk passes, a worker finds it, wherever
+    # the record sits in the worker's range
+    for bad in (5, 29, 50, 59):
+        path2 = tmp_path / f"sig-{bad}.jsonl"
+        make_log(path2, 60, every=16)
+        content = lines(path2)
+        at = record_positions(content)[bad]
+        entry = parse_line(content[at][:-1])
+        content[at] = render_line(
+            entry.body,
+            alg=entry.alg,
+            leaf_hash=entry.hash,
+            index=bad,
+            key=entry.key,
+            prev=entry.prev,
+            sig=bytes(64),
+        )
+        write(path2, content)
+        assert verify_log(path2, signatures=False).ok
+        parallel = verify_log(path2, jobs=3)
+        assert (parallel.ok, parallel.reason, parallel.first_bad_index) == (False, "edited", bad)
 
 
 def test_the_in_place_leaf_hash_equals_the_leaf_hash_of_the_leaf_data(tmp_path: Path) -> None:
@@ -319,3 +321,16 @@ def test_the_in_place_leaf_hash_equals_the_leaf_hash_of_the_leaf_data(tmp_path: 
         end, m = split_line(line[:-1])
         assert leaf_hash_in_place(line[:-1], end, m) == leaf_hash_of(entry.leaf_data())
         assert leaf_hash_of(entry.leaf_data()) == entry.hash
+
+
+def test_leaf_data_rebuilt_from_a_line_equals_the_signed_leaf_data(tmp_path: Path) -> None:
+    from secure_ds.audit._entry import leaf_data_of, split_line
+
+    path = tmp_path / "audit.jsonl"
+    with AuditLog(path, fsync="never") as log:
+        log.append({})
+        log.append({"event_id": "y", "v": -0.0})
+    for line in lines(path):
+        if not line.startswith(b'{"checkpoint":'):
+            end, m = split_line(line[:-1])
+            assert leaf_data_of(line[:-1], end, m) == parse_line(line[:-1]).leaf_data()
