@@ -129,7 +129,7 @@ def _build_guard(
         # it (secure_ds.siem); imported lazily, so clients without export never load it
         from .siem import Shipper
 
-        shipper = Shipper.from_settings(settings)
+        shipper = Shipper.from_settings(settings, in_process=True)
         shipper.start()
         guard.owned.append(shipper)
     return guard

@@ -486,3 +486,47 @@ def test_two_clients_on_one_log_ship_each_record_once(
         arrived = collector.wait_for(ids)
     assert Counter(arrived) == Counter(ids)  # one shipper held the log: nothing twice
     assert not [r for r in caplog.records if r.levelno >= logging.WARNING]
+
+
+def test_catching_up_in_the_clients_process_barely_slows_calls(
+    collector: Collector, make_calls: MakeCalls, sb: Sandbox, tmp_path: Path
+) -> None:
+    """In the client's process the shipper competes with calls for the GIL: it takes
+    small batches and rests three times as long as each took (Shipper.from_settings
+    with in_process=True, what the client uses). Blocks of calls with and without it
+    alternate, so the machine's load hits both alike."""
+    template = make_calls(tmp_path / "template.jsonl", 1)[0]
+    plain = sb.client_settings("alice", audit_path=tmp_path / "calls.jsonl")
+    backlogs = []
+    for n in range(5):  # one per round: a shipper still finishing a batch holds its log
+        backlog = tmp_path / f"backlog-{n}.jsonl"
+        _append(backlog, _copies(template, 700))
+        backlogs.append(plain.replace(audit_path=backlog, otlp_endpoint=collector.endpoint))
+
+    def timed(client: SecureDeepSeek, n: int) -> list[float]:
+        durations = []
+        for i in range(n):
+            start = time.perf_counter()
+            client.chat.completions.create(
+                model="deepseek-flash", messages=[{"role": "user", "content": f"hi {i}"}]
+            )
+            durations.append(time.perf_counter() - start)
+        return durations
+
+    without: list[float] = []
+    during: list[float] = []
+    shipped = 0
+    with SecureDeepSeek(settings=plain) as client:
+        timed(client, 5)
+        for exporting in backlogs:
+            without += timed(client, 12)
+            shipper = Shipper.from_settings(exporting, in_process=True)
+            shipper.start()
+            try:
+                time.sleep(0.05)
+                during += timed(client, 12)
+            finally:
+                shipper.close(timeout=0.3)
+            shipped += shipper.status.shipped
+    assert shipped > 0  # it was working through the backlog meanwhile
+    assert statistics.median(during) < 1.5 * statistics.median(without) + 0.003
