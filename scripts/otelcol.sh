@@ -76,6 +76,8 @@ build() {
     echo "$bin"
 }
 
+command -v curl >/dev/null 2>&1 || die "curl is not installed (it checks that the collector answers); install it (apt-get install curl) and rerun"
+
 answers() {
     # an empty OTLP/HTTP logs request: 200 once the receiver is up
     [ "$(curl -s -o /dev/null -m 2 -w '%{http_code}' -X POST \
