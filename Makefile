@@ -26,8 +26,9 @@ typecheck: install
 
 # The whole suite: lint, strict typing, then unit, security and integration tests.
 # scripts/start-services.sh starts what the integration tests need (a private Redis on
-# 127.0.0.1:6390, installed from Debian's packages when missing; the DeepSeek sandbox is
-# in-process); with SECURE_DS_REQUIRE_SERVICES=1 a missing one fails.
+# 127.0.0.1:6390, installed from Debian's packages when missing; an OpenTelemetry
+# Collector built from its Go modules and cached; the DeepSeek sandbox is in-process);
+# with SECURE_DS_REQUIRE_SERVICES=1 a missing one fails.
 test: lint typecheck
 	./scripts/start-services.sh
 	$(BIN)/python -m pytest -q
