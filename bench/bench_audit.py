@@ -181,7 +181,12 @@ def process_appends(path: Path, n: int, processes: int, key: Path) -> float:
     ]
     for p in procs:
         p.start()
-    barrier.wait()
+    try:
+        barrier.wait(timeout=300)
+    except threading.BrokenBarrierError:
+        for p in procs:
+            p.kill()
+        raise SystemExit("the writer processes did not start (run this file, not stdin)") from None
     start = time.perf_counter()
     for p in procs:
         p.join()

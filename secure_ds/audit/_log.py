@@ -19,8 +19,9 @@ Invariants (the rest of secure-ds relies on them):
 
    * ``"always"`` (the default since issue 5, which wants a call's record durable
      before the call returns): ``append`` returns only after the record is fsynced.
-     Concurrent callers are group-committed (one ``write`` + one ``fsync`` for everyone
-     queued).
+     Concurrent callers are group-committed: one ``write`` for everyone queued, and one
+     ``fsync`` for every record written before it started; the next batch is signed and
+     written while the previous one syncs.
    * ``"background"``: a flusher thread fsyncs unsynced data every ``fsync_interval``
      seconds (20 ms by default), so a power loss or kernel crash can take at most the
      records of that window plus one fsync; a crash of the process itself loses nothing.
@@ -118,7 +119,9 @@ class AuditLog:
         self._io_lock = threading.Lock()  # one writer at a time; guards the chain state
         self._pending: list[bytes] = []
         self._next_seq = 0
-        self._done_seq = -1
+        self._written_seq = -1  # records up to this sequence number are in the file
+        self._synced_seq = -1  # ... and up to this one fsynced ("always")
+        self._sync_lock = threading.Lock()  # one fsync at a time, outside the io_lock
         self._failure: str | None = None
         self._closed = False
         self._dirty = threading.Event()
@@ -243,17 +246,31 @@ class AuditLog:
             self._next_seq += 1
             self._pending.append(body)
         with self._io_lock:
-            if self._done_seq >= seq:
-                return  # a concurrent caller's batch carried this line
+            if self._written_seq < seq:  # else a concurrent caller's batch carried it
+                if self._failure is not None:
+                    self.check()
+                with self._queue_lock:
+                    batch, self._pending = self._pending, []
+                    last = self._next_seq - 1
+                self._commit(batch)
+                self._written_seq = last
+        if self.fsync == "always":
+            self._sync_through(seq)
+        elif self._flusher is not None and not self._dirty.is_set():
+            self._dirty.set()
+
+    def _sync_through(self, seq: int) -> None:
+        """Return once record ``seq`` is fsynced. The fsync runs outside the io_lock, so
+        the next batch is signed and written while this one syncs (a pipeline); one
+        fsync covers every record written before it started."""
+        with self._sync_lock:
+            if self._synced_seq >= seq:
+                return
             if self._failure is not None:
                 self.check()
-            with self._queue_lock:
-                batch, self._pending = self._pending, []
-                last = self._next_seq - 1
-            self._commit(batch, sync=self.fsync == "always")
-            self._done_seq = last
-        if self._flusher is not None and not self._dirty.is_set():
-            self._dirty.set()
+            target = self._written_seq  # written, hence covered by the fsync below
+            self._sync()
+            self._synced_seq = target
 
     async def append_async(self, record: Mapping[str, Any]) -> None:
         """:meth:`append` without blocking the event loop on ``fsync``.
@@ -298,7 +315,7 @@ class AuditLog:
             )
         return body
 
-    def _commit(self, bodies: list[bytes], *, sync: bool) -> None:
+    def _commit(self, bodies: list[bytes]) -> None:
         """Chain, sign and write ``bodies`` (and a checkpoint if one is due)."""
         self._lock_file()
         tree, prev = self._tree.copy(), self._prev
@@ -337,8 +354,6 @@ class AuditLog:
             raise
         finally:
             self._unlock_file()
-        if sync:
-            self._sync()
 
     def _seal(self, *, force: bool) -> dict[str, Any]:
         """Write a checkpoint if records are unsealed (or ``force``); io_lock held."""
