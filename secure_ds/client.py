@@ -113,11 +113,8 @@ def _build_guard(
     guard = Guard.create(
         settings,
         token_provider=token_provider or token_provider_from_settings(settings),
-        audit_log=AuditLog(
-            settings.audit_path,
-            fsync=settings.audit_fsync,
-            fsync_interval=settings.audit_fsync_interval,
-        ),
+        # path, fsync policy, signing key, checkpoint cadence and record-size limit
+        audit_log=AuditLog.from_settings(settings),
         cert_thumbprint=thumbprint,
         classifier=classifier,
         decider=decider,

@@ -13,6 +13,15 @@ from secure_ds.audit import is_checkpoint_line
 from secure_ds.sandbox import Sandbox
 
 
+@pytest.fixture(scope="session", autouse=True)
+def _state_dir(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
+    """The whole run keeps its state (default audit logs, the default audit signing
+    key) in a directory of its own, never in the home directory of whoever runs it."""
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("XDG_STATE_HOME", str(tmp_path_factory.mktemp("state")))
+        yield
+
+
 @pytest.fixture(scope="session")
 def sandbox() -> Iterator[Sandbox]:
     with Sandbox() as sb:

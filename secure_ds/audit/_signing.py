@@ -304,7 +304,8 @@ def default_signer(path: Path | None = None) -> SoftwareSigner:
 
 
 def load_public_key(path: Path) -> PublicKey:
-    """A PEM public key (or the public half of a PEM private key) to verify against."""
+    """A PEM public key to verify against (``generate_key_file`` writes one beside the
+    private key, as ``NAME.pub``)."""
     path = Path(path)
     try:
         data = path.read_bytes()
