@@ -529,4 +529,6 @@ def test_catching_up_in_the_clients_process_barely_slows_calls(
                 shipper.close(timeout=0.3)
             shipped += shipper.status.shipped
     assert shipped > 0  # it was working through the backlog meanwhile
-    assert statistics.median(during) < 1.5 * statistics.median(without) + 0.003
+    # unthrottled, the median was 3.4x (24 ms against 7 ms); throttled, within noise.
+    # 2x leaves room for a loaded machine and still fails without the throttle
+    assert statistics.median(during) < 2.0 * statistics.median(without) + 0.003
