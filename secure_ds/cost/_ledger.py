@@ -53,7 +53,6 @@ import os
 import sqlite3
 import threading
 import time
-from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from decimal import Decimal
@@ -75,7 +74,6 @@ __all__ = [
     "Reservation",
     "ReserveResult",
     "SQLiteLedger",
-    "SingleOperations",
 ]
 
 WINDOW_S = 60  # rate-limit window (seconds)
@@ -195,51 +193,13 @@ class Ledger(Protocol):
         and add ``token_delta`` to the call's rate counts in ``window``, in one step."""
         ...
 
-    def reserve(
-        self, limits: Sequence[BudgetLimit], amount: Decimal, ttl: float, now: float
-    ) -> ReserveResult: ...
-
-    def settle(self, reservation: Reservation, actual: Decimal) -> None: ...
-
-    def release(self, reservation: Reservation) -> None: ...
-
     def balance(self, key: str, now: float) -> Balance: ...
-
-    def hit(
-        self, limits: Sequence[RateLimit], requests: int, tokens: int, now: float
-    ) -> RateResult: ...
-
-    def adjust_tokens(self, keys: Sequence[str], window: int, delta: int) -> None: ...
 
     def close(self) -> None: ...
 
-
-class SingleOperations(ABC):
-    """``reserve``, ``settle``, ``release``, ``hit`` and ``adjust_tokens`` as
-    :meth:`Ledger.admit` and :meth:`Ledger.finish` with one side empty, so that each
-    backend writes its atomic step once (the meter uses the two directly)."""
-
-    @abstractmethod
-    def admit(
-        self,
-        limits: Sequence[BudgetLimit],
-        amount: Decimal,
-        ttl: float,
-        rates: Sequence[RateLimit],
-        requests: int,
-        tokens: int,
-        now: float,
-    ) -> Admission: ...
-
-    @abstractmethod
-    def finish(
-        self,
-        reservation: Reservation | None,
-        actual: Decimal | None,
-        rate_keys: Sequence[str],
-        window: int | None,
-        token_delta: int,
-    ) -> None: ...
+    # The single operations, for tools and tests (the meter uses admit and finish). A
+    # backend that subclasses Ledger gets them as admit/finish with one side empty, so
+    # it writes its atomic step once.
 
     def reserve(
         self, limits: Sequence[BudgetLimit], amount: Decimal, ttl: float, now: float
@@ -324,7 +284,7 @@ class _Holds:
         self.due = min((expires for _, expires in self.live.values()), default=math.inf)
 
 
-class MemoryLedger(SingleOperations):
+class MemoryLedger(Ledger):
     """A ledger in this process's memory: one lock makes each operation atomic.
 
     Spend is lost when the process ends; use :class:`SQLiteLedger` to keep it.
@@ -499,7 +459,7 @@ INSERT OR IGNORE INTO meta VALUES ('schema', '1');
 """
 
 
-class SQLiteLedger(SingleOperations):
+class SQLiteLedger(Ledger):
     """A ledger in a SQLite file shared by the processes of one host.
 
     Every operation is one ``BEGIN IMMEDIATE`` transaction: it takes the database's

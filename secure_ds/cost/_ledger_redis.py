@@ -73,11 +73,11 @@ from ._ledger import (
     Admission,
     Balance,
     BudgetLimit,
+    Ledger,
     RateLimit,
     RateResult,
     Reservation,
     ReserveResult,
-    SingleOperations,
     _refused,
 )
 
@@ -292,7 +292,7 @@ def safe_url(url: str) -> str:
     return f"{parts.scheme}://{host}{port}{parts.path}"
 
 
-class RedisLedger(SingleOperations):
+class RedisLedger(Ledger):
     """A ledger in Redis (>= 6.2), shared by every process and host that uses the same
     server and ``namespace``.
 
