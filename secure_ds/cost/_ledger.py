@@ -1,9 +1,10 @@
 """Ledgers: where budget spend, reservations and rate-limit counts are kept.
 
 Backends: :class:`MemoryLedger` (one process; the default) and :class:`SQLiteLedger`
-(several processes on one host, and restarts). A Redis ledger (many hosts) slots in
-behind the same :class:`Ledger` protocol: every operation names all the keys it
-touches up front (a Lua script's ``KEYS``) and takes the time from the caller.
+(several processes on one host, and restarts). The Redis ledger (many hosts,
+:mod:`._ledger_redis`) implements the same :class:`Ledger` protocol: every operation
+names all the keys it touches up front (a Lua script's ``KEYS``), and it takes the
+time from the Redis server rather than from the caller (invariant 8).
 
 Invariants (every backend keeps them; the tests check them):
 
