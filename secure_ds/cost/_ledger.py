@@ -152,12 +152,6 @@ class Admission(NamedTuple):
     rates: RateResult | None
     fallback: str | None = None  # set when a local ledger stood in for the shared one
 
-    @property
-    def admitted(self) -> bool:
-        if self.budgets is not None and self.budgets.reservation is None:
-            return False
-        return self.rates is None or self.rates.retry_after is None
-
 
 @runtime_checkable
 class Ledger(Protocol):

@@ -81,10 +81,6 @@ class Estimate(NamedTuple):
     max_tokens: int
     assumed: bool = False  # the model has no price: priced as the dearest
 
-    @property
-    def tokens(self) -> int:
-        return self.prompt_tokens + self.max_tokens
-
 
 @dataclass(frozen=True)
 class _Budget:
@@ -222,16 +218,22 @@ class BudgetMeter:
         admission = self.ledger.admit(
             limits, amount, self._config.reservation_ttl_s, plan.rate_limits, 1, tokens, now
         )
-        metering = self._admitted(call, plan, estimate, admission, now)
+        metering = self._admitted(call, plan, estimate, admission, tokens, now)
         if admission.fallback is not None:
             metering = _fell_back(metering, admission.fallback)
         return metering
 
     def _admitted(
-        self, call: Call, plan: _Plan, estimate: Estimate | None, admission: Admission, now: float
+        self,
+        call: Call,
+        plan: _Plan,
+        estimate: Estimate | None,
+        admission: Admission,
+        tokens: int,
+        now: float,
     ) -> Metering:
-        """The Metering for what the ledger decided (and the call's ``_Held`` if allowed)."""
-        tokens = estimate.prompt_tokens + estimate.max_tokens if estimate is not None else 0
+        """The Metering for what the ledger decided (and the call's ``_Held`` if allowed);
+        ``tokens`` is what the call was counted for against token rate limits."""
         amount = estimate.usd if estimate is not None else _ZERO
         limits = plan.limits if estimate is not None else ()
         checked, counted = admission.budgets, admission.rates
@@ -258,7 +260,7 @@ class BudgetMeter:
                 if least is None or left < least:
                     least = left
             assert least is not None  # checked is set only when the call had budgets
-            remaining = math.floor(least * _MILLION) / 1_000_000  # as _floor_float
+            remaining = _floor_float(least)
             if plan.soft:
                 details = _soft_crossing(budgets, balances, amount)
                 if details is not None and self.alerts is not None:
