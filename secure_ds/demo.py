@@ -23,7 +23,7 @@ from typing import Any
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 
-from .audit import is_checkpoint_line
+from .audit import read_records
 from .client import SecureDeepSeek
 from .errors import AuthenticationFailed, PolicyDenied
 from .identity import EmbeddedIssuer
@@ -72,7 +72,7 @@ def run_demo(audit_path: Path, *, on_step: Callable[[DemoStep], None] | None = N
     policy_dir = demo_policy_dir()
     with Sandbox() as sb:
         report.endpoint = sb.base_url
-        start_line = _line_count(audit_path)
+        records_before = _record_count(audit_path)
         clients: list[SecureDeepSeek] = []
 
         def client_for(
@@ -172,7 +172,7 @@ def run_demo(audit_path: Path, *, on_step: Callable[[DemoStep], None] | None = N
         finally:
             for client in clients:
                 client.close()
-        _check_against_audit(report.steps, audit_path, start_line)
+        _check_against_audit(report.steps, audit_path, records_before)
         for step in report.steps:
             if on_step is not None:
                 on_step(step)
@@ -354,9 +354,9 @@ _EXPECT: dict[str, Callable[[DemoStep, dict[str, Any]], bool]] = {
 }
 
 
-def _check_against_audit(steps: list[DemoStep], audit_path: Path, start_line: int) -> None:
+def _check_against_audit(steps: list[DemoStep], audit_path: Path, records_before: int) -> None:
     """Each step must have produced exactly one new record, in order, as expected."""
-    records = [json.loads(line) for line in _lines(audit_path)[start_line:]]
+    records = _records(audit_path)[records_before:]
     for index, step in enumerate(steps):
         if index >= len(records):
             step.ok = False
@@ -378,17 +378,16 @@ def _check_against_audit(steps: list[DemoStep], audit_path: Path, start_line: in
         steps[-1].observed += f" [expected {len(steps)} audit records, found {len(records)}]"
 
 
-def _lines(path: Path) -> list[str]:
-    """The log's call records (checkpoint lines are the log's, not a call's)."""
+def _records(path: Path) -> list[dict[str, Any]]:
+    """The log's call records (its checkpoint lines are skipped by read_records)."""
     try:
-        lines = path.read_text(encoding="utf-8").splitlines()
+        return list(read_records(path))
     except FileNotFoundError:
         return []
-    return [line for line in lines if line and not is_checkpoint_line(line)]
 
 
-def _line_count(path: Path) -> int:
-    return len(_lines(path))
+def _record_count(path: Path) -> int:
+    return len(_records(path))
 
 
 def default_demo_audit_path() -> Path:

@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from secure_ds.audit import is_checkpoint_line
+from secure_ds.audit import read_records
 from secure_ds.sandbox import Sandbox
 
 
@@ -39,7 +38,4 @@ def sb(sandbox: Sandbox) -> Iterator[Sandbox]:
 def read_audit(path: Path) -> list[dict[str, Any]]:
     if not path.exists():
         return []
-    # call records only: checkpoint lines belong to the log's integrity, not to a call
-    return [
-        json.loads(line) for line in path.read_text().splitlines() if not is_checkpoint_line(line)
-    ]
+    return list(read_records(path))  # call records only: checkpoint lines are skipped

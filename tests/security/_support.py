@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import socket
 import ssl
 from pathlib import Path
@@ -11,7 +10,7 @@ from typing import Any
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 
-from secure_ds.audit import is_checkpoint_line
+from secure_ds.audit import read_records
 from secure_ds.identity import cert_thumbprint
 from secure_ds.sandbox import Sandbox
 from tests._jwt import (  # noqa: F401 (re-exported for the security tests)
@@ -35,8 +34,7 @@ class AuditTail:
     def all(self) -> list[dict[str, Any]]:
         if not self.path.exists():
             return []
-        lines = self.path.read_text().splitlines()
-        return [json.loads(line) for line in lines if line and not is_checkpoint_line(line)]
+        return list(read_records(self.path))  # checkpoint lines are skipped
 
     def new(self) -> list[dict[str, Any]]:
         """Records appended since the last call (or construction)."""
