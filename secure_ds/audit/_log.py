@@ -639,9 +639,9 @@ class AuditLog:
         self.close()
 
 
-# Built once: json.dumps with keyword arguments builds a new encoder on every call,
-# which doubles the cost of encoding a record. Keys are not sorted: records are built
-# in a fixed order already, and signing (a later stage) canonicalises with RFC 8785.
+# Built once: json.dumps with keyword arguments builds a new encoder on every call.
+# The log itself writes records as RFC 8785 canonical JSON (``_canonical``); this
+# compact encoding is for its checkpoint lines and for callers of ``encode_record``.
 _ENCODER = json.JSONEncoder(separators=(",", ":"), ensure_ascii=True)
 
 
