@@ -32,8 +32,6 @@ from typing import TYPE_CHECKING, Any
 
 import httpx2
 import openai
-from cryptography import x509
-from cryptography.hazmat.primitives import serialization
 from openai import BaseModel
 
 from ._secret import Secret
@@ -42,9 +40,12 @@ from .config import Settings, check_endpoint
 from .errors import ConfigError
 from .guard import AsyncGuardedTransport, Classifier, Guard, GuardedTransport, Meter, PolicyDecider
 from .identity import (
+    AsyncRotatingTransport,
+    ClientPair,
+    RotatingIdentity,
+    RotatingTransport,
     TokenProvider,
     build_ssl_context,
-    cert_thumbprint,
     token_provider_from_settings,
 )
 from .policy import CedarDecider, PolicyStore
@@ -78,10 +79,55 @@ class UserBalance(BaseModel):
 
 class _SecureHttpClient(httpx2.Client):
     secure_guard: Guard
+    secure_identity: RotatingIdentity | None
 
 
 class _AsyncSecureHttpClient(httpx2.AsyncClient):
     secure_guard: Guard
+    secure_identity: RotatingIdentity | None
+
+
+class _RotationCheckedTransport(GuardedTransport):
+    """Looks for rotated certificate files *before* the guard chain asks for a token,
+    so the call that notices a rotation already carries a token bound to the new
+    certificate and goes out on a connection that presents it."""
+
+    def __init__(
+        self, guard: Guard, inner: httpx2.BaseTransport, identity: RotatingIdentity
+    ) -> None:
+        super().__init__(guard, inner)
+        self._identity = identity
+
+    def handle_request(self, request: httpx2.Request) -> httpx2.Response:
+        self._identity.check()
+        return super().handle_request(request)
+
+
+class _AsyncRotationCheckedTransport(AsyncGuardedTransport):
+    def __init__(
+        self, guard: Guard, inner: httpx2.AsyncBaseTransport, identity: RotatingIdentity
+    ) -> None:
+        super().__init__(guard, inner)
+        self._identity = identity
+
+    async def handle_async_request(self, request: httpx2.Request) -> httpx2.Response:
+        # on the loop: almost always a clock compare; two stat calls once per
+        # SECURE_DS_CERT_CHECK_INTERVAL; reading a rotated pair (about a millisecond)
+        # only when the files changed
+        self._identity.check()
+        return await super().handle_async_request(request)
+
+
+def _follow_rotation(guard: Guard, identity: RotatingIdentity) -> None:
+    """Keep the guard's view of the certificate in step with the files."""
+
+    def rotated(pair: ClientPair) -> None:
+        # a token bound to the old certificate would be refused (RFC 8705): drop it
+        guard.token_provider.on_certificate_rotated(pair.cert_der)
+        guard.cert_thumbprint = pair.thumbprint  # what audit records name from now on
+        guard._identity_cache = None
+
+    identity.subscribe(rotated)
 
 
 def _build_guard(
@@ -91,11 +137,9 @@ def _build_guard(
     classifier: Classifier | None,
     decider: PolicyDecider | None,
     meter: Meter | None,
+    identity: RotatingIdentity | None,
 ) -> Guard:
-    thumbprint = None
-    if settings.client_cert is not None:
-        cert = x509.load_pem_x509_certificates(Path(settings.client_cert).read_bytes())[0]
-        thumbprint = cert_thumbprint(cert.public_bytes(serialization.Encoding.DER))
+    pair = identity.current() if identity is not None else None
     owned: list[Any] = []
     if decider is None and settings.policy_dir is not None:
         # raises PolicyError (a ConfigError) when the folder does not load: a client
@@ -115,12 +159,16 @@ def _build_guard(
         token_provider=token_provider or token_provider_from_settings(settings),
         # path, fsync policy, signing key, checkpoint cadence and record-size limit
         audit_log=AuditLog.from_settings(settings),
-        cert_thumbprint=thumbprint,
+        cert_thumbprint=pair.thumbprint if pair is not None else None,
         classifier=classifier,
         decider=decider,
         meter=meter,
     )
     guard.owned.extend(owned)
+    if identity is not None and pair is not None:
+        # the provider read the certificate file itself: bind it to the pair in use
+        guard.token_provider.on_certificate_rotated(pair.cert_der)
+        _follow_rotation(guard, identity)
     if settings.otlp_endpoint is not None and settings.otlp_shipper == "thread":
         # SIEM export off the call path: a daemon thread reads the audit log and ships
         # it (secure_ds.siem); imported lazily, so clients without export never load it
@@ -157,36 +205,51 @@ class _Setup:
     timeout: Any
 
 
-def _new_sync_client(guard: Guard, ctx: ssl.SSLContext) -> _SecureHttpClient:
+_TLS = RotatingIdentity | ssl.SSLContext  # with a client certificate: one that rotates
+
+
+def _http_transport(ctx: ssl.SSLContext) -> httpx2.BaseTransport:
+    return httpx2.HTTPTransport(verify=ctx, limits=_LIMITS, trust_env=False)
+
+
+def _async_http_transport(ctx: ssl.SSLContext) -> httpx2.AsyncBaseTransport:
+    return httpx2.AsyncHTTPTransport(verify=ctx, limits=_LIMITS, trust_env=False)
+
+
+def _new_sync_client(guard: Guard, tls: _TLS) -> _SecureHttpClient:
+    if isinstance(tls, RotatingIdentity):
+        transport: GuardedTransport = _RotationCheckedTransport(
+            guard, RotatingTransport(tls, _http_transport), tls
+        )
+    else:
+        transport = GuardedTransport(guard, _http_transport(tls))
     client = _SecureHttpClient(
-        transport=GuardedTransport(
-            guard, httpx2.HTTPTransport(verify=ctx, limits=_LIMITS, trust_env=False)
-        ),
-        follow_redirects=False,
-        trust_env=False,
-        headers=_WIRE_HEADERS,
+        transport=transport, follow_redirects=False, trust_env=False, headers=_WIRE_HEADERS
     )
     client.secure_guard = guard
+    client.secure_identity = tls if isinstance(tls, RotatingIdentity) else None
     return client
 
 
-def _new_async_client(guard: Guard, ctx: ssl.SSLContext) -> _AsyncSecureHttpClient:
+def _new_async_client(guard: Guard, tls: _TLS) -> _AsyncSecureHttpClient:
+    if isinstance(tls, RotatingIdentity):
+        transport: AsyncGuardedTransport = _AsyncRotationCheckedTransport(
+            guard, AsyncRotatingTransport(tls, _async_http_transport), tls
+        )
+    else:
+        transport = AsyncGuardedTransport(guard, _async_http_transport(tls))
     client = _AsyncSecureHttpClient(
-        transport=AsyncGuardedTransport(
-            guard, httpx2.AsyncHTTPTransport(verify=ctx, limits=_LIMITS, trust_env=False)
-        ),
-        follow_redirects=False,
-        trust_env=False,
-        headers=_WIRE_HEADERS,
+        transport=transport, follow_redirects=False, trust_env=False, headers=_WIRE_HEADERS
     )
     client.secure_guard = guard
+    client.secure_identity = tls if isinstance(tls, RotatingIdentity) else None
     return client
 
 
 def _setup(
     *,
     http_client: object,
-    new_client: Callable[[Guard, ssl.SSLContext], object],
+    new_client: Callable[[Guard, _TLS], object],
     settings: Settings | None,
     token_provider: TokenProvider | None,
     classifier: Classifier | None,
@@ -201,7 +264,8 @@ def _setup(
 
     With ``http_client`` (a secure-ds client handed over by ``with_options``/``copy``)
     the guard is shared; otherwise a new guard and ``new_client(guard, ssl_context)``
-    are built from the settings.
+    are built from the settings. With a client certificate the TLS material is a
+    :class:`RotatingIdentity`, so rotated files are picked up without a restart.
     """
     if http_client is not None:
         guard = getattr(http_client, "secure_guard", None)
@@ -216,14 +280,18 @@ def _setup(
         url = str(base_url) if _given(base_url) else guard.settings.base_url
     else:
         resolved = _resolve(settings, api_key, base_url)
+        identity = RotatingIdentity(resolved) if resolved.client_cert is not None else None
         guard = _build_guard(
             resolved,
             token_provider=token_provider,
             classifier=classifier,
             decider=decider,
             meter=meter,
+            identity=identity,
         )
-        http_client = new_client(guard, build_ssl_context(resolved))
+        http_client = new_client(
+            guard, identity if identity is not None else build_ssl_context(resolved)
+        )
         url = resolved.base_url
     s = guard.settings
     return _Setup(
@@ -254,6 +322,13 @@ class _GuardedClient:
     @property
     def audit_path(self) -> Path:
         return self.guard.audit_log.path
+
+    @property
+    def certificate(self) -> RotatingIdentity | None:
+        """The client certificate in use and its rotation (``None`` without mTLS):
+        ``client.certificate.current()`` is the pair new connections present."""
+        identity = getattr(getattr(self, "_client", None), "secure_identity", None)
+        return identity if isinstance(identity, RotatingIdentity) else None
 
 
 class SecureDeepSeek(_GuardedClient, openai.OpenAI):

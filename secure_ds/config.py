@@ -49,6 +49,7 @@ ENV_VARS: dict[str, str] = {
     "ca_bundle": "SECURE_DS_CA_BUNDLE",
     "spki_pin": "SECURE_DS_SPKI_PIN",
     "tls_min_version": "SECURE_DS_TLS_MIN_VERSION",
+    "cert_check_interval": "SECURE_DS_CERT_CHECK_INTERVAL",
     "token_provider": "SECURE_DS_TOKEN_PROVIDER",
     "issuer_key": "SECURE_DS_ISSUER_KEY",
     "issuer": "SECURE_DS_ISSUER",
@@ -135,6 +136,10 @@ class Settings:
     ca_bundle: Path | None = None
     spki_pin: str | None = None
     tls_min_version: Literal["1.2", "1.3"] = "1.3"
+    # certificate rotation (secure_ds.identity._rotation): at most this often (seconds)
+    # the client stats SECURE_DS_CLIENT_CERT/KEY and, when they changed, loads the new
+    # pair for new connections; 0 checks before every call
+    cert_check_interval: float = 1.0
 
     token_provider: TokenProviderName = "embedded"
     issuer_key: Path | None = None
@@ -296,6 +301,9 @@ class Settings:
         _check_range("breaker_cooldown", self.breaker_cooldown, 0.0, 86400.0, "seconds, e.g. 300")
         _check_range("connect_timeout", self.connect_timeout, 0.01, 600.0, "seconds, e.g. 3.05")
         _check_range("read_timeout", self.read_timeout, 0.01, 3600.0, "seconds, e.g. 30")
+        _check_range(
+            "cert_check_interval", self.cert_check_interval, 0.0, 3600.0, "seconds, e.g. 1"
+        )
         if self.tls_min_version not in ("1.2", "1.3"):
             raise _err(
                 "tls_min_version",
@@ -644,6 +652,7 @@ _FLOAT_FIELDS = {
     "otlp_backoff_max",
     "otlp_timeout",
 }
+_FLOAT_FIELDS |= {"cert_check_interval"}
 _PATH_FIELDS = {
     "client_cert",
     "client_key",

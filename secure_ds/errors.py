@@ -30,6 +30,7 @@ __all__ = [
     "BadRequest",
     "BudgetExceeded",
     "CallError",
+    "CertificateRotationError",
     "CircuitOpen",
     "ConfigError",
     "ConnectionFailed",
@@ -94,6 +95,18 @@ class PolicyError(ConfigError):
 
 class IdentityError(SecureDSError):
     """The caller's identity (token, certificate) could not be established."""
+
+
+class CertificateRotationError(IdentityError):
+    """Client certificate/key files changed on disk but the new pair cannot be used.
+
+    ``cert_path`` and ``key_path`` name the two files; the previous pair stays in use.
+    """
+
+    def __init__(self, message: str, *, cert_path: Path, key_path: Path, hint: str = "") -> None:
+        self.cert_path = cert_path
+        self.key_path = key_path
+        super().__init__(message, hint=hint)
 
 
 class AuditError(SecureDSError):

@@ -1,5 +1,6 @@
 """Who is calling, on the wire: mutual-TLS contexts and bearer-token providers."""
 
+from ._rotation import AsyncRotatingTransport, ClientPair, RotatingIdentity, RotatingTransport
 from ._tls import SPKIPinError, build_ssl_context, cert_thumbprint, spki_pin_of
 from ._tokens import (
     ApiKeyProvider,
@@ -12,7 +13,11 @@ from ._tokens import (
 
 __all__ = [
     "ApiKeyProvider",
+    "AsyncRotatingTransport",
+    "ClientPair",
     "EmbeddedIssuer",
+    "RotatingIdentity",
+    "RotatingTransport",
     "SPKIPinError",
     "StaticTokenProvider",
     "Token",

@@ -107,6 +107,18 @@ class TokenProvider(ABC):
                 self._cached = None
                 self._refresh_at = 0.0
 
+    def on_certificate_rotated(self, cert_der: bytes) -> None:
+        """The client certificate was rotated (:mod:`._rotation`): drop a cached token
+        bound to another certificate, so the next call fetches one bound to this one.
+        Providers that bind tokens themselves (or authenticate with the certificate)
+        extend this to use the new one."""
+        thumbprint = cert_thumbprint(cert_der)
+        with self._lock:
+            cached = self._cached
+            if cached is not None and cached.bound_thumbprint not in (None, thumbprint):
+                self._cached = None
+                self._refresh_at = 0.0
+
     @abstractmethod
     def _fetch(self) -> Token:
         """Obtain a new token. Raise :class:`IdentityError` with a fix on failure."""
@@ -150,6 +162,12 @@ class EmbeddedIssuer(TokenProvider):
         self.client_id = client_id
         self.thumbprint = cert_thumbprint(client_cert_der)
         self.kid = _key_id(signing_key)
+
+    def on_certificate_rotated(self, cert_der: bytes) -> None:
+        # new tokens carry the new certificate's cnf; the old-bound one is dropped
+        with self._lock:
+            self.thumbprint = cert_thumbprint(cert_der)
+        super().on_certificate_rotated(cert_der)
 
     def _fetch(self) -> Token:
         now = int(time.time())
