@@ -22,4 +22,11 @@ bash "$here/otelcol.sh" start || {
     echo "start-services: the OpenTelemetry Collector failed to build or start (see above)" >&2
     exit 1
 }
+# - nginx (scripts/nginx.sh): Debian's nginx-light, a private instance on 127.0.0.1:18443
+#   with ssl_verify_client on (its test PKI in ~/.cache/secure-ds/nginx/pki); the identity
+#   tests (tests/identity/test_nginx.py) start their own per-test instances of it.
+bash "$here/nginx.sh" start || {
+    echo "start-services: nginx failed to install or start (see the message above)" >&2
+    exit 1
+}
 echo "start-services: all services are up"

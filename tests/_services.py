@@ -108,3 +108,42 @@ def require_otelcol() -> str:
     if _otelcol_problem[0]:
         skip_unless_required(_otelcol_problem[0])
     return OTLP_URL
+
+
+# ---------------------------------------------------------------------- nginx
+
+NGINX_SCRIPT = Path(__file__).resolve().parents[1] / "scripts" / "nginx.sh"
+_nginx_found: list[str] = []  # [] untested, [path] usable, [""] not
+
+
+def require_nginx() -> str:
+    """The nginx binary (with its TLS module), for tests that start instances of their own.
+
+    ``scripts/nginx.sh`` (run by ``scripts/start-services.sh``) installs it from Debian's
+    packages; each test then writes its own config (its own CA, certificates and port)
+    into a temporary directory (:mod:`tests.identity._nginx`).
+    """
+    if not _nginx_found:
+        import shutil
+        import subprocess
+
+        found = shutil.which("nginx") or (
+            "/usr/sbin/nginx" if Path("/usr/sbin/nginx").exists() else ""
+        )
+        usable = ""
+        if found:
+            try:
+                built = subprocess.run(  # noqa: S603 (our own nginx path)
+                    [found, "-V"], capture_output=True, text=True, timeout=10, check=False
+                )
+                if "http_ssl_module" in built.stderr + built.stdout:
+                    usable = found
+            except (OSError, subprocess.SubprocessError):
+                usable = ""
+        _nginx_found.append(usable)
+    if not _nginx_found[0]:
+        skip_unless_required(
+            "nginx with its TLS module is not installed; run bash scripts/start-services.sh "
+            "(or bash scripts/nginx.sh start, which installs it from Debian's packages)"
+        )
+    return _nginx_found[0]
