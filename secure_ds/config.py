@@ -79,6 +79,7 @@ ENV_VARS: dict[str, str] = {
     "audit_checkpoint_every": "SECURE_DS_AUDIT_CHECKPOINT_EVERY",
     "audit_checkpoint_interval": "SECURE_DS_AUDIT_CHECKPOINT_INTERVAL",
     "audit_max_record_bytes": "SECURE_DS_AUDIT_MAX_RECORD_BYTES",
+    "audit_seal_to": "SECURE_DS_AUDIT_SEAL_TO",
     "max_attempts": "SECURE_DS_MAX_ATTEMPTS",
     "backoff_factor": "SECURE_DS_BACKOFF_FACTOR",
     "backoff_max": "SECURE_DS_BACKOFF_MAX",
@@ -178,6 +179,10 @@ class Settings:
     audit_checkpoint_every: int = 1000  # a signed checkpoint every N records...
     audit_checkpoint_interval: float = 10.0  # ...or this many seconds after an unsealed one
     audit_max_record_bytes: int = 1 << 20  # a larger record is refused (that call fails)
+    # sealed bodies (secure_ds.audit._seal): the auditor's public key file (JSON, from
+    # `secure-ds audit keygen-auditor`); set, every record carries the request and
+    # response bodies sealed for it (X25519 + ML-KEM-1024, AES-256-GCM). None: no bodies
+    audit_seal_to: Path | None = None
 
     max_attempts: int = 5
     backoff_factor: float = 0.3
@@ -448,6 +453,19 @@ class Settings:
                     str(exc).removesuffix(exc.hint).strip().removesuffix("."),
                     exc.hint or "Point it at a PEM Ed25519 or EC P-256 private key (0600).",
                 ) from None
+        if self.audit_seal_to is not None:
+            from .audit._seal import load_auditor_public_key
+            from .errors import AuditError
+
+            try:
+                load_auditor_public_key(self.audit_seal_to)
+            except AuditError as exc:
+                raise _err(
+                    "audit_seal_to",
+                    str(exc).removesuffix(exc.hint).strip().removesuffix("."),
+                    "Point it at the .pub file `secure-ds audit keygen-auditor OUT` wrote "
+                    "(the auditor keeps OUT, the private half), or unset it.",
+                ) from None
 
     def _validate_endpoint(self) -> None:
         check_endpoint(self.endpoint, variable=ENV_VARS["endpoint"])
@@ -671,6 +689,7 @@ _LIST_FIELDS = {"roles", "dlp_block", "dlp_redact"}
 _SECRET_FIELDS = {"api_key", "client_key_password", "meter_redis_url", "otlp_headers"}
 _INT_FIELDS |= {"audit_checkpoint_every", "audit_max_record_bytes"}
 _SECRET_FIELDS |= {"audit_signing_key_password"}
+_PATH_FIELDS |= {"audit_seal_to"}
 
 
 def _parse(field: str, raw: str) -> Any:

@@ -43,6 +43,7 @@ __all__ = [
     "IdentityError",
     "InsufficientBalance",
     "InvalidParameters",
+    "LogNotVerified",
     "NotFound",
     "PermissionDenied",
     "PinMismatch",
@@ -50,6 +51,7 @@ __all__ = [
     "PolicyError",
     "RateLimited",
     "RequestTimedOut",
+    "SealError",
     "SecureDSError",
     "ServerError",
     "ServiceOverloaded",
@@ -114,6 +116,15 @@ class AuditError(SecureDSError):
 
     secure-ds fails closed: while the log is unwritable no call goes out.
     """
+
+
+class SealError(AuditError):
+    """Sealed audit bodies (``SECURE_DS_AUDIT_SEAL_TO``) could not be opened: not sealed
+    for this key, omitted as too large, moved from another record, or altered."""
+
+
+class LogNotVerified(AuditError):
+    """An audit log did not verify, so it was not exported (``secure-ds audit export``)."""
 
 
 class FheError(SecureDSError):

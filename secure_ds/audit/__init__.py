@@ -4,8 +4,20 @@ durable before return, with signed Merkle checkpoints; and its verification.
 ``secure_ds.audit.merkle`` holds the RFC 9162 tree functions (roots and proofs).
 """
 
+from ._export import export_log
 from ._log import AuditLog, encode_record
 from ._record import RECORD_SCHEMA, build_record
+from ._seal import (
+    AuditorPrivateKey,
+    AuditorPublicKey,
+    Sealer,
+    Unsealed,
+    generate_auditor_key,
+    load_auditor_private_key,
+    load_auditor_public_key,
+    unseal,
+    unseal_record,
+)
 from ._signing import (
     PublicKey,
     Signer,
@@ -28,20 +40,30 @@ from ._verify import (
 __all__ = [
     "RECORD_SCHEMA",
     "AuditLog",
+    "AuditorPrivateKey",
+    "AuditorPublicKey",
     "PublicKey",
     "RepairResult",
+    "Sealer",
     "Signer",
     "SoftwareSigner",
+    "Unsealed",
     "VerifyResult",
     "build_record",
     "default_key_path",
     "default_signer",
     "encode_record",
+    "export_log",
+    "generate_auditor_key",
     "generate_key_file",
     "is_checkpoint_line",
+    "load_auditor_private_key",
+    "load_auditor_public_key",
     "load_public_key",
     "load_signer",
     "read_records",
     "repair_log",
+    "unseal",
+    "unseal_record",
     "verify_log",
 ]

@@ -3,7 +3,8 @@
 Modelled on OPA decision logs (decision id, input summary, result, determining
 policies, revision, metrics) with the fields the signing and SIEM work will use. It
 never holds the token, the API key, or prompt/completion text: bodies are represented
-by their SHA-256 and size.
+by their SHA-256 and size; only with a :class:`~._seal.Sealer` (``SECURE_DS_AUDIT_SEAL_TO``)
+does it also carry them, in a ``sealed`` member only the auditor's key opens.
 """
 
 from __future__ import annotations
@@ -15,16 +16,17 @@ from .._ids import rfc3339_millis
 
 if TYPE_CHECKING:
     from ..guard._call import Call
+    from ._seal import Sealer
 
 __all__ = ["RECORD_SCHEMA", "build_record"]
 
 RECORD_SCHEMA = "secure-ds.audit/1"
 
 
-def build_record(call: Call) -> dict[str, Any]:
+def build_record(call: Call, sealer: Sealer | None = None) -> dict[str, Any]:
     request = call.request
     url = call.url or request.url
-    return {
+    record: dict[str, Any] = {
         "schema": RECORD_SCHEMA,
         "event_id": call.event_id,
         "time": rfc3339_millis(call.started_at),
@@ -55,6 +57,12 @@ def build_record(call: Call) -> dict[str, Any]:
         "latency_ms": round(call.elapsed_ms(), 3),
         "error": call.error,
     }
+    if sealer is not None:
+        # inside the record, so the record's signature covers the sealed bodies too
+        record["sealed"] = sealer.seal_record(
+            record, call.body_bytes, call.response_body, call.response.get("body_bytes")
+        )
+    return record
 
 
 def _meter_record(call: Call) -> dict[str, Any] | None:

@@ -1,4 +1,5 @@
-"""``secure-ds audit verify|repair|prove|tail|checkpoint``: check the signed audit log.
+"""``secure-ds audit verify|repair|prove|tail|checkpoint|export|keygen-auditor|unseal``:
+check the signed audit log, export it, and open sealed bodies.
 
 Thin on purpose: parse, call :mod:`secure_ds.audit`, print. ``verify`` exits 0 when the
 log verifies and 1 when it does not (with ``--json``: one object with ``ok``,
@@ -111,6 +112,7 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     )
     checkpoint.add_argument("path", type=Path, help="the audit log")
     checkpoint.add_argument("--json", action="store_true", help="print the checkpoint line")
+    _register_export_and_seal(actions)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -124,6 +126,12 @@ def run(args: argparse.Namespace) -> int:
         return _checkpoint(args)
     if args.audit_command == "tail":
         return _tail(args)
+    if args.audit_command == "export":
+        return _export(args)
+    if args.audit_command == "keygen-auditor":
+        return _keygen_auditor(args)
+    if args.audit_command == "unseal":
+        return _unseal(args)
     return 2  # pragma: no cover - argparse requires a known subcommand
 
 
@@ -246,3 +254,218 @@ def _checkpoint(args: argparse.Namespace) -> int:
     else:
         sys.stdout.write(json.loads(line)["checkpoint"]["note"])
     return 0
+
+
+# ---------------------------------------------------------------------- export, sealed bodies
+
+_EXPORT_EPILOG = (
+    "The log is verified first (every signature; --chain-only: chain, hashes and signed "
+    "checkpoints) and refused if it does not verify; only the records that verified are "
+    "exported. -o writes atomically (a temporary file renamed into place). CSV: a header "
+    "row and the columns event_id, time, subject, action, model, decision, policies, "
+    "status, error_type, tokens, cost, latency, body SHA-256s, ... (README); text cells "
+    "starting with = + - @ get a leading ' (formula injection). Exit status: 0 exported, "
+    "1 the log does not verify, 2 error."
+)
+
+
+def _register_export_and_seal(
+    actions: argparse._SubParsersAction[argparse.ArgumentParser],
+) -> None:
+    export = actions.add_parser(
+        "export",
+        help="write the records as JSON lines, CSV or ArcSight CEF (verified first)",
+        description="Export a signed audit log's call records (checkpoint lines skipped).",
+        epilog=_EXPORT_EPILOG,
+    )
+    export.add_argument("path", type=Path, help="the audit log")
+    export.add_argument(
+        "--format", choices=("jsonl", "csv", "cef"), default="jsonl", help="default: jsonl"
+    )
+    export.add_argument("-o", "--output", type=Path, help="file to write (default: stdout)")
+    export.add_argument("--since", help="only records at or after this ISO 8601 time (UTC)")
+    export.add_argument("--until", help="only records before this ISO 8601 time (UTC)")
+    export.add_argument(
+        "--integrity",
+        action="store_true",
+        help="jsonl: keep each line's integrity member (the signature stays checkable)",
+    )
+    export.add_argument(
+        "--key",
+        type=Path,
+        action="append",
+        default=[],
+        metavar="PUB.pem",
+        help="a trusted signer's public key for the verification (repeatable)",
+    )
+    how = export.add_mutually_exclusive_group()
+    how.add_argument(
+        "--chain-only",
+        action="store_true",
+        help="verify chain, hashes and signed checkpoints only (faster)",
+    )
+    how.add_argument(
+        "--no-verify",
+        action="store_true",
+        help="export without verifying (to look at a log known to be damaged)",
+    )
+
+    keygen = actions.add_parser(
+        "keygen-auditor",
+        help="create an auditor key pair for sealed bodies (X25519 + ML-KEM-1024)",
+        description="Write OUT (the auditor's private key, mode 0600: keep it off the "
+        "writing host) and OUT.pub (give it to SECURE_DS_AUDIT_SEAL_TO). Never overwrites.",
+    )
+    keygen.add_argument("out", type=Path, help="path of the private key file to create")
+
+    unseal = actions.add_parser(
+        "unseal",
+        help="print the sealed request and response bodies of records (auditor key needed)",
+        description="Open the bodies sealed for an auditor (SECURE_DS_AUDIT_SEAL_TO) and "
+        "check each against the SHA-256 its record holds. Does not verify the log's "
+        "signatures: run `secure-ds audit verify` for that. Exit status: 0 all opened, "
+        "1 a sealed member did not open, 2 error.",
+    )
+    unseal.add_argument("path", type=Path, help="the audit log")
+    unseal.add_argument(
+        "--key", type=Path, required=True, metavar="AUDITOR", help="the auditor's private key"
+    )
+    which = unseal.add_mutually_exclusive_group()
+    which.add_argument("--index", type=int, help="only the record with this leaf index")
+    which.add_argument("--event-id", help="only the record with this event_id")
+    unseal.add_argument("--json", action="store_true", help="print one JSON object per record")
+
+
+def _export(args: argparse.Namespace) -> int:
+    from rich.progress import BarColumn, DownloadColumn, Progress, TimeRemainingColumn
+
+    from ..audit import load_public_key
+    from ..audit._export import Verify, export_log, parse_time
+    from ..errors import LogNotVerified
+
+    verify: Verify = "none" if args.no_verify else "chain" if args.chain_only else "full"
+    since = parse_time(args.since) if args.since else None
+    until = parse_time(args.until) if args.until else None
+    keys = [load_public_key(k) for k in args.key]
+    show = args.output is not None and sys.stderr.isatty()
+    try:
+        total = args.path.stat().st_size
+    except OSError:
+        total = 0
+    with Progress(
+        "export",
+        BarColumn(),
+        DownloadColumn(),
+        TimeRemainingColumn(),
+        console=Console(stderr=True),
+        disable=not show or total < (4 << 20),
+        transient=True,
+    ) as bar:
+        task = bar.add_task("export", total=total)
+        try:
+            result = export_log(
+                args.path,
+                fmt=args.format,
+                out=args.output if args.output is not None else sys.stdout,
+                since=since,
+                until=until,
+                verify=verify,
+                keys=keys,
+                jobs=os.cpu_count() or 1,
+                integrity=args.integrity,
+                progress=lambda done: bar.update(task, completed=done),
+            )
+        except LogNotVerified as exc:
+            Console(stderr=True).print(f"[bold red]FAILED[/] {escape(str(exc))}", highlight=False)
+            return 1
+    if args.output is not None:
+        Console(stderr=True, highlight=False).print(
+            f"Exported {result.records} of {result.scanned} records to "
+            f"{escape(str(args.output))} ({args.format}; verified: {result.verified})."
+        )
+    return 0
+
+
+def _keygen_auditor(args: argparse.Namespace) -> int:
+    from ..audit._seal import generate_auditor_key, load_auditor_public_key
+
+    private, public = generate_auditor_key(args.out)
+    key_id = load_auditor_public_key(public).key_id
+    print(f"Wrote {private} (private, 0600: keep it off the host that writes the log).")
+    print(f"Wrote {public} (key id {key_id}): set SECURE_DS_AUDIT_SEAL_TO={public}")
+    return 0
+
+
+def _unseal(args: argparse.Namespace) -> int:
+    import base64
+
+    from ..audit import read_records
+    from ..audit._seal import load_auditor_private_key, unseal_record
+    from ..errors import SealError
+
+    key = load_auditor_private_key(args.key)
+    failed = found = 0
+    try:
+        records = list(read_records(args.path))
+    except OSError as exc:
+        raise SecureDSError(
+            f"Cannot read the audit log {args.path} ({exc.strerror or type(exc).__name__}).",
+            hint="Pass the path of an audit log file.",
+        ) from None
+    except ValueError:
+        raise SecureDSError(
+            f"{args.path} holds a line that is not JSON.",
+            hint=f"Run `secure-ds audit verify {args.path}` to find it.",
+        ) from None
+    for record in records:
+        index = (record.get("integrity") or {}).get("index")
+        if args.index is not None and index != args.index:
+            continue
+        if args.event_id is not None and record.get("event_id") != args.event_id:
+            continue
+        if "sealed" not in record:
+            continue
+        found += 1
+        try:
+            bodies = unseal_record(key, record)
+        except SealError as exc:
+            failed += 1
+            Console(stderr=True).print(
+                f"[bold red]record {index}:[/] {escape(str(exc))}", highlight=False
+            )
+            continue
+        parts: dict[str, object] = {"index": index, "event_id": record.get("event_id")}
+        for name, body in (("request", bodies.request), ("response", bodies.response)):
+            if body is None:
+                parts[name] = None
+                continue
+            try:
+                parts[name] = body.decode("utf-8")
+            except UnicodeDecodeError:
+                parts[f"{name}_base64"] = base64.b64encode(body).decode("ascii")
+        if args.json:
+            sys.stdout.write(json.dumps(parts, ensure_ascii=False) + "\n")
+            continue
+        print(
+            f"=== record {index}  event {record.get('event_id')}  {record.get('time')}  "
+            f"{record.get('action')} {record.get('outcome')} (bodies match the record's SHA-256)"
+        )
+        for name in ("request", "response"):
+            print(f"--- {name}")
+            if f"{name}_base64" in parts:
+                print(f"(binary, base64) {parts[f'{name}_base64']}")
+            else:
+                print("(none)" if parts[name] is None else parts[name])
+    if not found:
+        which = (
+            f"record {args.index}"
+            if args.index is not None
+            else f"event {args.event_id}"
+            if args.event_id
+            else "any record"
+        )
+        raise SecureDSError(
+            f"No sealed bodies found for {which} in {args.path}.",
+            hint="Bodies are sealed only while SECURE_DS_AUDIT_SEAL_TO is set.",
+        )
+    return 1 if failed else 0

@@ -223,6 +223,9 @@ class Call:
     settled: bool = False  # the meter settled (or released) this call's reservation
     settle_error: str | None = None
     fhe: dict[str, Any] | None = None  # an FHE frame's summary: ids and digests, no data
+    # the response body as received, kept only while bodies are sealed for an auditor
+    # (SECURE_DS_AUDIT_SEAL_TO); None otherwise, or when a stream outgrew the record limit
+    response_body: bytes | None = None
 
     @classmethod
     def from_request(cls, request: httpx2.Request) -> Call:

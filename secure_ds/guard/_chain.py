@@ -29,6 +29,7 @@ import httpx2
 
 from ..audit._log import AuditLog
 from ..audit._record import build_record
+from ..audit._seal import Sealer
 from ..config import Settings
 from ..cost import PriceTable
 from ..cost._router import Router
@@ -69,6 +70,8 @@ class Guard:
     # and must release with it; stages passed in by the caller stay the caller's
     owned: list[Any] = field(default_factory=list)
     pricing: PriceTable | None = None
+    # SECURE_DS_AUDIT_SEAL_TO: records carry the bodies sealed for the auditor's key
+    sealer: Sealer | None = None
 
     @property
     def _budget_for_decide(self) -> Callable[[Call], float | None] | None:
@@ -116,6 +119,11 @@ class Guard:
             enforcer=Enforcer(settings, Router(pricing), getattr(meter, "remaining_usd", None)),
             retry=RetryPolicy.from_settings(settings),
             breakers=BreakerRegistry(settings.breaker_threshold, settings.breaker_cooldown),
+            sealer=Sealer.from_file(
+                settings.audit_seal_to, max_record_bytes=settings.audit_max_record_bytes
+            )
+            if settings.audit_seal_to is not None
+            else None,
         )
 
     def close(self) -> None:
@@ -350,6 +358,8 @@ class Guard:
         if isinstance(parsed, dict):
             _copy_response_fields(parsed, info)
         call.response = info
+        if self.sealer is not None:
+            call.response_body = body
         self._account(call)
 
     def complete_stream(self, call: Call, status: int, tracker: SSEUsageTracker) -> None:
@@ -363,7 +373,16 @@ class Guard:
         }
         info.update(tracker.fields)
         call.response = info
+        if tracker.body is not None:
+            call.response_body = bytes(tracker.body)
         self._account(call)
+
+    def stream_tracker(self) -> SSEUsageTracker:
+        """A tracker for a streamed response; it keeps the bytes (up to the record
+        limit) only while bodies are sealed."""
+        if self.sealer is None:
+            return SSEUsageTracker()
+        return SSEUsageTracker(keep=self.sealer.max_record_bytes)
 
     def _account(self, call: Call) -> None:
         """Price the call from its usage (the model billed, else the model sent)."""
@@ -394,7 +413,7 @@ class Guard:
     def record(self, call: Call) -> dict[str, Any]:
         """The audit record; settles the meter first so the record shows the outcome."""
         self._settle(call)
-        return build_record(call)
+        return build_record(call, self.sealer)
 
 
 def _default_classifier(settings: Settings) -> Classifier:
@@ -437,9 +456,13 @@ class SSEUsageTracker:
     cost low; keep-alive comments and blank lines are skipped.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, keep: int = 0) -> None:
         self.sha256 = hashlib.sha256()
         self.size = 0
+        # the raw bytes, for sealed bodies: kept while they stay within ``keep`` bytes
+        # (a larger body could not be sealed into a record anyway), else dropped
+        self.body: bytearray | None = bytearray() if keep else None
+        self._keep = keep
         self.chunks = 0
         self.done = False
         self.fields: dict[str, Any] = {}
@@ -448,6 +471,10 @@ class SSEUsageTracker:
     def feed(self, data: bytes) -> None:
         self.sha256.update(data)
         self.size += len(data)
+        if self.body is not None:
+            self.body += data
+            if self.size > self._keep:
+                self.body = None
         self._buffer += data
         if b"\n" not in data:
             return

@@ -102,7 +102,7 @@ class _AuditedStream(httpx2.SyncByteStream):
         self._transport = transport
         self._call = call
         self._response = response
-        self._tracker = SSEUsageTracker()
+        self._tracker = transport.guard.stream_tracker()
         self._finished = False
 
     def __iter__(self) -> Iterator[bytes]:
@@ -219,7 +219,7 @@ class _AsyncAuditedStream(httpx2.AsyncByteStream):
         self._transport = transport
         self._call = call
         self._response = response
-        self._tracker = SSEUsageTracker()
+        self._tracker = transport.guard.stream_tracker()
         self._finished = False
 
     async def __aiter__(self) -> AsyncIterator[bytes]:
