@@ -50,6 +50,8 @@ ENV_VARS: dict[str, str] = {
     "spki_pin": "SECURE_DS_SPKI_PIN",
     "tls_min_version": "SECURE_DS_TLS_MIN_VERSION",
     "cert_check_interval": "SECURE_DS_CERT_CHECK_INTERVAL",
+    # RFC 9421 request signing with the mTLS client key (secure_ds.identity._httpsig)
+    "request_signing": "SECURE_DS_REQUEST_SIGNING",
     "token_provider": "SECURE_DS_TOKEN_PROVIDER",
     "issuer_key": "SECURE_DS_ISSUER_KEY",
     "issuer": "SECURE_DS_ISSUER",
@@ -141,6 +143,10 @@ class Settings:
     # the client stats SECURE_DS_CLIENT_CERT/KEY and, when they changed, loads the new
     # pair for new connections; 0 checks before every call
     cert_check_interval: float = 1.0
+    # RFC 9421 signatures (secure_ds.identity._httpsig) on every request, made with the
+    # mTLS client key (keyid = the certificate's x5t#S256): "auto" signs whenever a client
+    # certificate is configured, "on" requires one, "off" sends requests unsigned
+    request_signing: Literal["auto", "on", "off"] = "auto"
 
     token_provider: TokenProviderName = "embedded"
     issuer_key: Path | None = None
@@ -207,6 +213,7 @@ class Settings:
         self._validate_scalars()
         self._validate_endpoint()
         self._validate_tls_files()
+        self._validate_request_signing()
         self._validate_identity()
         self._validate_otlp()
 
@@ -495,6 +502,25 @@ class Settings:
                 )
         if self.ca_bundle is not None:
             _load_cert_chain("ca_bundle", self.ca_bundle)
+
+    def _validate_request_signing(self) -> None:
+        if self.request_signing not in ("auto", "on", "off"):
+            raise _err(
+                "request_signing",
+                f"{self.request_signing!r} is not a signing mode",
+                "Use auto (sign when a client certificate is set, the default), on or off.",
+            )
+        if self.request_signing == "on" and self.client_cert is None:
+            raise _err(
+                "request_signing",
+                "is on, but requests are signed with the mTLS client key and none is set",
+                "Set SECURE_DS_CLIENT_CERT and SECURE_DS_CLIENT_KEY, or use auto/off.",
+            )
+
+    @property
+    def signs_requests(self) -> bool:
+        """Whether every request carries an RFC 9421 signature made with the client key."""
+        return self.request_signing != "off" and self.client_cert is not None
 
     def _validate_identity(self) -> None:
         if self.token_provider == "api-key":

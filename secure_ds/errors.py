@@ -43,6 +43,7 @@ __all__ = [
     "IdentityError",
     "InsufficientBalance",
     "InvalidParameters",
+    "JwksUnavailable",
     "LogNotVerified",
     "NotFound",
     "PermissionDenied",
@@ -55,8 +56,10 @@ __all__ = [
     "SecureDSError",
     "ServerError",
     "ServiceOverloaded",
+    "SignatureRejected",
     "StreamInterrupted",
     "TLSFailed",
+    "TokenRejected",
     "UpstreamError",
     "upstream_error_for",
 ]
@@ -109,6 +112,42 @@ class CertificateRotationError(IdentityError):
         self.cert_path = cert_path
         self.key_path = key_path
         super().__init__(message, hint=hint)
+
+
+class TokenRejected(IdentityError):
+    """A bearer token failed validation (:mod:`secure_ds.identity._jwks`).
+
+    ``check`` names the check that failed (``alg``, ``kid``, ``signature``, ``iss``,
+    ``aud``, ``exp``, ``nbf``, ``iat``, ``typ``, ``claims``, ``cnf``, ``format``);
+    ``reason`` is a short text safe to send back to a client (it never holds the token).
+    """
+
+    def __init__(self, check: str, reason: str, *, hint: str = "") -> None:
+        self.check = check
+        self.reason = reason
+        super().__init__(
+            f"Token refused ({check}): {reason}.",
+            hint=hint or "Obtain a fresh token from the configured issuer for this audience.",
+        )
+
+
+class JwksUnavailable(IdentityError):
+    """The issuer's JWKS could not be fetched or parsed; no token can be checked."""
+
+
+class SignatureRejected(IdentityError):
+    """An RFC 9421 request signature failed verification (:mod:`secure_ds.identity._httpsig`).
+
+    ``reason`` names the check that failed (``signature replayed``, ``content-digest
+    mismatch``, ``signature expired``...) and is safe to send back to a client.
+    """
+
+    def __init__(self, reason: str, *, hint: str = "") -> None:
+        self.reason = reason
+        super().__init__(
+            f"Request signature refused: {reason}.",
+            hint=hint or "Sign every request afresh with the mTLS client key just before sending.",
+        )
 
 
 class AuditError(SecureDSError):

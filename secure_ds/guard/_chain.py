@@ -13,6 +13,9 @@ Invariants:
    the decision is *permit* and every obligation was carried out.
 3. The request that goes out carries the bearer token of the identity that was
    decided on, never the placeholder the SDK was given.
+4. With a client certificate (and ``SECURE_DS_REQUEST_SIGNING`` not ``off``) every
+   attempt is signed (RFC 9421) as the last step before it is sent, after every body
+   and URL rewrite, with a fresh ``created``/``nonce`` per attempt.
 """
 
 from __future__ import annotations
@@ -35,6 +38,7 @@ from ..cost import PriceTable
 from ..cost._router import Router
 from ..errors import BudgetExceeded, IdentityError, PolicyDenied, RateLimited, SecureDSError
 from ..identity import Token, TokenProvider
+from ..identity._httpsig import RequestSigner
 from ._call import Call, Identity, Metering
 from ._resilience import BreakerRegistry, RetryPolicy
 from ._stages import (
@@ -70,6 +74,9 @@ class Guard:
     # and must release with it; stages passed in by the caller stay the caller's
     owned: list[Any] = field(default_factory=list)
     pricing: PriceTable | None = None
+    # signs every attempt with the mTLS client key (None: unsigned); whoever rotates the
+    # client certificate replaces it, so the keyid keeps naming the certificate in use
+    signer: RequestSigner | None = None
     # SECURE_DS_AUDIT_SEAL_TO: records carry the bodies sealed for the auditor's key
     sealer: Sealer | None = None
 
@@ -108,6 +115,7 @@ class Guard:
             decider = WithObligations(decider, obligations)
         pricing = PriceTable.load(settings.pricing)
         return cls(
+            signer=_signer_for(settings),
             pricing=pricing,
             settings=settings,
             token_provider=token_provider,
@@ -290,7 +298,17 @@ class Guard:
         headers["authorization"] = token.authorization
         if "traceparent" not in headers:  # a caller's own trace context is kept as it is
             headers["traceparent"] = f"00-{call.trace_id}-{call.span_id}-01"
+        signer = self.signer
+        if signer is not None:
+            if self.cert_thumbprint is not None and signer.keyid != self.cert_thumbprint:
+                # the client certificate rotated (the client updates cert_thumbprint):
+                # sign with the new pair's key, or the verifier would see the old keyid
+                signer = self.signer = _signer_for(self.settings) or signer
+            # last: covers the final authorization header and exactly the bytes sent
+            # (``body_bytes`` follows every rewrite); each attempt gets a new nonce
+            signer.sign(request, call.body_bytes)
         return request
+
 
     @staticmethod
     def _wire_request(call: Call) -> httpx2.Request:
@@ -414,6 +432,20 @@ class Guard:
         """The audit record; settles the meter first so the record shows the outcome."""
         self._settle(call)
         return build_record(call, self.sealer)
+
+
+def _signer_for(settings: Settings) -> RequestSigner | None:
+    """The RFC 9421 signer for the configured client certificate, if signing is on."""
+    if not settings.signs_requests:
+        return None
+    assert settings.client_cert is not None
+    assert settings.client_key is not None
+    password = settings.client_key_password
+    return RequestSigner.from_files(
+        settings.client_cert,
+        settings.client_key,
+        password.reveal().encode() if password is not None else None,
+    )
 
 
 def _default_classifier(settings: Settings) -> Classifier:

@@ -1,5 +1,22 @@
 """Who is calling, on the wire: mutual-TLS contexts and bearer-token providers."""
 
+from ._httpsig import (
+    ReplayCache,
+    RequestSigner,
+    SignatureVerifier,
+    SignedRequest,
+    SigningAuth,
+    VerifiedSignature,
+    content_digest,
+)
+from ._jwks import (
+    ASYMMETRIC_ALGORITHMS,
+    JwksCache,
+    StaticKeys,
+    TokenValidator,
+    ValidatedToken,
+    check_binding,
+)
 from ._rotation import AsyncRotatingTransport, ClientPair, RotatingIdentity, RotatingTransport
 from ._tls import SPKIPinError, build_ssl_context, cert_thumbprint, spki_pin_of
 from ._tokens import (
@@ -12,18 +29,31 @@ from ._tokens import (
 )
 
 __all__ = [
+    "ASYMMETRIC_ALGORITHMS",
     "ApiKeyProvider",
     "AsyncRotatingTransport",
     "ClientPair",
     "EmbeddedIssuer",
+    "JwksCache",
+    "ReplayCache",
+    "RequestSigner",
     "RotatingIdentity",
     "RotatingTransport",
     "SPKIPinError",
+    "SignatureVerifier",
+    "SignedRequest",
+    "SigningAuth",
+    "StaticKeys",
     "StaticTokenProvider",
     "Token",
     "TokenProvider",
+    "TokenValidator",
+    "ValidatedToken",
+    "VerifiedSignature",
     "build_ssl_context",
     "cert_thumbprint",
+    "check_binding",
+    "content_digest",
     "spki_pin_of",
     "token_provider_from_settings",
 ]

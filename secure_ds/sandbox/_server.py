@@ -3,8 +3,10 @@
 :class:`Sandbox` owns a temporary directory with the throwaway PKI, a background thread
 running an asyncio loop with the aiohttp server, the fault queues tests fill, and the
 counters tests read. Request handling order is fixed: TLS client certificate (enforced
-by the handshake) → bearer token (:mod:`._tokens`) → injected fault → handler, so an
-injected fault never hides an authentication failure.
+by the handshake) → bearer token (:mod:`._tokens`) → RFC 9421 request signature
+(:mod:`secure_ds.identity._httpsig`: made with the presented certificate's key, over the
+body received, not replayed) → injected fault → handler, so an injected fault never
+hides an authentication failure.
 """
 
 from __future__ import annotations
@@ -29,9 +31,13 @@ from types import TracebackType
 from typing import Any, Final
 
 from aiohttp import hdrs, web
+from cryptography import x509
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519
 
 from ..config import Settings
+from ..errors import SignatureRejected
+from ..identity._httpsig import ReplayCache, SignatureVerifier, VerifyingKey
+from ..identity._jwks import JwksCache
 from . import _responses as R
 from ._tokens import TokenError, TokenVerifier, VerifiedToken
 from .pki import IssuerAlg, IssuerKey, LocalCA, generate_issuer_key, private_key_pem, x5t_s256
@@ -46,7 +52,12 @@ _MAX_BODY: Final = 16 * 1024 * 1024
 _TOKEN: Final = web.RequestKey("token", VerifiedToken)
 _BLANK_LINES: Final = web.RequestKey("blank_lines", int)
 _CUT_BODY: Final = web.RequestKey("cut_body", bool)
+_BODY: Final = web.RequestKey("body", bytes)
 _WWW_AUTHENTICATE: Final = {"WWW-Authenticate": 'Bearer error="invalid_token"'}
+# RFC 9421 §5.1: the signature a request must carry (and why it was refused)
+_SIGNATURE_REQUIRED: Final = (
+    'sig=("@method" "@authority" "@path" "content-digest" "authorization");tag="secure-ds"'
+)
 _KEEP_ALIVE: Final = b": keep-alive\n\n"
 _DONE: Final = b"data: [DONE]\n\n"
 _UNSAFE_FILE_CHARS: Final = re.compile(r"[^A-Za-z0-9._-]")
@@ -117,6 +128,7 @@ class SandboxStats:
     auth_failures: int
     handshake_failures: int
     last_claims: dict[str, Any] | None
+    signed_requests: int = 0  # requests whose RFC 9421 signature verified
 
 
 class _Recorder:
@@ -126,6 +138,7 @@ class _Recorder:
         self.requests = 0
         self.auth_failures = 0
         self.handshake_failures = 0
+        self.signed_requests = 0
         self.last_claims: Mapping[str, Any] | None = None
         self.last_path: str | None = None
         self.last_headers: Mapping[str, str] = {}
@@ -133,7 +146,13 @@ class _Recorder:
 
     def snapshot(self) -> SandboxStats:
         claims = dict(self.last_claims) if self.last_claims is not None else None
-        return SandboxStats(self.requests, self.auth_failures, self.handshake_failures, claims)
+        return SandboxStats(
+            self.requests,
+            self.auth_failures,
+            self.handshake_failures,
+            claims,
+            self.signed_requests,
+        )
 
     def last_request(self) -> dict[str, Any] | None:
         """Built on demand so the request path only keeps references."""
@@ -171,14 +190,22 @@ class _App:
     """Middleware and handlers; one instance per running server."""
 
     def __init__(
-        self, verifier: TokenVerifier, faults: _Faults, recorder: _Recorder, base_url: str
+        self,
+        verifier: TokenVerifier,
+        faults: _Faults,
+        recorder: _Recorder,
+        base_url: str,
+        signatures: SignatureVerifier,
+        require_signatures: bool,
     ) -> None:
         self._verifier = verifier
         self._faults = faults
         self._recorder = recorder
         self._base_url = base_url
+        self._signatures = signatures
+        self._require_signatures = require_signatures
         self._ids = itertools.count(1)
-        self._thumbprints: weakref.WeakKeyDictionary[ssl.SSLObject, str] = (
+        self._peers: weakref.WeakKeyDictionary[ssl.SSLObject, tuple[str, VerifyingKey]] = (
             weakref.WeakKeyDictionary()
         )
         self.fhe = _FheEndpoint()
@@ -203,15 +230,44 @@ class _App:
 
     @web.middleware
     async def _guard(self, request: web.Request, handler: Handler) -> web.StreamResponse:
-        """Token first, then any queued fault, then the handler; errors in DeepSeek's shape."""
+        """Token, then signature, then any queued fault, then the handler; errors in
+        DeepSeek's shape."""
         recorder = self._recorder
+        peer = self._peer(request)
+        thumbprint = peer[0] if peer is not None else None
+        authorization = request.headers.get(hdrs.AUTHORIZATION)
+        verifier = self._verifier
         try:
-            token = self._verifier.verify(
-                request.headers.get(hdrs.AUTHORIZATION), self._thumbprint(request)
-            )
+            token = verifier.cached(authorization, thumbprint)
+            if token is None:
+                if verifier.may_block:  # may fetch a JWKS: not on the loop
+                    loop = asyncio.get_running_loop()
+                    token = await loop.run_in_executor(
+                        None, verifier.verify, authorization, thumbprint
+                    )
+                else:
+                    token = verifier.verify(authorization, thumbprint)
         except TokenError as exc:
             recorder.auth_failures += 1
             return _error(401, exc.reason, headers=_WWW_AUTHENTICATE)
+        signed = "signature-input" in request.headers or "signature" in request.headers
+        # a signature is checked whenever one is present, even where none is required
+        if peer is not None and (self._require_signatures or signed):
+            try:
+                await self._check_signature(request, peer)
+            except SignatureRejected as exc:
+                recorder.auth_failures += 1
+                return _error(
+                    401,
+                    exc.reason,
+                    headers={
+                        "WWW-Authenticate": 'HttpSignature error="invalid_signature"',
+                        "Accept-Signature": _SIGNATURE_REQUIRED,
+                    },
+                )
+            except R.RequestError as exc:
+                return _error(exc.status, exc.message, param=exc.param)
+            recorder.signed_requests += 1
         request[_TOKEN] = token
         recorder.requests += 1
         recorder.last_claims = token.claims
@@ -236,19 +292,43 @@ class _App:
         except web.HTTPException as exc:  # the router's 404 / 405
             return _error(exc.status)
 
-    def _thumbprint(self, request: web.Request) -> str | None:
-        """The x5t#S256 of this connection's client certificate, computed once per connection."""
+    def _peer(self, request: web.Request) -> tuple[str, VerifyingKey] | None:
+        """The x5t#S256 and public key of this connection's client certificate,
+        worked out once per connection."""
         transport = request.transport
         ssl_object = transport.get_extra_info("ssl_object") if transport is not None else None
         if ssl_object is None:
             return None
-        thumbprint = self._thumbprints.get(ssl_object)
-        if thumbprint is None:
+        peer = self._peers.get(ssl_object)
+        if peer is None:
             der = ssl_object.getpeercert(binary_form=True)
             if der is None:
                 return None
-            thumbprint = self._thumbprints[ssl_object] = x5t_s256(der)
-        return thumbprint
+            key = x509.load_der_x509_certificate(der).public_key()
+            if not isinstance(key, VerifyingKey):
+                return None  # the CA issues EC/Ed25519/RSA keys only; anything else: no peer
+            peer = self._peers[ssl_object] = (x5t_s256(der), key)
+        return peer
+
+    async def _check_signature(self, request: web.Request, peer: tuple[str, VerifyingKey]) -> None:
+        """RFC 9421: signed with the presented certificate's key, over the body received."""
+        body = request[_BODY] = await _read_body(request)
+        headers = request.headers
+        thumbprint, key = peer
+
+        def field(name: str) -> str | None:
+            values = headers.getall(name, None)
+            return ", ".join(values) if values else None
+
+        self._signatures.verify(
+            method=request.method,
+            authority=request.host,
+            target=request.raw_path,
+            field=field,
+            body=body,
+            public_key=key,
+            keyid=thumbprint,
+        )
 
     # -------------------------------------------------------------- handlers
 
@@ -326,7 +406,7 @@ class _App:
         return web.Response(body=R.BALANCE_BODY, content_type="application/json")
 
     async def _json(self, request: web.Request) -> object:
-        raw = await request.read()
+        raw = request[_BODY] if _BODY in request else await request.read()
         try:
             body: object = json.loads(raw)
         except ValueError as exc:
@@ -400,6 +480,10 @@ class _FheEndpoint:
             raise R.RequestError(
                 415, f"FHE endpoints take Content-Type {CONTENT_TYPE}, not {request.content_type}"
             )
+        if _BODY in request:  # already read (and digest-checked) by the signature check
+            if len(request[_BODY]) > limit:
+                raise R.RequestError(413, f"FHE frame is over {limit} bytes")
+            return request[_BODY]
         declared = request.content_length
         if declared is not None and declared > limit:
             raise R.RequestError(413, f"FHE frame of {declared} bytes is over {limit} bytes")
@@ -420,6 +504,29 @@ class _FheEndpoint:
             return await loop.run_in_executor(None, work, data)
         except FheError as exc:
             raise R.RequestError(exc.status, str(exc), param=exc.param) from None
+
+
+async def _read_body(request: web.Request) -> bytes:
+    """The whole body, up to the route's limit (FHE frames are larger than chat bodies)."""
+    path = request.path
+    limit = _MAX_BODY
+    if path.endswith("/fhe/contexts"):
+        from ..fhe._wire import MAX_CONTEXT_BYTES
+
+        limit = MAX_CONTEXT_BYTES + 64 * 1024
+    elif path.endswith("/fhe/infer"):
+        limit = _MAX_BODY * 8
+    declared = request.content_length
+    if declared is not None and declared > limit:
+        raise R.RequestError(413, f"request body of {declared} bytes is over {limit} bytes")
+    chunks: list[bytes] = []
+    size = 0
+    while chunk := await request.content.read(1 << 20):
+        size += len(chunk)
+        if size > limit:
+            raise R.RequestError(413, f"request body is over {limit} bytes")
+        chunks.append(chunk)
+    return b"".join(chunks)
 
 
 def _fault_response(status: int, retry_after: float | None) -> web.Response:
@@ -568,12 +675,38 @@ class Sandbox:
 
     Use as ``with Sandbox() as sb:`` or ``sb.start()`` / ``sb.stop()`` (both idempotent).
     ``token_alg`` picks the issuer key: ``"ES256"`` (EC P-256) or ``"EdDSA"`` (Ed25519).
+
+    Besides its embedded issuer's tokens, the sandbox accepts tokens of one external
+    issuer (e.g. Keycloak) whose keys it fetches from ``jwks_url``: ``jwks_issuer`` is
+    the ``iss`` they must carry, ``jwks_audience`` the ``aud`` (default: the base URL),
+    ``jwks_verify`` what the JWKS server's certificate is checked with (an
+    ``ssl.SSLContext``; default: the system store). They must be certificate-bound too.
+
+    ``require_signatures`` (default on): every request must carry a valid RFC 9421
+    signature made with the presented certificate's key; off, unsigned requests pass
+    but a signature that is present is still checked.
     """
 
-    def __init__(self, *, token_alg: IssuerAlg = "ES256") -> None:  # noqa: S107 (an algorithm name)
+    def __init__(
+        self,
+        *,
+        token_alg: IssuerAlg = "ES256",  # noqa: S107 (an algorithm name)
+        jwks_url: str | None = None,
+        jwks_issuer: str | None = None,
+        jwks_audience: str | Sequence[str] | None = None,
+        jwks_verify: ssl.SSLContext | bool = True,
+        require_signatures: bool = True,
+    ) -> None:
         if token_alg not in ("ES256", "EdDSA"):
             raise ValueError(f"unsupported token_alg {token_alg!r}; use 'ES256' or 'EdDSA'")
+        if (jwks_url is None) != (jwks_issuer is None):
+            raise ValueError("jwks_url and jwks_issuer go together: set both or neither")
         self._token_alg: IssuerAlg = token_alg
+        # built now: a bad URL fails here, and the cache outlives restarts
+        self._jwks = JwksCache(jwks_url, verify=jwks_verify) if jwks_url is not None else None
+        self._jwks_issuer = jwks_issuer
+        self._jwks_audience = jwks_audience
+        self.require_signatures = require_signatures
         self._faults = _Faults()
         self._recorder = _Recorder()
         self._lock = threading.Lock()
@@ -620,7 +753,21 @@ class Sandbox:
             base_url = f"https://{_HOST}:{sock.getsockname()[1]}"
             ca, issuer_key, context = self._mint(directory)
             verifier = TokenVerifier.for_issuer(issuer_key, issuer=ISSUER, audience=base_url)
-            handlers = _App(verifier, self._faults, self._recorder, base_url)
+            if self._jwks is not None:
+                assert self._jwks_issuer is not None
+                verifier.trust_jwks(
+                    self._jwks,
+                    issuer=self._jwks_issuer,
+                    audience=self._jwks_audience or base_url,
+                )
+            handlers = _App(
+                verifier,
+                self._faults,
+                self._recorder,
+                base_url,
+                SignatureVerifier(replay_cache=ReplayCache()),
+                self.require_signatures,
+            )
             app = handlers.build()
             server = _ServerThread(app, context, sock)
             server.start()
@@ -687,6 +834,11 @@ class Sandbox:
     def ca(self) -> LocalCA:
         """The sandbox CA, for tests that need more (or deliberately bad) certificates."""
         return self._require().ca
+
+    @property
+    def jwks(self) -> JwksCache | None:
+        """The external issuer's key cache (``jwks_url``), if one is trusted."""
+        return self._jwks
 
     @property
     def stats(self) -> SandboxStats:

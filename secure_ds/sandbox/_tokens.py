@@ -1,63 +1,62 @@
 """Verification of the certificate-bound bearer tokens the sandbox demands.
 
 The sandbox plays a strict resource server, so a client that passes here would also
-pass a real one. A token is accepted only if all of these hold:
+pass a real one. The checks themselves are :class:`secure_ds.identity.TokenValidator`'s
+(one per trusted issuer: the sandbox's embedded issuer with its single key, and
+optionally an external issuer such as Keycloak whose keys come from a JWKS URL). A
+token is accepted only if all of these hold:
 
-* its header ``alg`` is the sandbox issuer's algorithm (ES256 or EdDSA) and nothing
-  else: ``none``, HMAC (including HMAC keyed with the public key) and RSA are refused
-  before any signature check;
-* its signature verifies with the issuer's public key;
-* ``iss`` and ``aud`` are the sandbox's; ``exp``, ``iat``, ``sub``, ``jti`` are present;
+* its header ``alg`` is on the issuer's allow-list (the embedded issuer: exactly its
+  own algorithm, ES256 or EdDSA); ``none`` and HMAC (including HMAC keyed with the
+  public key) are refused before any signature check, and the key must be of the
+  algorithm's type;
+* its signature verifies with the issuer's public key (for a JWKS issuer, the key its
+  ``kid`` names; unknown ``kid`` values cause one rate-limited refetch);
+* ``iss`` and ``aud`` are the issuer's; ``exp``, ``iat``, ``sub``, ``jti`` are present;
   ``exp``, ``iat`` and ``nbf`` hold within a 30 s leeway; it lives at most an hour;
 * ``cnf.x5t#S256`` (RFC 8705) equals the thumbprint of the client certificate
   presented on the connection that carries it.
 
 A token that verified once is remembered, because clients reuse a token for many
 calls; a remembered token is still checked for expiry and for its binding to the
-connection's certificate on every request, the only checks whose outcome can change.
+connection's certificate on every request, the only checks whose outcome can change,
+and is verified again once its issuer's key set has changed (a key rotated out).
 """
 
 from __future__ import annotations
 
+import base64
 import dataclasses
 import hmac
+import json
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any, Final
 
-import jwt
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519
 
+from ..errors import JwksUnavailable, TokenRejected
+from ..identity._jwks import (
+    JwksCache,
+    StaticKeys,
+    TokenValidator,
+    ValidatedToken,
+)
 from .pki import IssuerAlg, IssuerKey
 
 __all__ = ["LEEWAY", "MAX_LIFETIME", "TokenError", "TokenVerifier", "VerifiedToken"]
 
 LEEWAY: Final = 30
 MAX_LIFETIME: Final = 3600
-_REQUIRED: Final = ["exp", "iat", "sub", "jti", "aud", "iss"]
-_ACCEPTED_TYPES: Final = frozenset({"at+jwt", "jwt", "application/at+jwt"})
+_REQUIRED: Final = ("exp", "iat", "sub", "jti", "aud", "iss")
 _CACHE_SIZE: Final = 4096
 
-# Most specific first: the first matching class names the reason.
-_REASONS: Final[tuple[tuple[type[jwt.PyJWTError], str], ...]] = (
-    (jwt.ExpiredSignatureError, "token expired"),
-    (jwt.ImmatureSignatureError, "token not yet valid"),
-    (jwt.InvalidAudienceError, "token audience mismatch"),
-    (jwt.InvalidIssuerError, "token issuer mismatch"),
-    (jwt.InvalidSignatureError, "token signature invalid"),
-    (jwt.exceptions.InvalidSubjectError, "token subject invalid"),
-    (jwt.exceptions.InvalidJTIError, "token jti invalid"),
-    (jwt.InvalidIssuedAtError, "token iat invalid"),
-    (jwt.DecodeError, "malformed token"),
-)
 
-
-class TokenError(Exception):
+class TokenError(TokenRejected):
     """A token was refused; ``reason`` is safe to send back (it never holds the token)."""
 
-    def __init__(self, reason: str) -> None:
-        super().__init__(reason)
-        self.reason = reason
+    def __init__(self, reason: str, check: str = "token") -> None:
+        super().__init__(check, reason)
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -71,10 +70,18 @@ class VerifiedToken:
     exp: float
     thumbprint: str
     claims: Mapping[str, Any]
+    issuer: str = ""
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class _Remembered:
+    token: VerifiedToken
+    validator: TokenValidator
+    generation: int
 
 
 class TokenVerifier:
-    """Checks ``Authorization`` headers against one issuer key, audience and issuer."""
+    """Checks ``Authorization`` headers against one or more trusted issuers."""
 
     def __init__(
         self,
@@ -84,12 +91,17 @@ class TokenVerifier:
         issuer: str,
         audience: str,
     ) -> None:
-        self._key = public_key
-        self._algorithms = [alg]
-        self._issuer = issuer
-        self._audience = audience
-        self._options: Any = {"require": _REQUIRED}
-        self._cache: dict[str, VerifiedToken] = {}
+        self._validators: list[TokenValidator] = [
+            TokenValidator(
+                issuer=issuer,
+                audience=audience,
+                keys=StaticKeys.single(public_key),
+                algorithms=[alg],
+                leeway=LEEWAY,
+                required_claims=_REQUIRED,
+            )
+        ]
+        self._cache: dict[str, _Remembered] = {}
 
     @classmethod
     def for_issuer(cls, issuer_key: IssuerKey, *, issuer: str, audience: str) -> TokenVerifier:
@@ -97,111 +109,136 @@ class TokenVerifier:
         alg: IssuerAlg = "ES256" if isinstance(issuer_key, ec.EllipticCurvePrivateKey) else "EdDSA"
         return cls(issuer_key.public_key(), alg, issuer=issuer, audience=audience)
 
+    def trust_jwks(
+        self,
+        jwks: JwksCache,
+        *,
+        issuer: str,
+        audience: str | Sequence[str],
+        algorithms: Sequence[str] = ("RS256", "PS256", "ES256", "EdDSA"),
+    ) -> None:
+        """Also accept tokens from ``issuer``, whose keys are published at a JWKS URL."""
+        if any(v.issuer == issuer for v in self._validators):
+            raise ValueError(f"issuer {issuer!r} is already trusted")
+        self._validators.append(
+            TokenValidator(
+                issuer=issuer,
+                audience=audience,
+                keys=jwks,
+                algorithms=algorithms,
+                leeway=LEEWAY,
+                required_claims=_REQUIRED,
+            )
+        )
+
+    @property
+    def may_block(self) -> bool:
+        """Verifying a new token may fetch a JWKS (network I/O): run it off the loop."""
+        return any(isinstance(v.keys, JwksCache) for v in self._validators)
+
+    def cached(self, authorization: str | None, thumbprint: str | None) -> VerifiedToken | None:
+        """The remembered token for this header, checked for expiry and binding; ``None``
+        when it must be verified (first sight, or its issuer's keys changed since)."""
+        token = _bearer(authorization)
+        remembered = self._cache.get(token)
+        if remembered is None or remembered.generation != remembered.validator.keys.generation:
+            return None
+        return _still_valid(remembered.token, thumbprint)
+
     def verify(self, authorization: str | None, thumbprint: str | None) -> VerifiedToken:
         """Verify a ``Bearer`` header for a connection whose client cert has ``thumbprint``.
 
         Raises :class:`TokenError` naming the first check that failed.
         """
+        verified = self.cached(authorization, thumbprint)
+        if verified is not None:
+            return verified
         token = _bearer(authorization)
-        verified = self._cache.get(token)
-        if verified is None:
-            verified = self._verify_new(token)
-            if len(self._cache) >= _CACHE_SIZE:
-                self._cache.clear()
-            self._cache[token] = verified
-        elif verified.exp + LEEWAY <= time.time():
-            raise TokenError("token expired")
-        if thumbprint is None:
-            raise TokenError("no client certificate on this connection")
-        if not hmac.compare_digest(verified.thumbprint, thumbprint):
-            raise TokenError("token not bound to the presented client certificate")
-        return verified
-
-    def _verify_new(self, token: str) -> VerifiedToken:
+        validator = self._validator_for(token)
         try:
-            decoded = jwt.decode_complete(
-                token,
-                self._key,
-                algorithms=self._algorithms,
-                audience=self._audience,
-                issuer=self._issuer,
-                leeway=LEEWAY,
-                options=self._options,
-            )
-        except jwt.InvalidAlgorithmError:
-            raise TokenError(f"algorithm {_header_alg(token)} not allowed") from None
-        except jwt.MissingRequiredClaimError as exc:
-            raise TokenError(f"token missing required claim {exc.claim}") from None
-        except jwt.PyJWTError as exc:
-            raise TokenError(_reason(exc)) from None
-        _check_type(decoded["header"])
-        return _claims(decoded["payload"])
+            validated = validator.validate(token)
+        except JwksUnavailable:
+            raise TokenError("token signing keys unavailable (JWKS fetch failed)", "kid") from None
+        except TokenRejected as exc:
+            raise TokenError(exc.reason, exc.check) from None
+        verified = _claims(validated)
+        if len(self._cache) >= _CACHE_SIZE:
+            self._cache.clear()
+        self._cache[token] = _Remembered(verified, validator, validated.key_generation)
+        return _still_valid(verified, thumbprint)
+
+    def _validator_for(self, token: str) -> TokenValidator:
+        """The validator of the token's (unverified) issuer; it then checks everything."""
+        validators = self._validators
+        if len(validators) == 1:
+            return validators[0]
+        iss = _unverified_issuer(token)
+        for validator in validators:
+            if validator.issuer == iss:
+                return validator
+        # refused with the first validator's reasons (alg, format, then issuer)
+        return validators[0]
+
+
+def _still_valid(verified: VerifiedToken, thumbprint: str | None) -> VerifiedToken:
+    """The checks whose outcome can change between two uses of one token."""
+    if verified.exp + LEEWAY <= time.time():
+        raise TokenError("token expired", "exp")
+    if thumbprint is None:
+        raise TokenError("no client certificate on this connection", "cnf")
+    # the same constant-time compare as identity.check_binding, without building its input
+    if not hmac.compare_digest(verified.thumbprint.encode(), thumbprint.encode()):
+        raise TokenError("token not bound to the presented client certificate", "cnf")
+    return verified
 
 
 def _bearer(authorization: str | None) -> str:
     if not authorization:
-        raise TokenError("missing bearer token")
+        raise TokenError("missing bearer token", "format")
     scheme, _, token = authorization.partition(" ")
     token = token.strip()
     if scheme.lower() != "bearer" or not token:
-        raise TokenError("authorization header is not a bearer token")
+        raise TokenError("authorization header is not a bearer token", "format")
     return token
 
 
-def _header_alg(token: str) -> str:
-    """The ``alg`` a refused token claimed, for the error message (never the token)."""
+def _unverified_issuer(token: str) -> object:
     try:
-        alg = jwt.get_unverified_header(token).get("alg")
-    except jwt.PyJWTError:
-        return "(unreadable)"
-    text = str(alg)
-    return text if text.isascii() and text.isprintable() and len(text) <= 16 else "(invalid)"
+        payload = token.split(".")[1]
+        claims = json.loads(base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4)))
+    except (IndexError, ValueError):
+        return None
+    return claims.get("iss") if isinstance(claims, dict) else None
 
 
-def _reason(exc: jwt.PyJWTError) -> str:
-    for cls, reason in _REASONS:
-        if isinstance(exc, cls):
-            return reason
-    return "invalid token"
-
-
-def _check_type(header: Mapping[str, Any]) -> None:
-    typ = header.get("typ")
-    if typ is not None and (not isinstance(typ, str) or typ.lower() not in _ACCEPTED_TYPES):
-        raise TokenError("token type not accepted (use at+jwt)")
-
-
-def _claims(payload: Mapping[str, Any]) -> VerifiedToken:
+def _claims(validated: ValidatedToken) -> VerifiedToken:
+    payload = validated.claims
     exp, iat = float(payload["exp"]), float(payload["iat"])
     if exp - iat > MAX_LIFETIME:
-        raise TokenError(f"token lifetime exceeds {MAX_LIFETIME} s")
+        raise TokenError(f"token lifetime exceeds {MAX_LIFETIME} s", "exp")
     sub, jti = payload["sub"], payload["jti"]
     if not isinstance(sub, str) or not sub:
-        raise TokenError("token subject invalid")
+        raise TokenError("token subject invalid", "claims")
     if not isinstance(jti, str) or not jti:
-        raise TokenError("token jti invalid")
-    roles = payload.get("roles", [])
+        raise TokenError("token jti invalid", "claims")
+    roles = payload.get("roles")
+    if roles is None:  # Keycloak keeps realm roles in realm_access.roles
+        realm_access = payload.get("realm_access")
+        roles = realm_access.get("roles", []) if isinstance(realm_access, dict) else []
     if not isinstance(roles, list) or not all(isinstance(r, str) for r in roles):
-        raise TokenError("token claim roles must be a list of strings")
+        raise TokenError("token claim roles must be a list of strings", "claims")
     attrs = payload.get("attrs", {})
     if not isinstance(attrs, dict):
-        raise TokenError("token claim attrs must be an object")
+        raise TokenError("token claim attrs must be an object", "claims")
+    if validated.bound_thumbprint is None:
+        raise TokenError("token not bound to a client certificate (cnf.x5t#S256 missing)", "cnf")
     return VerifiedToken(
         sub=sub,
         jti=jti,
         roles=tuple(roles),
         attrs=attrs,
         exp=exp,
-        thumbprint=_bound_thumbprint(payload),
+        thumbprint=validated.bound_thumbprint,
         claims=payload,
+        issuer=validated.issuer,
     )
-
-
-def _bound_thumbprint(payload: Mapping[str, Any]) -> str:
-    cnf = payload.get("cnf")
-    thumbprint = cnf.get("x5t#S256") if isinstance(cnf, dict) else None
-    if not isinstance(thumbprint, str) or not thumbprint:
-        raise TokenError("token not bound to a client certificate (cnf.x5t#S256 missing)")
-    if not thumbprint.isascii():  # hmac.compare_digest refuses non-ASCII str
-        raise TokenError("token cnf.x5t#S256 is not a base64url thumbprint")
-    return thumbprint

@@ -25,6 +25,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519
 
 from secure_ds.config import Settings
+from secure_ds.identity import RequestSigner, SigningAuth
 from secure_ds.sandbox import LocalCA, Sandbox
 from secure_ds.sandbox.pki import x5t_s256
 from tests._jwt import hmac_confused_token, token_claims
@@ -97,11 +98,16 @@ class Caller:
         self.context = _context(sb.ca_path, self.cert, self.settings.client_key)
 
     def client(self, token: str | None = None, **kwargs: Any) -> httpx2.Client:
+        """Requests carry the bearer token and an RFC 9421 signature (the sandbox's
+        default demands one) made with this caller's certificate key."""
         token = token if token is not None else _mint(self.sb, self.cert)
+        assert self.settings.client_key is not None
+        signer = RequestSigner.from_files(self.cert, self.settings.client_key)
         return httpx2.Client(
             base_url=self.sb.base_url,
             verify=self.context,
             headers={"Authorization": f"Bearer {token}"},
+            auth=SigningAuth(signer),
             **kwargs,
         )
 
@@ -367,8 +373,12 @@ def test_tls_1_2_client_is_served(sb: Sandbox, alice: Caller) -> None:
     alice_12 = _context(sb.ca_path, alice.cert, alice.settings.client_key)
     alice_12.maximum_version = ssl.TLSVersion.TLSv1_2
     token = _mint(sb, alice.cert)
+    assert alice.settings.client_key is not None
     response = httpx2.get(
-        f"{sb.base_url}/models", verify=alice_12, headers={"Authorization": f"Bearer {token}"}
+        f"{sb.base_url}/models",
+        verify=alice_12,
+        headers={"Authorization": f"Bearer {token}"},
+        auth=SigningAuth(RequestSigner.from_files(alice.cert, alice.settings.client_key)),
     )
     assert response.status_code == 200
 
