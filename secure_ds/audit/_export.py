@@ -414,7 +414,6 @@ def _cef_value(value: object) -> str:
         _text(value)
         .replace("\\", "\\\\")
         .replace("=", "\\=")
-        .replace("\r\n", "\\n")
         .replace("\n", "\\n")
         .replace("\r", "\\r")
     )

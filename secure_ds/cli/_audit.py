@@ -376,10 +376,12 @@ def _export(args: argparse.Namespace) -> int:
                 progress=lambda done: bar.update(task, completed=done),
             )
         except LogNotVerified as exc:
-            Console(stderr=True).print(f"[bold red]FAILED[/] {escape(str(exc))}", highlight=False)
+            Console(stderr=True, soft_wrap=True).print(
+                f"[bold red]FAILED[/] {escape(str(exc))}", highlight=False
+            )
             return 1
     if args.output is not None:
-        Console(stderr=True, highlight=False).print(
+        Console(stderr=True, highlight=False, soft_wrap=True).print(
             f"Exported {result.records} of {result.scanned} records to "
             f"{escape(str(args.output))} ({args.format}; verified: {result.verified})."
         )
@@ -430,7 +432,7 @@ def _unseal(args: argparse.Namespace) -> int:
             bodies = unseal_record(key, record)
         except SealError as exc:
             failed += 1
-            Console(stderr=True).print(
+            Console(stderr=True, soft_wrap=True).print(
                 f"[bold red]record {index}:[/] {escape(str(exc))}", highlight=False
             )
             continue
