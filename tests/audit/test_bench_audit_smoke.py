@@ -29,3 +29,5 @@ def test_bench_audit_reports_the_floor_appends_and_verification(tmp_path: Path) 
     assert any(r["row"].startswith("floor") for r in report["rows"])
     assert sum(r["row"].startswith("verify") for r in report["rows"]) == 3
     assert report["canonical_us"]["ours"] > 0
+    assert report["seal"]["append_sealed_us"] > 0
+    assert report["seal"]["seal_us"] > 0
