@@ -29,4 +29,11 @@ bash "$here/nginx.sh" start || {
     echo "start-services: nginx failed to install or start (see the message above)" >&2
     exit 1
 }
+# - SoftHSM2 (scripts/softhsm.sh): a private PKCS#11 token under
+#   ~/.cache/secure-ds/softhsm with the audit signer's test keys (no daemon: a library),
+#   for tests/audit/test_pkcs11*.py and the HSM rotation test.
+bash "$here/softhsm.sh" >/dev/null || {
+    echo "start-services: the SoftHSM2 token could not be prepared (see the message above)" >&2
+    exit 1
+}
 echo "start-services: all services are up"

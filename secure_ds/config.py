@@ -81,6 +81,14 @@ ENV_VARS: dict[str, str] = {
     "audit_checkpoint_every": "SECURE_DS_AUDIT_CHECKPOINT_EVERY",
     "audit_checkpoint_interval": "SECURE_DS_AUDIT_CHECKPOINT_INTERVAL",
     "audit_max_record_bytes": "SECURE_DS_AUDIT_MAX_RECORD_BYTES",
+    # audit signers (issue 5): a PKCS#11 HSM key, hybrid ML-DSA-65 checkpoints
+    "audit_signer": "SECURE_DS_AUDIT_SIGNER",
+    "audit_pkcs11_module": "SECURE_DS_AUDIT_PKCS11_MODULE",
+    "audit_pkcs11_token_label": "SECURE_DS_AUDIT_PKCS11_TOKEN_LABEL",
+    "audit_pkcs11_key_label": "SECURE_DS_AUDIT_PKCS11_KEY_LABEL",
+    "audit_pkcs11_pin": "SECURE_DS_AUDIT_PKCS11_PIN",
+    "audit_pq_key": "SECURE_DS_AUDIT_PQ_KEY",
+    "audit_seal_to": "SECURE_DS_AUDIT_SEAL_TO",
     "audit_seal_to": "SECURE_DS_AUDIT_SEAL_TO",
     "max_attempts": "SECURE_DS_MAX_ATTEMPTS",
     "backoff_factor": "SECURE_DS_BACKOFF_FACTOR",
@@ -185,6 +193,17 @@ class Settings:
     audit_checkpoint_every: int = 1000  # a signed checkpoint every N records...
     audit_checkpoint_interval: float = 10.0  # ...or this many seconds after an unsealed one
     audit_max_record_bytes: int = 1 << 20  # a larger record is refused (that call fails)
+    # audit signers (secure_ds.audit._pkcs11, ._hybrid): "software" signs with
+    # audit_signing_key (or the default key file); "pkcs11" with a key in an HSM token,
+    # found by token and key label, logged in with the PIN (python-pkcs11, extra "hsm")
+    audit_signer: Literal["software", "pkcs11"] = "software"
+    audit_pkcs11_module: Path = Path("/usr/lib/softhsm/libsofthsm2.so")
+    audit_pkcs11_token_label: str | None = None
+    audit_pkcs11_key_label: str | None = None
+    audit_pkcs11_pin: Secret | None = None
+    # an ML-DSA-65 key (PEM, 0600; created there on first use): checkpoints are signed by
+    # the record key and by it (hybrid, post-quantum); None: classical checkpoints
+    audit_pq_key: Path | None = None
     # sealed bodies (secure_ds.audit._seal): the auditor's public key file (JSON, from
     # `secure-ds audit keygen-auditor`); set, every record carries the request and
     # response bodies sealed for it (X25519 + ML-KEM-1024, AES-256-GCM). None: no bodies
@@ -417,7 +436,57 @@ class Settings:
         if self.subject is not None and not self.subject.strip():
             raise _err("subject", "is empty", "Set a subject such as alice@example.com.")
 
+    def _validate_audit_signer(self) -> None:
+        if self.audit_signer not in ("software", "pkcs11"):
+            raise _err(
+                "audit_signer",
+                f"{self.audit_signer!r} is not an audit signer",
+                "Use software (a PEM key file, SECURE_DS_AUDIT_SIGNING_KEY) or pkcs11 "
+                "(a key in an HSM token, SECURE_DS_AUDIT_PKCS11_*).",
+            )
+        pkcs11 = self.audit_signer == "pkcs11"
+        for field in ("audit_pkcs11_token_label", "audit_pkcs11_key_label", "audit_pkcs11_pin"):
+            value = getattr(self, field)
+            if pkcs11 and (value is None or (isinstance(value, str) and not value.strip())):
+                raise _err(
+                    field,
+                    "is needed when SECURE_DS_AUDIT_SIGNER=pkcs11",
+                    "Set it (scripts/softhsm.sh prints the test token's settings).",
+                )
+            if not pkcs11 and value is not None:
+                raise _err(
+                    field,
+                    "is set, but SECURE_DS_AUDIT_SIGNER is not pkcs11",
+                    "Set SECURE_DS_AUDIT_SIGNER=pkcs11 to sign with the HSM, or unset it.",
+                )
+        if pkcs11 and self.audit_signing_key is not None:
+            raise _err(
+                "audit_signing_key",
+                "is set, but SECURE_DS_AUDIT_SIGNER=pkcs11 signs with the HSM's key",
+                "Unset one of them.",
+            )
+        if pkcs11 and not Path(self.audit_pkcs11_module).is_file():
+            raise _err(
+                "audit_pkcs11_module",
+                f"{self.audit_pkcs11_module} is not a file",
+                "Point it at the token's PKCS#11 module (SoftHSM2: "
+                "/usr/lib/softhsm/libsofthsm2.so, `apt-get install softhsm2`).",
+            )
+        if self.audit_pq_key is not None and Path(self.audit_pq_key).exists():
+            from .audit._hybrid import load_pq_signer
+            from .errors import AuditError
+
+            try:
+                load_pq_signer(self.audit_pq_key)
+            except AuditError as exc:
+                raise _err(
+                    "audit_pq_key",
+                    str(exc).removesuffix(exc.hint).strip().removesuffix("."),
+                    exc.hint or "Point it at an ML-DSA-65 private key (0600).",
+                ) from None
+
     def _validate_audit(self) -> None:
+        self._validate_audit_signer()
         _check_range(
             "audit_checkpoint_every",
             self.audit_checkpoint_every,
@@ -715,6 +784,8 @@ _LIST_FIELDS = {"roles", "dlp_block", "dlp_redact"}
 _SECRET_FIELDS = {"api_key", "client_key_password", "meter_redis_url", "otlp_headers"}
 _INT_FIELDS |= {"audit_checkpoint_every", "audit_max_record_bytes"}
 _SECRET_FIELDS |= {"audit_signing_key_password"}
+_PATH_FIELDS |= {"audit_pkcs11_module", "audit_pq_key"}
+_SECRET_FIELDS |= {"audit_pkcs11_pin"}
 _PATH_FIELDS |= {"audit_seal_to"}
 
 

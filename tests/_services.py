@@ -147,3 +147,45 @@ def require_nginx() -> str:
             "(or bash scripts/nginx.sh start, which installs it from Debian's packages)"
         )
     return _nginx_found[0]
+
+
+# ---------------------------------------------------------------------- SoftHSM2 (PKCS#11)
+
+SOFTHSM_DIR = (
+    Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "secure-ds" / "softhsm"
+)
+SOFTHSM_MODULE = Path(
+    os.environ.get("SECURE_DS_AUDIT_PKCS11_MODULE", "/usr/lib/softhsm/libsofthsm2.so")
+)
+SOFTHSM_TOKEN = "secure-ds-test"
+SOFTHSM_PIN = "secure-ds-test-pin"  # test token only (scripts/softhsm.sh)
+_softhsm_problem: list[str] = []  # [] untested, [""] usable, [message] not
+
+
+def require_softhsm() -> Path:
+    """The test token's state directory (``softhsm2.conf``, the keys' ``.pub`` files),
+    once the token answered a login. Sets ``SOFTHSM2_CONF`` (read when the module
+    loads) so every PKCS#11 signer in this process finds the test token."""
+    if not _softhsm_problem:
+        conf = SOFTHSM_DIR / "softhsm2.conf"
+        try:
+            if not conf.is_file() or not SOFTHSM_MODULE.is_file():
+                raise FileNotFoundError(conf if not conf.is_file() else SOFTHSM_MODULE)
+            os.environ["SOFTHSM2_CONF"] = str(conf)
+            from secure_ds.audit._pkcs11 import Pkcs11Signer
+
+            Pkcs11Signer(
+                module=SOFTHSM_MODULE,
+                token_label=SOFTHSM_TOKEN,
+                key_label="audit-ed25519",
+                pin=SOFTHSM_PIN,
+            ).close()
+            _softhsm_problem.append("")
+        except Exception as exc:  # ImportError too: python-pkcs11 is an optional extra
+            _softhsm_problem.append(
+                f"The SoftHSM2 test token is not usable ({type(exc).__name__}: {exc}); "
+                "run bash scripts/start-services.sh (or bash scripts/softhsm.sh)"
+            )
+    if _softhsm_problem[0]:
+        skip_unless_required(_softhsm_problem[0])
+    return SOFTHSM_DIR

@@ -5,7 +5,9 @@ durable before return, with signed Merkle checkpoints; and its verification.
 """
 
 from ._export import export_log
+from ._hybrid import HybridSigner, load_pq_signer
 from ._log import AuditLog, encode_record
+from ._pkcs11 import Pkcs11Signer
 from ._record import RECORD_SCHEMA, build_record
 from ._seal import (
     AuditorPrivateKey,
@@ -42,6 +44,8 @@ __all__ = [
     "AuditLog",
     "AuditorPrivateKey",
     "AuditorPublicKey",
+    "HybridSigner",
+    "Pkcs11Signer",
     "PublicKey",
     "RepairResult",
     "Sealer",
@@ -59,6 +63,7 @@ __all__ = [
     "is_checkpoint_line",
     "load_auditor_private_key",
     "load_auditor_public_key",
+    "load_pq_signer",
     "load_public_key",
     "load_signer",
     "read_records",

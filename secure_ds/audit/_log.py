@@ -49,6 +49,13 @@ Invariants (the rest of secure-ds relies on them):
    the tree and the newest leaf hash, and the records after it are replayed. A file
    ending in a torn line (a crash mid-write) is refused until ``secure-ds audit repair``
    cuts the torn line away.
+7. :meth:`AuditLog.rotate_key` ends the current key's epoch with a checkpoint signed by
+   the old key and the new one that announces the new key (:mod:`._checkpoint`); from
+   then on this writer signs with the new key, and the old key is retired. A writer
+   that still holds it fails closed when it reads the rotation (catching up with the
+   file, or opening a file whose newest checkpoint is the rotation); one that opens the
+   file later with the retired key is not stopped here, but ``verify`` names each line
+   it signs a ``wrong key``.
 """
 
 from __future__ import annotations
@@ -68,7 +75,7 @@ from typing import TYPE_CHECKING, Any, Literal
 
 from .._ids import rfc3339_millis
 from ..errors import AuditError
-from ._checkpoint import Checkpoint, NoteError, checkpoint_line, open_note
+from ._checkpoint import Checkpoint, NoteError, checkpoint_line, open_note, rotation_lines
 from ._entry import GENESIS, EntryError, leaf_data, leaf_hash_of, parse_line, render_line
 from ._jcs import canonicalize
 from ._signing import PublicKey, Signer, default_signer, load_signer
@@ -136,6 +143,7 @@ class AuditLog:
         self._last_line_is_checkpoint = False
         self._closing = False
         self._origin = origin or f"secure-ds.audit/{secrets.token_hex(8)}"
+        self._owned_signer: Signer | None = None
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
             created = not self.path.exists()
@@ -150,7 +158,7 @@ class AuditLog:
                 hint="Set SECURE_DS_AUDIT_PATH to a writable file; no call is sent without it.",
             ) from None
         try:
-            self._signer = signer if signer is not None else default_signer()
+            self._signer = _record_signer(signer if signer is not None else default_signer())
             self._alg = self._signer.alg
             self._key_id = self._signer.key_id
             self._open_chain()
@@ -171,22 +179,45 @@ class AuditLog:
 
     @classmethod
     def from_settings(cls, settings: Settings) -> AuditLog:
-        """The log ``settings`` describe: path, fsync policy, signing key, checkpoints."""
-        signer = None
-        if settings.audit_signing_key is not None:
+        """The log ``settings`` describe: path, fsync policy, signing key (a PEM file or
+        a PKCS#11 token; with an ML-DSA-65 key, hybrid checkpoints), checkpoints."""
+        signer: Signer | None = None
+        if settings.audit_signer == "pkcs11":
+            from ._pkcs11 import Pkcs11Signer
+
+            assert settings.audit_pkcs11_pin is not None  # validated with the settings
+            signer = Pkcs11Signer(
+                module=settings.audit_pkcs11_module,
+                token_label=settings.audit_pkcs11_token_label or "",
+                key_label=settings.audit_pkcs11_key_label or "",
+                pin=settings.audit_pkcs11_pin,
+            )
+        elif settings.audit_signing_key is not None:
             password = settings.audit_signing_key_password
             signer = load_signer(
                 settings.audit_signing_key, password.reveal().encode() if password else None
             )
-        return cls(
-            settings.audit_path,
-            fsync=settings.audit_fsync,
-            fsync_interval=settings.audit_fsync_interval,
-            signer=signer,
-            checkpoint_every=settings.audit_checkpoint_every,
-            checkpoint_interval=settings.audit_checkpoint_interval,
-            max_record_bytes=settings.audit_max_record_bytes,
-        )
+        if settings.audit_pq_key is not None:
+            from ._hybrid import HybridSigner, load_pq_signer
+
+            pq = load_pq_signer(settings.audit_pq_key, create=True)
+            signer = HybridSigner(signer if signer is not None else default_signer(), pq)
+        try:
+            log = cls(
+                settings.audit_path,
+                fsync=settings.audit_fsync,
+                fsync_interval=settings.audit_fsync_interval,
+                signer=signer,
+                checkpoint_every=settings.audit_checkpoint_every,
+                checkpoint_interval=settings.audit_checkpoint_interval,
+                max_record_bytes=settings.audit_max_record_bytes,
+            )
+        except BaseException:
+            if signer is not None:
+                signer.close()
+            raise
+        log._owned_signer = signer  # built here, so closed with the log (an HSM session)
+        return log
 
     # ------------------------------------------------------------------ properties
 
@@ -283,6 +314,44 @@ class AuditLog:
             return
         await asyncio.get_running_loop().run_in_executor(None, self.append, record)
 
+    def rotate_key(self, new_signer: Signer) -> dict[str, Any]:
+        """Start a new epoch signed by ``new_signer`` and return its checkpoint's JSON.
+
+        The checkpoint (of the tree as it is) is signed by the current key and by the new
+        one and names the new key (``epoch``/``key`` lines, :mod:`._checkpoint`); a
+        verifier that trusts the old key learns the new one from it and retires the old
+        one. Every record after it is signed by ``new_signer``; give the other writers of
+        this file the new key too (a writer still holding the old key fails closed).
+        """
+        new_signer = _record_signer(new_signer)
+        with self._io_lock:
+            self.check()
+            old = self._signer
+            if new_signer.key_id == old.key_id:
+                raise AuditError(
+                    f"The audit log {self.path} is already signed by key {old.key_id}.",
+                    hint="Rotate to a new key.",
+                )
+            if len(old.note_signers()) > 1 and len(new_signer.note_signers()) < 2:
+                raise AuditError(
+                    f"The audit log {self.path} has hybrid (ML-DSA-65) checkpoints; the new "
+                    "key would drop them, and verifiers refuse that downgrade.",
+                    hint="Rotate to a hybrid signer (SECURE_DS_AUDIT_PQ_KEY).",
+                )
+            self._lock_file()
+            try:
+                self._catch_up()
+                line = self._checkpoint_bytes(rotate_to=new_signer)
+                self._write(line)
+                self._signer = new_signer
+                self._alg = new_signer.alg
+                self._key_id = new_signer.key_id
+            finally:
+                self._unlock_file()
+            if self.fsync != "never":
+                self._sync()
+        return dict(json.loads(line))
+
     def checkpoint(self) -> dict[str, Any]:
         """Write a signed checkpoint of the tree now (even if one was just written) and
         return its JSON object."""
@@ -370,12 +439,19 @@ class AuditLog:
             self._sync()
         return dict(json.loads(line))
 
-    def _checkpoint_bytes(self) -> bytes:
+    def _checkpoint_bytes(self, rotate_to: Signer | None = None) -> bytes:
+        extra = rotation_lines(self._signer, rotate_to) if rotate_to is not None else ()
         cp = Checkpoint(
-            self._origin, self._tree.size, self._tree.root(), rfc3339_millis(time.time())
+            self._origin, self._tree.size, self._tree.root(), rfc3339_millis(time.time()), extra
         )
         line = encode_record(
-            checkpoint_line(cp, self._signer, last=self._prev, compact_range=self._tree.range)
+            checkpoint_line(
+                cp,
+                self._signer,
+                last=self._prev,
+                compact_range=self._tree.range,
+                rotate_to=rotate_to,
+            )
         )
         self._sealed = self._tree.size
         self._unsealed_since = 0.0
@@ -480,6 +556,7 @@ class AuditLog:
                         "SECURE_DS_AUDIT_PATH at a new file.",
                     )
                 last_checkpoint = self._resume_from(cp_line)
+                self._refuse_if_retired(last_checkpoint)
                 for line in after:
                     self._apply_record(line)
                 self._end = size
@@ -590,17 +667,30 @@ class AuditLog:
         for line in data[:-1].split(b"\n"):
             if line.startswith(_CHECKPOINT_PREFIX):
                 try:
-                    self._sealed = int(json.loads(line)["checkpoint"]["size"])
+                    cp = json.loads(line)["checkpoint"]
+                    self._sealed = int(cp["size"])
                 except (KeyError, TypeError, ValueError):
                     raise self._broken(
                         "holds a checkpoint line that does not parse",
                         f"Run `secure-ds audit verify {self.path}`.",
                     ) from None
+                self._refuse_if_retired(cp)
             else:
                 self._apply_record(line)
         self._end = size
         if self._sealed == self._tree.size:
             self._unsealed_since = 0.0
+
+    def _refuse_if_retired(self, cp: Mapping[str, Any]) -> None:
+        """Fail closed when a checkpoint retires this writer's key (another writer, or an
+        earlier run, rotated it): what it signed now would not verify."""
+        rotate = cp.get("rotate")
+        if isinstance(rotate, dict) and rotate.get("from") == self._key_id:
+            raise self._broken(
+                f"was rotated away from this writer's key {self._key_id}",
+                "Configure the new signing key (SECURE_DS_AUDIT_SIGNING_KEY) and create "
+                "a new client.",
+            )
 
     def _broken(self, problem: str, fix: str) -> AuditError:
         self._failure = f"the log {problem}"
@@ -631,6 +721,8 @@ class AuditLog:
                 with contextlib.suppress(OSError):
                     os.fsync(self._fd)
             os.close(self._fd)
+            if self._owned_signer is not None:
+                self._owned_signer.close()
 
     def __enter__(self) -> AuditLog:
         return self
@@ -648,6 +740,16 @@ _ENCODER = json.JSONEncoder(separators=(",", ":"), ensure_ascii=True)
 def encode_record(record: Mapping[str, Any]) -> bytes:
     """One line of compact, ASCII-only JSON."""
     return _ENCODER.encode(record).encode("ascii") + b"\n"
+
+
+def _record_signer(signer: Signer) -> Signer:
+    if signer.alg not in ("ed25519", "ecdsa-p256"):
+        raise AuditError(
+            f"An {signer.alg} key cannot sign audit records (key {signer.key_id}).",
+            hint="Sign records with an Ed25519 or EC P-256 key; an ML-DSA-65 key signs "
+            "checkpoints beside one of those (SECURE_DS_AUDIT_PQ_KEY).",
+        )
+    return signer
 
 
 def _fsync_dir(directory: Path) -> None:

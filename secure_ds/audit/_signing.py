@@ -14,16 +14,18 @@ Implemented here:
   (no group or other permission bits, like ssh keys), or, when none is configured,
   ``$XDG_STATE_HOME/secure-ds/audit-signing-key.pem`` created on first use.
 
-Left for later sessions, and *not* faked here:
+Elsewhere, behind the same interface:
 
-* a PKCS#11 signer (SoftHSM2 via ``python-pkcs11``): a ``Signer`` subclass whose
-  ``_sign`` calls ``Mechanism.EDDSA`` (SoftHSM2 offers Ed25519), or hashes with
-  SHA-256 and calls ``Mechanism.ECDSA`` (SoftHSM2 has no ``ECDSA_SHA256``), then
-  converts the raw ``r‖s`` to DER; the key id is computed from the token's public key
-  the same way, so verification does not change;
-* a hybrid Ed25519 + ML-DSA-65 checkpoint signer: a checkpoint note may carry several
-  signature lines (:mod:`._checkpoint`), so it adds an ML-DSA-65 line beside the
-  Ed25519 one rather than changing the format.
+* :class:`._pkcs11.Pkcs11Signer`: the key in a PKCS#11 token (SoftHSM2 via
+  ``python-pkcs11``): Ed25519 with ``CKM_EDDSA``, or P-256 with ``CKM_ECDSA`` over a
+  SHA-256 digest made here; the key id is computed from the token's public key the same
+  way, so verification does not change;
+* :class:`._hybrid.HybridSigner`: records signed by its classical key (Ed25519 or
+  P-256), checkpoints by that key *and* an ML-DSA-65 key (two signature lines).
+
+:class:`PublicKey` also verifies ML-DSA-65 (``alg="ml-dsa-65"``), for checkpoints only:
+a record line's algorithm is never ML-DSA (:mod:`._entry` accepts ed25519 and
+ecdsa-p256 only).
 """
 
 from __future__ import annotations
@@ -43,9 +45,27 @@ from cryptography.hazmat.primitives.asymmetric import ec, ed25519
 
 from ..errors import AuditError
 
+try:  # a cryptography with ML-DSA (only hybrid checkpoints need it; tested with 50.0)
+    from cryptography.hazmat.primitives.asymmetric.mldsa import (
+        MLDSA65PrivateKey,
+        MLDSA65PublicKey,
+    )
+
+    HAVE_MLDSA = True
+except ImportError:  # pragma: no cover - a cryptography without ML-DSA-65: none loads
+    HAVE_MLDSA = False
+
+    class MLDSA65PublicKey:  # type: ignore[no-redef]
+        """Stands in for the missing class, so isinstance checks are False."""
+
+    class MLDSA65PrivateKey:  # type: ignore[no-redef]
+        """Stands in for the missing class, so isinstance checks are False."""
+
+
 __all__ = [
     "DEFAULT_KEY_NAME",
     "Algorithm",
+    "KeyAlgorithm",
     "PublicKey",
     "Signer",
     "SoftwareSigner",
@@ -57,7 +77,8 @@ __all__ = [
     "load_signer",
 ]
 
-Algorithm = Literal["ed25519", "ecdsa-p256"]
+Algorithm = Literal["ed25519", "ecdsa-p256"]  # what signs records (and checkpoints)
+KeyAlgorithm = Literal["ed25519", "ecdsa-p256", "ml-dsa-65"]  # ml-dsa-65: checkpoints only
 DEFAULT_KEY_NAME = "audit-signing-key.pem"
 _ECDSA = ec.ECDSA(hashes.SHA256())
 
@@ -67,7 +88,7 @@ def key_id_of(public_key_der: bytes) -> str:
     return hashlib.sha256(public_key_der).digest()[:8].hex()
 
 
-def _spki(key: ed25519.Ed25519PublicKey | ec.EllipticCurvePublicKey) -> bytes:
+def _spki(key: ed25519.Ed25519PublicKey | ec.EllipticCurvePublicKey | MLDSA65PublicKey) -> bytes:
     return key.public_bytes(
         serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
     )
@@ -77,7 +98,7 @@ class Signer(abc.ABC):
     """Signs audit entries and checkpoints. Subclasses implement :meth:`_sign`; the
     public :meth:`sign` turns any failure into :class:`AuditError` (fail closed)."""
 
-    alg: Algorithm
+    alg: KeyAlgorithm
     public_key_der: bytes
     key_id: str
 
@@ -96,6 +117,14 @@ class Signer(abc.ABC):
     @abc.abstractmethod
     def _sign(self, message: bytes) -> bytes: ...
 
+    def close(self) -> None:  # noqa: B027 - optional: only signers holding a session close
+        """Release what the signer holds (an HSM session); nothing for a software key."""
+
+    def note_signers(self) -> tuple[Signer, ...]:
+        """The signers of a checkpoint note: this one (a hybrid signer adds its
+        post-quantum key, :class:`._hybrid.HybridSigner`)."""
+        return (self,)
+
     def public_key(self) -> PublicKey:
         return PublicKey.from_der(self.public_key_der)
 
@@ -104,13 +133,18 @@ class Signer(abc.ABC):
 
 
 class SoftwareSigner(Signer):
-    """A private key held in this process (Ed25519 or ECDSA P-256)."""
+    """A private key held in this process (Ed25519 or ECDSA P-256; ML-DSA-65 for the
+    post-quantum half of a :class:`._hybrid.HybridSigner`, which signs checkpoints only)."""
 
-    def __init__(self, key: ed25519.Ed25519PrivateKey | ec.EllipticCurvePrivateKey) -> None:
+    def __init__(
+        self, key: ed25519.Ed25519PrivateKey | ec.EllipticCurvePrivateKey | MLDSA65PrivateKey
+    ) -> None:
         if isinstance(key, ed25519.Ed25519PrivateKey):
             self.alg = "ed25519"
         elif isinstance(key, ec.EllipticCurvePrivateKey) and isinstance(key.curve, ec.SECP256R1):
             self.alg = "ecdsa-p256"
+        elif isinstance(key, MLDSA65PrivateKey):
+            self.alg = "ml-dsa-65"
         else:  # pragma: no cover - load_signer refuses other keys first
             raise TypeError("only Ed25519 and ECDSA P-256 keys sign audit logs")
         self._key = key
@@ -118,7 +152,7 @@ class SoftwareSigner(Signer):
         self.key_id = key_id_of(self.public_key_der)
 
     def _sign(self, message: bytes) -> bytes:
-        if isinstance(self._key, ed25519.Ed25519PrivateKey):
+        if isinstance(self._key, ed25519.Ed25519PrivateKey | MLDSA65PrivateKey):
             return self._key.sign(message)
         return self._key.sign(message, _ECDSA)
 
@@ -129,11 +163,15 @@ class SoftwareSigner(Signer):
 class PublicKey:
     """A key that audit signatures are checked against."""
 
-    def __init__(self, key: ed25519.Ed25519PublicKey | ec.EllipticCurvePublicKey) -> None:
+    def __init__(
+        self, key: ed25519.Ed25519PublicKey | ec.EllipticCurvePublicKey | MLDSA65PublicKey
+    ) -> None:
         if isinstance(key, ed25519.Ed25519PublicKey):
-            self.alg: Algorithm = "ed25519"
+            self.alg: KeyAlgorithm = "ed25519"
         elif isinstance(key, ec.EllipticCurvePublicKey) and isinstance(key.curve, ec.SECP256R1):
             self.alg = "ecdsa-p256"
+        elif isinstance(key, MLDSA65PublicKey):
+            self.alg = "ml-dsa-65"
         else:
             raise ValueError(f"{type(key).__name__} keys do not sign audit logs")
         self._key = key
@@ -143,7 +181,9 @@ class PublicKey:
     @classmethod
     def from_der(cls, der: bytes) -> PublicKey:
         key = serialization.load_der_public_key(der)
-        if not isinstance(key, ed25519.Ed25519PublicKey | ec.EllipticCurvePublicKey):
+        if not isinstance(
+            key, ed25519.Ed25519PublicKey | ec.EllipticCurvePublicKey | MLDSA65PublicKey
+        ):
             raise ValueError(f"{type(key).__name__} keys do not sign audit logs")
         return cls(key)
 
@@ -153,7 +193,7 @@ class PublicKey:
 
     def verify(self, signature: bytes, message: bytes) -> bool:
         try:
-            if isinstance(self._key, ed25519.Ed25519PublicKey):
+            if isinstance(self._key, ed25519.Ed25519PublicKey | MLDSA65PublicKey):
                 self._key.verify(signature, message)
             else:
                 self._key.verify(signature, message, _ECDSA)
@@ -163,11 +203,18 @@ class PublicKey:
 
     @property
     def raw(self) -> bytes:
-        """The key as signed-note key hashes use it (raw Ed25519 key; SPKI for P-256)."""
+        """The key as signed-note key hashes use it (raw Ed25519 key; SPKI for P-256 and
+        ML-DSA-65)."""
         if isinstance(self._key, ed25519.Ed25519PublicKey):
             raw = serialization.Encoding.Raw
             return self._key.public_bytes(raw, serialization.PublicFormat.Raw)
         return self.der
+
+    def pem(self) -> bytes:
+        """The key as PEM (``-----BEGIN PUBLIC KEY-----``), e.g. to pin at verify."""
+        return self._key.public_bytes(
+            serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
+        )
 
     def __repr__(self) -> str:
         return f"PublicKey(alg={self.alg!r}, key_id={self.key_id!r})"
@@ -226,29 +273,32 @@ def load_signer(path: Path, password: bytes | None = None) -> SoftwareSigner:
             "holds no usable PEM private key (or the passphrase is wrong)",
             "Use a PEM Ed25519 or EC P-256 private key (-----BEGIN PRIVATE KEY-----).",
         ) from None
-    if not isinstance(key, ed25519.Ed25519PrivateKey) and not (
+    if not isinstance(key, ed25519.Ed25519PrivateKey | MLDSA65PrivateKey) and not (
         isinstance(key, ec.EllipticCurvePrivateKey) and isinstance(key.curve, ec.SECP256R1)
     ):
         raise _key_error(
             path,
             f"holds a {type(key).__name__}, which does not sign audit logs",
-            "Use an Ed25519 key (the default) or an EC P-256 key (FIPS-approved ECDSA).",
+            "Use an Ed25519 key (the default) or an EC P-256 key (FIPS-approved ECDSA); "
+            "ML-DSA-65 keys sign checkpoints beside one of those.",
         )
     return SoftwareSigner(key)
 
 
-def generate_key_file(path: Path, alg: Algorithm = "ed25519") -> SoftwareSigner:
+def generate_key_file(path: Path, alg: KeyAlgorithm = "ed25519") -> SoftwareSigner:
     """Create a private key file (0600) and its public key beside it (``.pub``).
 
     Several processes may race to create the same file: each writes a temporary file
     and links it into place; the losers load the winner's key.
     """
     path = Path(path)
-    key: ed25519.Ed25519PrivateKey | ec.EllipticCurvePrivateKey = (
-        ed25519.Ed25519PrivateKey.generate()
-        if alg == "ed25519"
-        else ec.generate_private_key(ec.SECP256R1())
-    )
+    key: ed25519.Ed25519PrivateKey | ec.EllipticCurvePrivateKey | MLDSA65PrivateKey
+    if alg == "ed25519":
+        key = ed25519.Ed25519PrivateKey.generate()
+    elif alg == "ecdsa-p256":
+        key = ec.generate_private_key(ec.SECP256R1())
+    else:
+        key = MLDSA65PrivateKey.generate()
     pem = key.private_bytes(
         serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
     )
@@ -316,11 +366,11 @@ def load_public_key(path: Path) -> PublicKey:
         ) from None
     try:
         key = serialization.load_pem_public_key(data)
-        if isinstance(key, ed25519.Ed25519PublicKey | ec.EllipticCurvePublicKey):
+        if isinstance(key, ed25519.Ed25519PublicKey | ec.EllipticCurvePublicKey | MLDSA65PublicKey):
             return PublicKey(key)
     except ValueError:
         pass
     raise AuditError(
-        f"{path} holds no Ed25519 or EC P-256 public key.",
+        f"{path} holds no Ed25519, EC P-256 or ML-DSA-65 public key.",
         hint="Pass a PEM public key (-----BEGIN PUBLIC KEY-----).",
     )

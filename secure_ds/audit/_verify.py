@@ -9,7 +9,14 @@
 * every key is trusted: one of ``keys`` when keys are given (pinned), else a key that a
   checkpoint earlier in the file announced (trust on first use: a log rewritten
   wholesale with another key passes, which only pinned keys or an external checkpoint
-  detect);
+  detect); in both modes also a key that a **key rotation** announced: a checkpoint
+  signed by a key trusted before it (and by the new key, as proof of possession) whose
+  ``epoch``/``key`` lines name the new key. The rotation retires the old key: a record or
+  checkpoint it signs after the rotation is a ``wrong key``, and it is never trusted
+  again;
+* a hybrid checkpoint (:mod:`._hybrid`) verifies only with BOTH its signatures (the
+  classical one and the ML-DSA-65 one); once the log has had one, or an ML-DSA-65 key is
+  pinned, every later checkpoint (and an external one) must be hybrid too;
 * every checkpoint line is signed by a trusted key, and its size, root, newest leaf hash
   and compact range are those of the records before it;
 * every checkpoint given from outside the file (``checkpoints``: kept elsewhere, e.g. in
@@ -87,8 +94,9 @@ class VerifyResult:
     reason: Reason | None = None
     detail: str = ""
     signatures: bool = True  # False: chain and checkpoints only
-    keys: list[str] = dataclasses.field(default_factory=list)
+    keys: list[str] = dataclasses.field(default_factory=list)  # every key trusted on the way
     keys_pinned: bool = False
+    rotations: int = 0  # key rotations (new epochs) verified
     origin: str | None = None
     root: str = EMPTY_ROOT.hex()
     unsealed: int = 0  # records after the newest checkpoint in the file
@@ -160,7 +168,7 @@ def _verify_parallel(
 ) -> VerifyResult:
     chain = _walk(path, keys, False, external)
     end = chain.good_bytes  # signatures are checked up to where the chain walk stopped
-    trusted = {key_id: key.der for key_id, key in chain.trusted.items()}
+    trusted = {key_id: key.der for key_id, key in chain.known.items()}
     bounds = _split(path, end, jobs)
     # fork is quick and safe while this process has one thread (the CLI); with threads
     # about, a forked child could inherit a lock held mid-operation, so spawn instead
@@ -216,7 +224,11 @@ class _Walk:
     ) -> None:
         self.result = VerifyResult(path=str(path), signatures=signatures, keys_pinned=bool(keys))
         self.pinned = {k.key_id: k for k in keys}
-        self.trusted: dict[str, PublicKey] = dict(self.pinned)
+        self.trusted: dict[str, PublicKey] = dict(self.pinned)  # may sign here, now
+        self.known: dict[str, PublicKey] = dict(self.pinned)  # trusted at some point
+        self.retired: dict[str, int] = {}  # key id -> tree size of the rotation retiring it
+        # a pinned ML-DSA-65 key, or a hybrid checkpoint seen: checkpoints must be hybrid
+        self.pq_required = any(k.alg == "ml-dsa-65" for k in keys)
         self.signatures = signatures
         self.tree = CompactTree()
         self.prev = GENESIS
@@ -261,7 +273,7 @@ class _Walk:
         res.records = self.tree.size
         res.root = self.tree.root().hex()
         res.unsealed = self.tree.size - self.last_sealed
-        res.keys = sorted(self.trusted)
+        res.keys = sorted(self.known)
 
     def _note_root(self) -> None:
         if self.tree.size in self.wanted_sizes:
@@ -285,12 +297,7 @@ class _Walk:
             raise self._classify(parse_line(line), f, "its content does not match its hash")
         key = self.trusted.get(key_id.decode())
         if key is None:
-            raise _Bad(
-                "wrong key",
-                expected,
-                f"signed with key {key_id.decode()}, which is not "
-                + ("one of the pinned keys" if self.pinned else "announced by a checkpoint"),
-            )
+            raise _Bad("wrong key", expected, self._untrusted(key_id.decode(), "signed"))
         if self.signatures and (
             key.alg != alg.decode() or not key.verify(base64.b64decode(sig_b64), data)
         ):
@@ -300,31 +307,65 @@ class _Walk:
         self.prev_hex = h_hex
         self._note_root()
 
+    def _untrusted(self, key_id: str, what: str) -> str:
+        if key_id in self.retired:
+            return (
+                f"{what} with key {key_id}, which the key rotation at record "
+                f"{self.retired[key_id]} retired"
+            )
+        trust = "one of the pinned keys" if self.pinned else "announced by a checkpoint"
+        return f"{what} with key {key_id}, which is not {trust} or a key rotation"
+
     def _checkpoint(self, line: bytes, f: IO[bytes]) -> None:
         size = self.tree.size
         try:
             cp = json.loads(line)["checkpoint"]
             announced = PublicKey.from_b64(cp["public_key"])
             note = cp["note"]
+            pq_entry, rotate = cp.get("pq"), cp.get("rotate")
+            pq_key = PublicKey.from_b64(pq_entry["public_key"]) if pq_entry is not None else None
+            new_keys = self._rotation_keys(rotate, announced) if rotate is not None else []
         except (ValueError, KeyError, TypeError, binascii.Error):
             raise self._classify(None, f, "a checkpoint line that does not parse") from None
-        if announced.key_id != cp.get("key"):
+        if (
+            announced.key_id != cp.get("key")
+            or announced.alg == "ml-dsa-65"
+            or (
+                pq_key is not None
+                and (pq_key.key_id != pq_entry.get("key") or pq_key.alg != "ml-dsa-65")
+            )
+        ):
             raise _Bad("edited", size, "a checkpoint's key id does not match its public key")
-        if self.pinned:
-            if announced.key_id not in self.pinned:
-                raise _Bad(
-                    "wrong key",
-                    size,
-                    f"a checkpoint signed with key {announced.key_id}, "
-                    "which is not one of the pinned keys",
-                )
-            candidates = [self.pinned[announced.key_id]]
-        else:
-            candidates = [announced]
+        signed_by = [announced] if pq_key is None else [announced, pq_key]
+        for key in signed_by:
+            if key.key_id in self.retired or (
+                key.key_id not in self.trusted and (self.pinned or rotate is not None)
+            ):
+                raise _Bad("wrong key", size, self._untrusted(key.key_id, "a checkpoint signed"))
+        if self.pq_required and pq_key is None:
+            raise _Bad(
+                "wrong key",
+                size,
+                f"a checkpoint signed by key {announced.key_id} alone: this log's checkpoints "
+                "need an ML-DSA-65 signature too (hybrid), so one without it is a downgrade",
+            )
+        candidates = [self.trusted.get(k.key_id, k) for k in signed_by] + new_keys
         try:
-            checkpoint, _ = open_note(note, candidates)
+            checkpoint, verified = open_note(note, candidates)
         except NoteError as exc:
             raise _Bad("edited", size, f"a checkpoint does not verify ({exc})") from None
+        verified_ids = {k.key_id for k in verified}
+        for key in candidates:
+            if key.key_id not in verified_ids:
+                raise _Bad(
+                    "edited",
+                    size,
+                    f"a checkpoint's {key.alg} signature (key {key.key_id}) does not verify; "
+                    "every signature of a checkpoint must",
+                )
+        expected_extra = _rotation_text(announced, new_keys) if rotate is not None else ()
+        if checkpoint.extra != expected_extra:
+            raise _Bad("edited", size, "a checkpoint's key rotation lines do not match its line")
         res = self.result
         if res.origin is None:
             res.origin = checkpoint.origin
@@ -358,10 +399,43 @@ class _Walk:
             base64.b64encode(h).decode() for h in self.tree.range
         ]:
             raise _Bad("edited", size, "a checkpoint's chain state does not match the records")
-        if not self.pinned:
-            self.trusted.setdefault(announced.key_id, announced)
+        if rotate is not None:
+            for key in signed_by:  # the old epoch ends: its keys sign nothing more
+                self.trusted.pop(key.key_id, None)
+                self.retired[key.key_id] = size
+            for key in new_keys:
+                self.trusted[key.key_id] = self.known[key.key_id] = key
+            self.result.rotations += 1
+        elif not self.pinned:
+            for key in signed_by:
+                self.trusted.setdefault(key.key_id, key)
+                self.known.setdefault(key.key_id, key)
+        if pq_key is not None or any(k.alg == "ml-dsa-65" for k in new_keys):
+            self.pq_required = True
         self.last_sealed = size
         self.result.checkpoints += 1
+
+    def _rotation_keys(self, rotate: Any, old: PublicKey) -> list[PublicKey]:
+        """The new keys of a rotation line (raises ValueError/KeyError/TypeError when it
+        does not parse): a classical key, then optionally an ML-DSA-65 key."""
+        if rotate["from"] != old.key_id:
+            raise ValueError("a rotation names another old key than its signer")
+        keys = [PublicKey.from_b64(entry["public_key"]) for entry in rotate["keys"]]
+        ids = [entry["key"] for entry in rotate["keys"]]
+        algs = [k.alg for k in keys]
+        if (
+            ids != [k.key_id for k in keys]
+            or algs[:1] == ["ml-dsa-65"]
+            or algs[1:]
+            not in (
+                [],
+                ["ml-dsa-65"],
+            )
+        ):
+            raise ValueError("a rotation's keys are a classical key and an optional ML-DSA-65 key")
+        if any(k.key_id in self.retired or k.key_id == old.key_id for k in keys):
+            raise ValueError("a rotation to a retired key")
+        return keys
 
     # ------------------------------------------------------------------ classifying
 
@@ -421,32 +495,43 @@ class _Walk:
     # ------------------------------------------------------------------ outside checkpoints
 
     def _prepare_external(self) -> None:
+        self.deferred: list[str] = []
         for note in self.external:
             keys = list(self.pinned.values())
-            if not keys:
-                # trust on first use: the keys are learnt from the file, so check later
-                self.wanted_sizes.add(_note_size(note))
-                continue
             try:
-                checkpoint, _ = open_note(note, keys)
+                if not keys:
+                    raise NoteError("no pinned keys")
+                checkpoint, verified = open_note(note, keys)
+            except NoteError:
+                # trust on first use, or a key a rotation in the file announces: the
+                # keys are learnt from the file, so check it after the walk
+                self.wanted_sizes.add(_note_size(note))
+                self.deferred.append(note)
+                continue
+            self._check_hybrid(verified)
+            self.external_checkpoints.append(checkpoint)
+            self.wanted_sizes.add(checkpoint.size)
+
+    def _check_hybrid(self, verified: Sequence[PublicKey]) -> None:
+        if self.pq_required and not any(k.alg == "ml-dsa-65" for k in verified):
+            raise _Bad(
+                "wrong key",
+                0,
+                "an external checkpoint has no valid ML-DSA-65 signature; this log's "
+                "checkpoints are hybrid",
+            )
+
+    def _check_external(self) -> None:
+        keys = list(self.known.values())
+        for note in self.deferred:
+            try:
+                checkpoint, verified = open_note(note, keys)
             except NoteError as exc:
                 raise _Bad(
                     "wrong key", 0, f"an external checkpoint does not verify ({exc})"
                 ) from None
+            self._check_hybrid(verified)
             self.external_checkpoints.append(checkpoint)
-            self.wanted_sizes.add(checkpoint.size)
-
-    def _check_external(self) -> None:
-        if not self.pinned:
-            keys = list(self.trusted.values())
-            for note in self.external:
-                try:
-                    checkpoint, _ = open_note(note, keys)
-                except NoteError as exc:
-                    raise _Bad(
-                        "wrong key", 0, f"an external checkpoint does not verify ({exc})"
-                    ) from None
-                self.external_checkpoints.append(checkpoint)
         for checkpoint in self.external_checkpoints:
             if self.result.origin is not None and checkpoint.origin != self.result.origin:
                 raise _Bad(
@@ -470,6 +555,14 @@ class _Walk:
                     "a checkpoint kept outside: it was rewritten",
                 )
             self.result.external_checkpoints += 1
+
+
+def _rotation_text(old: PublicKey, new: Sequence[PublicKey]) -> tuple[str, ...]:
+    """The note lines a rotation from ``old`` to ``new`` signs (as
+    :func:`._checkpoint.rotation_lines` writes them)."""
+    lines = [f"epoch {new[0].key_id} previous {old.key_id}"]
+    lines += [f"key {k.alg} {k.key_id} {base64.b64encode(k.der).decode('ascii')}" for k in new]
+    return tuple(lines)
 
 
 def _note_size(note: str) -> int:

@@ -113,6 +113,7 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     checkpoint.add_argument("path", type=Path, help="the audit log")
     checkpoint.add_argument("--json", action="store_true", help="print the checkpoint line")
     _register_export_and_seal(actions)
+    _register_rotate(actions)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -132,6 +133,8 @@ def run(args: argparse.Namespace) -> int:
         return _keygen_auditor(args)
     if args.audit_command == "unseal":
         return _unseal(args)
+    if args.audit_command == "rotate-key":
+        return _rotate_key(args)
     return 2  # pragma: no cover - argparse requires a known subcommand
 
 
@@ -471,3 +474,58 @@ def _unseal(args: argparse.Namespace) -> int:
             hint="Bodies are sealed only while SECURE_DS_AUDIT_SEAL_TO is set.",
         )
     return 1 if failed else 0
+
+
+def _register_rotate(actions: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    rotate = actions.add_parser(
+        "rotate-key",
+        help="start a new signing-key epoch: the old key announces the new one",
+        description="Write a checkpoint signed by the current key and the new key that "
+        "announces the new key; the log's records are signed by the new key from then on, "
+        "and verifiers that trust the old key learn the new one from it (the old key is "
+        "retired). Point SECURE_DS_AUDIT_SIGNING_KEY at the new key afterwards.",
+    )
+    rotate.add_argument("path", type=Path, help="the audit log")
+    rotate.add_argument(
+        "--new-key",
+        type=Path,
+        required=True,
+        metavar="NEW.pem",
+        help="the new private key (PEM, 0600); created (Ed25519, or --alg) when missing",
+    )
+    rotate.add_argument(
+        "--key",
+        type=Path,
+        metavar="OLD.pem",
+        help="the current private key (default: SECURE_DS_AUDIT_SIGNING_KEY, else the "
+        "default key file)",
+    )
+    rotate.add_argument(
+        "--alg", choices=["ed25519", "ecdsa-p256"], default="ed25519", help="for a new key"
+    )
+    rotate.add_argument("--json", action="store_true", help="print the rotation checkpoint")
+
+
+def _rotate_key(args: argparse.Namespace) -> int:
+    from ..audit import AuditLog, default_signer, generate_key_file, load_signer
+
+    old_path = args.key or (
+        Path(os.environ["SECURE_DS_AUDIT_SIGNING_KEY"])
+        if os.environ.get("SECURE_DS_AUDIT_SIGNING_KEY")
+        else None
+    )
+    old = load_signer(old_path) if old_path is not None else default_signer()
+    new = load_signer(args.new_key) if args.new_key.exists() else None
+    if new is None:
+        new = generate_key_file(args.new_key, args.alg)
+    with AuditLog(args.path, signer=old) as log:
+        line = log.rotate_key(new)
+    if args.json:
+        sys.stdout.write(json.dumps(line) + "\n")
+    else:
+        print(
+            f"Rotated {args.path} from key {old.key_id} to {new.key_id} at record "
+            f"{line['checkpoint']['size']}. Set SECURE_DS_AUDIT_SIGNING_KEY={args.new_key} "
+            "for every writer of this log."
+        )
+    return 0
