@@ -89,7 +89,6 @@ ENV_VARS: dict[str, str] = {
     "audit_pkcs11_pin": "SECURE_DS_AUDIT_PKCS11_PIN",
     "audit_pq_key": "SECURE_DS_AUDIT_PQ_KEY",
     "audit_seal_to": "SECURE_DS_AUDIT_SEAL_TO",
-    "audit_seal_to": "SECURE_DS_AUDIT_SEAL_TO",
     "max_attempts": "SECURE_DS_MAX_ATTEMPTS",
     "backoff_factor": "SECURE_DS_BACKOFF_FACTOR",
     "backoff_max": "SECURE_DS_BACKOFF_MAX",
