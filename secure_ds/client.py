@@ -42,12 +42,14 @@ from .guard import AsyncGuardedTransport, Classifier, Guard, GuardedTransport, M
 from .identity import (
     AsyncRotatingTransport,
     ClientPair,
+    RequestSigner,
     RotatingIdentity,
     RotatingTransport,
     TokenProvider,
     build_ssl_context,
     token_provider_from_settings,
 )
+from .identity._httpsig import SigningKey
 from .policy import CedarDecider, PolicyStore
 
 if TYPE_CHECKING:
@@ -124,6 +126,11 @@ def _follow_rotation(guard: Guard, identity: RotatingIdentity) -> None:
     def rotated(pair: ClientPair) -> None:
         # a token bound to the old certificate would be refused (RFC 8705): drop it
         guard.token_provider.on_certificate_rotated(pair.cert_der)
+        if guard.signer is not None and isinstance(pair.private_key, SigningKey):
+            # RFC 9421 signatures with the validated new key, keyid = its thumbprint;
+            # set before cert_thumbprint, so Guard.outgoing never sees them disagree
+            # (and never re-reads the files, which may be mid-rotation again)
+            guard.signer = RequestSigner(pair.private_key, keyid=pair.thumbprint)
         guard.cert_thumbprint = pair.thumbprint  # what audit records name from now on
         guard._identity_cache = None
 

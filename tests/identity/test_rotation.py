@@ -90,6 +90,10 @@ def test_rotated_files_are_used_by_the_next_call(
         # the server saw the new certificate and a token bound to it, at the first try
         assert seen_by_server(sb) == second.thumbprint
         assert sb.stats.auth_failures == failures
+        last = sb.last_request
+        assert last is not None
+        # RFC 9421: signed with the new key, keyid naming the new certificate
+        assert f'keyid="{second.thumbprint}"' in last["headers"]["signature-input"]
         assert client.certificate is not None
         assert client.certificate.current().generation == 1
         assert client.certificate.current().thumbprint == second.thumbprint
