@@ -37,7 +37,9 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     """Add the ``audit`` group (``verify``, ``repair``, ``prove``, ``tail``, ``checkpoint``)."""
     audit = subparsers.choices.get("audit")
     if audit is None:
-        audit = subparsers.add_parser("audit", help="the signed audit log: verify, repair, prove")
+        audit = subparsers.add_parser(
+            "audit", help="the signed audit log: verify, repair, prove, export, unseal"
+        )
     actions = audit.add_subparsers(dest="audit_command", required=True)
 
     verify = actions.add_parser(

@@ -8,6 +8,7 @@ import base64
 import hashlib
 import json
 import os
+import pickle
 from pathlib import Path
 from typing import Any
 
@@ -162,6 +163,8 @@ def test_key_files(tmp_path: Path, auditor: tuple[Path, Path]) -> None:
     assert load_auditor_public_key(public) == key.public
     assert "AuditorPrivateKey(key_id=" in repr(key)
     assert json.loads(private.read_text())["x25519"] not in repr(key)
+    with pytest.raises(TypeError, match="not pickled"):
+        pickle.dumps(key)
     with pytest.raises(AuditError, match="never overwritten"):
         generate_auditor_key(private)
     os.chmod(private, 0o640)
