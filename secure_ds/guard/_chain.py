@@ -309,7 +309,6 @@ class Guard:
             signer.sign(request, call.body_bytes)
         return request
 
-
     @staticmethod
     def _wire_request(call: Call) -> httpx2.Request:
         original = call.request

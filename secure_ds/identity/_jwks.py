@@ -35,7 +35,7 @@ import json
 import ssl
 import threading
 import time
-from collections.abc import Collection, Iterable, Mapping
+from collections.abc import Callable, Collection, Iterable, Mapping
 from typing import Any, Final, Protocol
 from urllib.parse import urlsplit
 
@@ -135,6 +135,7 @@ class JwksCache:
     ``verify`` is what httpx2 checks the JWKS server's certificate with (an
     ``ssl.SSLContext``, or ``True`` for the system store). Thread-safe: one lock
     serialises fetches, so concurrent tokens with an unknown ``kid`` cause one request.
+    The rate limit counts from the last fetch of any kind (``clock``: monotonic seconds).
     """
 
     def __init__(
@@ -145,6 +146,7 @@ class JwksCache:
         timeout: float = 5.0,
         min_refetch_interval: float = 30.0,
         max_age: float = 600.0,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         _check_jwks_url(url)
         if not 0.1 <= timeout <= 60:
@@ -158,6 +160,7 @@ class JwksCache:
         self._timeout = httpx2.Timeout(timeout, connect=min(timeout, 3.05))
         self.min_refetch_interval = min_refetch_interval
         self.max_age = max_age
+        self._clock = clock
         self._lock = threading.Lock()
         self._keys: dict[str, tuple[PublicKey, Mapping[str, Any]]] = {}
         self._fetched_at: float | None = None  # last successful fetch (monotonic)
@@ -200,14 +203,14 @@ class JwksCache:
 
     def _stale(self) -> bool:
         fetched = self._fetched_at
-        return fetched is None or time.monotonic() - fetched > self.max_age
+        return fetched is None or self._clock() - fetched > self.max_age
 
     def _may_fetch(self) -> bool:
         attempted = self._attempted_at
-        return attempted is None or time.monotonic() - attempted >= self.min_refetch_interval
+        return attempted is None or self._clock() - attempted >= self.min_refetch_interval
 
     def _fetch_locked(self, *, keep_on_error: bool) -> None:
-        self._attempted_at = time.monotonic()
+        self._attempted_at = self._clock()
         self.fetches += 1
         try:
             keys = _parse_jwks(self._get())
@@ -220,7 +223,7 @@ class JwksCache:
         ):
             self.generation += 1
         self._keys = keys
-        self._fetched_at = time.monotonic()
+        self._fetched_at = self._clock()
 
     def _get(self) -> bytes:
         try:
@@ -302,8 +305,8 @@ class TokenValidator:
         kid = header.get("kid")
         if kid is not None and not isinstance(kid, str):
             raise TokenRejected("kid", "token kid is not a string")
+        key, jwk = self.keys.key_for(kid)  # may (re)fetch: read the generation after it
         generation = self.keys.generation
-        key, jwk = self.keys.key_for(kid)
         _check_key_fits(alg, key, jwk)
         try:
             payload_bytes = self._jws.decode_complete(token, key, algorithms=[alg])["payload"]
