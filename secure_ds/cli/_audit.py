@@ -10,6 +10,7 @@ a bad key).
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import sys
@@ -380,6 +381,12 @@ def _export(args: argparse.Namespace) -> int:
                 integrity=args.integrity,
                 progress=lambda done: bar.update(task, completed=done),
             )
+        except BrokenPipeError:
+            # the reader of stdout (e.g. `head`) stopped reading: stop quietly, as Unix
+            # tools do; stdout goes to /dev/null so the interpreter's final flush is quiet
+            with contextlib.suppress(OSError, ValueError):
+                os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+            return 0
         except LogNotVerified as exc:
             Console(stderr=True, soft_wrap=True).print(
                 f"[bold red]FAILED[/] {escape(str(exc))}", highlight=False

@@ -15,7 +15,7 @@ from typing import Any
 import jsonschema
 import pytest
 
-from secure_ds import ConfigError, SecureDeepSeek, Settings, StreamInterrupted
+from secure_ds import AsyncSecureDeepSeek, ConfigError, SecureDeepSeek, Settings, StreamInterrupted
 from secure_ds.audit import (
     AuditLog,
     AuditorPrivateKey,
@@ -334,3 +334,21 @@ def test_a_stream_tracker_drops_bodies_over_the_limit() -> None:
     tracker.feed(b"data: 67890\n")
     assert tracker.body is None
     assert tracker.size == 24
+
+
+async def test_the_async_client_seals_bodies_and_streams_too(
+    sb: Sandbox, tmp_path: Path, auditor: tuple[Path, Path]
+) -> None:
+    private, public = auditor
+    settings = sb.client_settings("alice", audit_path=tmp_path / "a.jsonl", audit_seal_to=public)
+    async with AsyncSecureDeepSeek(settings=settings) as client:
+        await client.chat.completions.create(model="deepseek-flash", messages=MESSAGES)
+        stream = await client.chat.completions.create(
+            model="deepseek-flash", messages=MESSAGES, stream=True
+        )
+        assert [c async for c in stream]
+    assert MARKER.encode() not in settings.audit_path.read_bytes()
+    key = load_auditor_private_key(private)
+    plain, streamed = read_records(settings.audit_path)
+    assert b'"choices"' in (unseal_record(key, plain).response or b"")
+    assert b"data: [DONE]" in (unseal_record(key, streamed).response or b"")
