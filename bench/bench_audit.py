@@ -12,7 +12,11 @@ the fsync policy:
   durability decision;
 * verification of the resulting log: full (every signature; in one process, and with
   the signatures checked by one process per CPU, ``verify --jobs``) and chain +
-  checkpoints only.
+  checkpoints only;
+* the signers, sign and verify per second over a record's leaf data, against software
+  Ed25519 (the default): software ECDSA P-256, SoftHSM2 through PKCS#11 (Ed25519 and
+  P-256; when scripts/softhsm.sh has made its test token) and a hybrid Ed25519 +
+  ML-DSA-65 checkpoint note (signed by both; verified: both signatures checked).
 
 Records are a realistic ~2 KB audit record (a chat call under a Cedar policy). Targets
 (issue 5, on these 2-core machines): >= 10,000 durable signed appends/s; full
@@ -233,6 +237,79 @@ def sealing_us(d: Path, n: int, key: Path) -> dict[str, float]:
     return {"append_us": plain, "append_sealed_us": sealed, "seal_us": alone}
 
 
+def _rate(n: int, fn: Any) -> float:
+    start = time.perf_counter()
+    for i in range(n):
+        fn(i)
+    return n / (time.perf_counter() - start)
+
+
+def _hsm_signers() -> tuple[dict[str, Any], str]:
+    """The SoftHSM2 test token's signers (scripts/softhsm.sh), or why there are none."""
+    cache = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
+    conf = cache / "secure-ds" / "softhsm" / "softhsm2.conf"
+    if conf.is_file():
+        os.environ.setdefault("SOFTHSM2_CONF", str(conf))
+    try:
+        from secure_ds.audit import Pkcs11Signer
+
+        env = os.environ.get
+        signers = {
+            f"SoftHSM2 (PKCS#11) {alg}": Pkcs11Signer(
+                module=env("SECURE_DS_AUDIT_PKCS11_MODULE", "/usr/lib/softhsm/libsofthsm2.so"),
+                token_label=env("SECURE_DS_AUDIT_PKCS11_TOKEN_LABEL", "secure-ds-test"),
+                key_label=label,
+                pin=env("SECURE_DS_AUDIT_PKCS11_PIN", "secure-ds-test-pin"),
+            )
+            for alg, label in (("Ed25519", "audit-ed25519"), ("ECDSA P-256", "audit-p256"))
+        }
+    except Exception as exc:  # an optional row: the rest of the benchmark still runs
+        return {}, f"{type(exc).__name__}: {exc} (run bash scripts/softhsm.sh)"
+    return signers, ""
+
+
+def signer_rates(d: Path, n: int) -> tuple[dict[str, dict[str, float]], str]:
+    """Sign and verify per second for each signer over ~2 KB leaf data; the hybrid row
+    signs and opens checkpoint notes (two signatures each)."""
+    from secure_ds.audit import HybridSigner, generate_key_file, load_pq_signer
+    from secure_ds.audit._checkpoint import Checkpoint, open_note, sign_note
+
+    messages = [canonicalize(make_record(i)) for i in range(n)]
+    signers: dict[str, Any] = {
+        "software Ed25519": generate_key_file(d / "keys" / "ed.pem"),
+        "software ECDSA P-256": generate_key_file(d / "keys" / "p256.pem", "ecdsa-p256"),
+    }
+    hsm, why = _hsm_signers()
+    signers.update(hsm)
+    out: dict[str, dict[str, float]] = {}
+    for name, signer in signers.items():
+        count = n if name.startswith("software") else max(n // 4, 1)
+        sigs = [signer.sign(messages[i]) for i in range(min(count, 8))]
+        key = signer.public_key()
+        out[name] = {
+            "sign_per_s": _rate(count, lambda i, s=signer: s.sign(messages[i])),
+            "verify_per_s": _rate(
+                count, lambda i, k=key, g=sigs: k.verify(g[i % 8], messages[i % 8])
+            ),
+        }
+        signer.close()
+    hybrid = HybridSigner(
+        signers["software Ed25519"], load_pq_signer(d / "keys" / "pq.pem", create=True)
+    )
+    keys = [s.public_key() for s in hybrid.note_signers()]
+    notes_n = max(n // 10, 1)
+    cps = [
+        Checkpoint("bench", i, hashlib.sha256(str(i).encode()).digest(), "t")
+        for i in range(notes_n)
+    ]
+    notes = [sign_note(cps[i], hybrid.note_signers()) for i in range(min(notes_n, 8))]
+    out["hybrid checkpoint Ed25519 + ML-DSA-65"] = {
+        "sign_per_s": _rate(notes_n, lambda i: sign_note(cps[i], hybrid.note_signers())),
+        "verify_per_s": _rate(notes_n, lambda i: open_note(notes[i % 8], keys)),
+    }
+    return out, why
+
+
 def canonicalisation_us(n: int) -> tuple[float, float | None]:
     records = [make_record(i) for i in range(n)]
     start = time.perf_counter()
@@ -315,6 +392,7 @@ def main(argv: list[str] | None = None) -> int:
         )
         ours_us, reference_us = canonicalisation_us(min(n, 5000))
         seal = sealing_us(d, min(n, 5000), key)
+        signers, hsm_missing = signer_rates(d, min(n, 4000))
     for row in rows:
         row["vs_floor"] = row["records_per_s"] / base
         row["meets_target"] = (
@@ -344,6 +422,23 @@ def main(argv: list[str] | None = None) -> int:
         f"(+{seal['append_sealed_us'] - seal['append_us']:.0f} us; one seal alone "
         f"{seal['seal_us']:.0f} us)"
     )
+    base_signer = signers["software Ed25519"]
+    sig_table = Table(title="audit signers (sign/verify per second; ratio vs software Ed25519)")
+    for column in ("", "sign/s", "vs Ed25519", "verify/s", "vs Ed25519"):
+        sig_table.add_column(column, justify="left" if not column else "right")
+    for name, rate in signers.items():
+        rate["sign_vs_ed25519"] = rate["sign_per_s"] / base_signer["sign_per_s"]
+        rate["verify_vs_ed25519"] = rate["verify_per_s"] / base_signer["verify_per_s"]
+        sig_table.add_row(
+            name,
+            f"{rate['sign_per_s']:,.0f}",
+            f"{rate['sign_vs_ed25519']:.3f}x",
+            f"{rate['verify_per_s']:,.0f}",
+            f"{rate['verify_vs_ed25519']:.3f}x",
+        )
+    console.print(sig_table)
+    if hsm_missing:
+        console.print(f"SoftHSM2 rows not measured: {hsm_missing}")
     if args.json:
         args.json.write_text(
             json.dumps(
@@ -351,6 +446,7 @@ def main(argv: list[str] | None = None) -> int:
                     "rows": rows,
                     "canonical_us": {"ours": ours_us, "rfc8785": reference_us},
                     "seal": seal,
+                    "signers": signers,
                 },
                 indent=2,
             )

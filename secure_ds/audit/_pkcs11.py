@@ -48,16 +48,28 @@ _PIN_VAR = "SECURE_DS_AUDIT_PKCS11_PIN"
 # per process); share it between signers.
 _LIBS: dict[str, Any] = {}
 _LIBS_LOCK = threading.Lock()
-# PKCS#11 login is per process, not per session: while one signer is logged in to a
-# token, another C_Login fails (CKR_USER_ALREADY_LOGGED_IN) and a new session shares
-# the login without any PIN check. So the PIN that logged in is remembered (salted
-# SHA-256, never the PIN) and a second signer's PIN must equal it.
-_LOGINS: dict[tuple[str, str], bytes] = {}
+# PKCS#11 login is per process, not per session: while one session is logged in to a
+# token, another C_Login fails (CKR_USER_ALREADY_LOGGED_IN), and logging out (which
+# python-pkcs11 does when it closes a session) logs every session out. So the signers
+# of one token share one logged-in session, counted, closed with the last of them; the
+# PIN that logged in is remembered (salted SHA-256, never the PIN) and a second
+# signer's PIN must equal it, since the token cannot check it again.
 _SALT = os.urandom(16)
 
 
 def _pin_digest(pin: str) -> bytes:
     return hashlib.sha256(_SALT + pin.encode()).digest()
+
+
+class _Shared:
+    def __init__(self, session: Any, digest: bytes) -> None:
+        self.session = session
+        self.digest = digest
+        self.refs = 1
+        self.lock = threading.Lock()  # a session signs for one thread at a time
+
+
+_SESSIONS: dict[tuple[str, str], _Shared] = {}
 
 
 def _import_pkcs11() -> Any:
@@ -139,7 +151,8 @@ class Pkcs11Signer(Signer):
             ) from None
         try:
             with _LIBS_LOCK:
-                self._session = self._log_in(token, secret, p11e)
+                self._shared = self._log_in(token, secret, p11e)
+            self._session = self._shared.session
         except (p11e.PinIncorrect, p11e.PinInvalid, p11e.PinLenRange) as exc:
             raise ConfigError(
                 _PIN_VAR,
@@ -179,10 +192,12 @@ class Pkcs11Signer(Signer):
                     fix="Use an Ed25519 (CKK_EC_EDWARDS) or EC P-256 (CKK_EC) key pair.",
                 )
         except ConfigError:
-            self._close()
+            with _LIBS_LOCK:
+                self._close()
             raise
         except (ValueError, p11e.PKCS11Error) as exc:
-            self._close()
+            with _LIBS_LOCK:
+                self._close()
             raise ConfigError(
                 _KEY_VAR,
                 f"the public key of {key_label!r} is not an Ed25519 or P-256 key "
@@ -190,27 +205,37 @@ class Pkcs11Signer(Signer):
                 fix="Use an Ed25519 or EC P-256 (secp256r1) key pair.",
             ) from None
         self._private = private
-        self._lock = threading.Lock()
+        self._lock = self._shared.lock
+        self._closed = False
         self.public_key_der = _spki(pub_key)
         self.key_id = key_id_of(self.public_key_der)
 
-    def _log_in(self, token: Any, pin: Secret, p11e: Any) -> Any:
+    def _log_in(self, token: Any, pin: Secret, p11e: Any) -> _Shared:
         login = (self.module, self.token_label)
-        try:
-            session = token.open(user_pin=pin.reveal())
-        except p11e.UserAlreadyLoggedIn:
-            known = _LOGINS.get(login)
-            if known is None or not hmac.compare_digest(known, _pin_digest(pin.reveal())):
+        digest = _pin_digest(pin.reveal())
+        shared = _SESSIONS.get(login)
+        if shared is not None:
+            if not hmac.compare_digest(shared.digest, digest):
                 raise ConfigError(
                     _PIN_VAR,
                     f"is not the PIN this process logged in to the token {self.token_label!r} "
-                    "with (the token shares one login per process, so it cannot check "
-                    "another one now)",
+                    "with (the token has one login per process, so it cannot check another "
+                    "one now)",
                     fix="Set it to the token's user PIN (it is a secret: not logged).",
-                ) from None
-            return token.open()  # shares the process's login (checked: the same PIN)
-        _LOGINS[login] = _pin_digest(pin.reveal())
-        return session
+                )
+            shared.refs += 1
+            return shared
+        try:
+            session = token.open(user_pin=pin.reveal())
+        except p11e.UserAlreadyLoggedIn:
+            raise ConfigError(
+                _TOKEN_VAR,
+                f"other code in this process is logged in to the token {self.token_label!r}, "
+                "so this PIN cannot be checked",
+                fix="Let secure-ds open the token's sessions (one Pkcs11Signer per key).",
+            ) from None
+        shared = _SESSIONS[login] = _Shared(session, digest)
+        return shared
 
     def _find_keys(self) -> tuple[Any, Any]:
         from pkcs11 import ObjectClass
@@ -240,6 +265,8 @@ class Pkcs11Signer(Signer):
 
     def _sign(self, message: bytes) -> bytes:
         with self._lock:
+            if self._closed:
+                raise RuntimeError("the signer was closed")
             if self.alg == "ed25519":
                 return bytes(self._private.sign(message, mechanism=self._mechanism))
             digest = hashlib.sha256(message).digest()
@@ -260,14 +287,25 @@ class Pkcs11Signer(Signer):
             ) from None
 
     def _close(self) -> None:
-        # best effort: a session that cannot close is dropped with the process anyway
-        with contextlib.suppress(Exception):
-            self._session.close()
+        """Drop this signer's share of the session; the last one closes it (_LIBS_LOCK
+        held by the caller)."""
+        shared = self._shared
+        shared.refs -= 1
+        if shared.refs == 0:
+            _SESSIONS.pop((self.module, self.token_label), None)
+            # best effort: a session that cannot close is dropped with the process anyway
+            with contextlib.suppress(Exception):
+                shared.session.close()
 
     def close(self) -> None:
-        """Log out and close the session (the signer signs no more)."""
-        with self._lock:
-            self._close()
+        """Sign no more; the token's last signer in this process logs out and closes
+        the shared session."""
+        with _LIBS_LOCK:
+            if self._closed:
+                return
+            self._closed = True
+            with self._lock:
+                self._close()
 
     def __reduce__(self) -> str | tuple[object, ...]:
         raise TypeError("an HSM audit signer holds a logged-in session and cannot be pickled")

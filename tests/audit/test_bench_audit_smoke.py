@@ -31,3 +31,11 @@ def test_bench_audit_reports_the_floor_appends_and_verification(tmp_path: Path) 
     assert report["canonical_us"]["ours"] > 0
     assert report["seal"]["append_sealed_us"] > 0
     assert report["seal"]["seal_us"] > 0
+    signers = report["signers"]  # software keys and the hybrid note always; SoftHSM2 if set up
+    for name in (
+        "software Ed25519",
+        "software ECDSA P-256",
+        "hybrid checkpoint Ed25519 + ML-DSA-65",
+    ):
+        assert signers[name]["sign_per_s"] > 0
+        assert signers[name]["verify_per_s"] > 0

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from secure_ds import ConfigError, SecureDeepSeek
+from secure_ds import AuditError, ConfigError, SecureDeepSeek
 from secure_ds.audit import AuditLog, load_public_key, read_records, verify_log
 from secure_ds.audit._pkcs11 import Pkcs11Signer
 from secure_ds.config import Settings
@@ -116,6 +116,10 @@ def test_signers_share_the_login_and_a_wrong_pin_is_still_refused() -> None:
             hsm_signer(pin="not-the-pin")  # not checked by the token now: refused here
         assert err.value.variable == "SECURE_DS_AUDIT_PKCS11_PIN"
         assert "not-the-pin" not in str(err.value)
+        first.close()  # the shared login stays while another signer uses it
+        assert second.sign(b"x")
+        with pytest.raises(AuditError):
+            first.sign(b"x")  # a closed signer signs no more
     finally:
         first.close()
         second.close()
