@@ -30,7 +30,7 @@ from .errors import ConfigError
 
 __all__ = ["ENV_VARS", "Settings", "TokenProviderName", "check_endpoint"]
 
-TokenProviderName = Literal["embedded", "api-key"]
+TokenProviderName = Literal["embedded", "api-key", "keycloak"]
 
 # field name -> environment variable
 ENV_VARS: dict[str, str] = {
@@ -60,6 +60,16 @@ ENV_VARS: dict[str, str] = {
     "subject": "SECURE_DS_SUBJECT",
     "roles": "SECURE_DS_ROLES",
     "attributes": "SECURE_DS_ATTRIBUTES",
+    # Keycloak (SECURE_DS_TOKEN_PROVIDER=keycloak; secure_ds.identity._keycloak)
+    "keycloak_url": "SECURE_DS_KEYCLOAK_URL",
+    "keycloak_realm": "SECURE_DS_KEYCLOAK_REALM",
+    "keycloak_client_id": "SECURE_DS_KEYCLOAK_CLIENT_ID",
+    "keycloak_client_secret": "SECURE_DS_KEYCLOAK_CLIENT_SECRET",
+    "keycloak_client_auth": "SECURE_DS_KEYCLOAK_CLIENT_AUTH",
+    "keycloak_client_assertion_key": "SECURE_DS_KEYCLOAK_CLIENT_ASSERTION_KEY",
+    "keycloak_ca_bundle": "SECURE_DS_KEYCLOAK_CA_BUNDLE",
+    "keycloak_scope": "SECURE_DS_KEYCLOAK_SCOPE",
+    "keycloak_timeout": "SECURE_DS_KEYCLOAK_TIMEOUT",
     "policy_dir": "SECURE_DS_POLICY_DIR",
     "policy_reload": "SECURE_DS_POLICY_RELOAD",
     "pricing": "SECURE_DS_PRICING",
@@ -163,6 +173,26 @@ class Settings:
     subject: str | None = None
     roles: tuple[str, ...] = ()
     attributes: Mapping[str, Any] = dataclasses.field(default_factory=dict)
+
+    # Keycloak (SECURE_DS_TOKEN_PROVIDER=keycloak): tokens come from the realm's token
+    # endpoint, for client keycloak_client_id, authenticated by keycloak_client_auth:
+    # "client_secret" (keycloak_client_secret), "private_key_jwt" (an RFC 7523 assertion
+    # signed with keycloak_client_assertion_key) or "tls_client_auth" (the mTLS client
+    # certificate, SECURE_DS_CLIENT_CERT/KEY; tokens are bound to it). SECURE_DS_AUDIENCE
+    # names the gateway's client id for token exchange. keycloak_ca_bundle: Keycloak's CA
+    # (default: the system store); keycloak_timeout: the read timeout of each request to
+    # Keycloak (the connect timeout is SECURE_DS_CONNECT_TIMEOUT).
+    keycloak_url: str | None = None
+    keycloak_realm: str | None = None
+    keycloak_client_id: str | None = None
+    keycloak_client_secret: Secret | None = None
+    keycloak_client_auth: Literal["client_secret", "private_key_jwt", "tls_client_auth"] = (
+        "client_secret"
+    )
+    keycloak_client_assertion_key: Path | None = None
+    keycloak_ca_bundle: Path | None = None
+    keycloak_scope: str | None = None
+    keycloak_timeout: float = 10.0
 
     policy_dir: Path | None = None
     policy_reload: float = 2.0
@@ -411,12 +441,13 @@ class Settings:
                 f"{self.dlp_config} is not a readable file",
                 "Point it at a TOML file of [[pattern]] and [[dictionary]] rules.",
             )
-        if self.token_provider not in ("embedded", "api-key"):
+        if self.token_provider not in ("embedded", "api-key", "keycloak"):
             raise _err(
                 "token_provider",
                 f"unknown token provider {self.token_provider!r}",
-                "Use embedded (certificate-bound JWTs signed with SECURE_DS_ISSUER_KEY) "
-                "or api-key (send DEEPSEEK_API_KEY as the bearer token).",
+                "Use embedded (certificate-bound JWTs signed with SECURE_DS_ISSUER_KEY), "
+                "api-key (send DEEPSEEK_API_KEY as the bearer token) or keycloak (tokens "
+                "from SECURE_DS_KEYCLOAK_URL).",
             )
         if self.spki_pin is not None and not _SPKI_PIN_RE.match(self.spki_pin):
             raise _err(
@@ -599,6 +630,9 @@ class Settings:
                     "Set DEEPSEEK_API_KEY, or use SECURE_DS_TOKEN_PROVIDER=embedded.",
                 )
             return
+        if self.token_provider == "keycloak":
+            self._validate_keycloak()
+            return
         if self.client_cert is None:
             raise _err(
                 "client_cert",
@@ -622,6 +656,92 @@ class Settings:
                 f"{type(key).__name__} keys are not supported for tokens",
                 "Use an EC P-256 key (ES256) or an Ed25519 key (EdDSA).",
             )
+
+    def _validate_keycloak(self) -> None:
+        """SECURE_DS_TOKEN_PROVIDER=keycloak: where the realm is and how the client
+        authenticates (only the chosen method's inputs are required)."""
+        _check_range("keycloak_timeout", self.keycloak_timeout, 0.1, 600.0, "seconds, e.g. 10")
+        if not self.keycloak_url:
+            raise _err(
+                "keycloak_url",
+                "is not set, but SECURE_DS_TOKEN_PROVIDER=keycloak fetches tokens there",
+                "Set it to Keycloak's base URL, e.g. https://sso.example.com (no /realms/...).",
+            )
+        check_endpoint(self.keycloak_url, variable=ENV_VARS["keycloak_url"])
+        if "/realms/" in self.keycloak_url.rstrip("/") + "/":
+            raise _err(
+                "keycloak_url",
+                "contains /realms/; it is Keycloak's base URL",
+                "Drop /realms/... and put the realm's name in SECURE_DS_KEYCLOAK_REALM.",
+            )
+        for field, example in (("keycloak_realm", "secure-ds"), ("keycloak_client_id", "my-app")):
+            value = getattr(self, field)
+            if not value or not re.fullmatch(r"[A-Za-z0-9._~-]{1,255}", value):
+                raise _err(
+                    field,
+                    "is not set" if not value else f"{value!r} is not a realm or client name",
+                    f"Set it as Keycloak shows it (letters, digits, . _ ~ -), e.g. {example}.",
+                )
+        method = self.keycloak_client_auth
+        if method not in ("client_secret", "private_key_jwt", "tls_client_auth"):
+            raise _err(
+                "keycloak_client_auth",
+                f"{method!r} is not a client authentication method",
+                "Use client_secret, private_key_jwt (RFC 7523, with "
+                "SECURE_DS_KEYCLOAK_CLIENT_ASSERTION_KEY) or tls_client_auth (the mTLS "
+                "certificate in SECURE_DS_CLIENT_CERT/KEY).",
+            )
+        if method == "client_secret" and (
+            self.keycloak_client_secret is None or not self.keycloak_client_secret.reveal()
+        ):
+            raise _err(
+                "keycloak_client_secret",
+                "is not set, but SECURE_DS_KEYCLOAK_CLIENT_AUTH=client_secret sends it",
+                "Set it to the client's secret (Keycloak: Clients > the client > Credentials).",
+            )
+        if method == "private_key_jwt":
+            if self.keycloak_client_assertion_key is None:
+                raise _err(
+                    "keycloak_client_assertion_key",
+                    "is not set, but SECURE_DS_KEYCLOAK_CLIENT_AUTH=private_key_jwt signs with it",
+                    "Point it at the PEM private key (EC P-256, RSA or Ed25519) whose "
+                    "certificate is registered for the client in Keycloak.",
+                )
+            key = _load_private_key(
+                "keycloak_client_assertion_key", self.keycloak_client_assertion_key, None
+            )
+            if not isinstance(key, ec.EllipticCurvePrivateKey | ed25519.Ed25519PrivateKey) and (
+                getattr(key, "key_size", 0) < 2048
+            ):
+                raise _err(
+                    "keycloak_client_assertion_key",
+                    f"{type(key).__name__} keys cannot sign the client assertion",
+                    "Use an EC P-256, RSA (>= 2048 bits) or Ed25519 key.",
+                )
+        if method == "tls_client_auth":
+            if self.client_cert is None:
+                raise _err(
+                    "client_cert",
+                    "is not set, but SECURE_DS_KEYCLOAK_CLIENT_AUTH=tls_client_auth "
+                    "authenticates with the client certificate",
+                    "Set SECURE_DS_CLIENT_CERT and SECURE_DS_CLIENT_KEY to the pair Keycloak "
+                    "maps to the client.",
+                )
+            if self.client_key_password is not None:
+                raise _err(
+                    "client_key_password",
+                    "is set, but the Keycloak client (requests) cannot use an encrypted key",
+                    "Use an unencrypted client key (mode 0600) with tls_client_auth, or "
+                    "another SECURE_DS_KEYCLOAK_CLIENT_AUTH.",
+                )
+            if not self.keycloak_url.startswith("https://"):
+                raise _err(
+                    "keycloak_url",
+                    "is not https, but tls_client_auth presents the certificate in TLS",
+                    "Use Keycloak's https listener (started with --https-client-auth=request).",
+                )
+        if self.keycloak_ca_bundle is not None:
+            _load_cert_chain("keycloak_ca_bundle", self.keycloak_ca_bundle)
 
     def _validate_otlp(self) -> None:
         _check_range("otlp_interval", self.otlp_interval, 0.01, 3600.0, "seconds, e.g. 1")
@@ -786,6 +906,9 @@ _SECRET_FIELDS |= {"audit_signing_key_password"}
 _PATH_FIELDS |= {"audit_pkcs11_module", "audit_pq_key"}
 _SECRET_FIELDS |= {"audit_pkcs11_pin"}
 _PATH_FIELDS |= {"audit_seal_to"}
+_PATH_FIELDS |= {"keycloak_client_assertion_key", "keycloak_ca_bundle"}
+_SECRET_FIELDS |= {"keycloak_client_secret"}
+_FLOAT_FIELDS |= {"keycloak_timeout"}
 
 
 def _parse(field: str, raw: str) -> Any:

@@ -60,6 +60,7 @@ __all__ = [
     "StreamInterrupted",
     "TLSFailed",
     "TokenRejected",
+    "TokenRequestError",
     "UpstreamError",
     "upstream_error_for",
 ]
@@ -100,6 +101,28 @@ class PolicyError(ConfigError):
 
 class IdentityError(SecureDSError):
     """The caller's identity (token, certificate) could not be established."""
+
+
+class TokenRequestError(IdentityError):
+    """A token endpoint (Keycloak) refused a request or could not be reached in time.
+
+    ``url`` names the endpoint, ``status`` its HTTP status (``None``: no answer came) and
+    ``oauth_error`` the RFC 6749 error code it gave (``invalid_client``...), if any.
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        url: str,
+        hint: str = "",
+        status: int | None = None,
+        oauth_error: str | None = None,
+    ) -> None:
+        self.url = url
+        self.status = status
+        self.oauth_error = oauth_error
+        super().__init__(message, hint=hint)
 
 
 class CertificateRotationError(IdentityError):

@@ -189,3 +189,49 @@ def require_softhsm() -> Path:
     if _softhsm_problem[0]:
         skip_unless_required(_softhsm_problem[0])
     return SOFTHSM_DIR
+
+
+# ---------------------------------------------------------------------- Keycloak
+
+KEYCLOAK_URL = os.environ.get("SECURE_DS_TEST_KEYCLOAK_URL", "http://127.0.0.1:18180")
+KEYCLOAK_MTLS_URL = os.environ.get("SECURE_DS_TEST_KEYCLOAK_MTLS_URL", "https://127.0.0.1:18543")
+KEYCLOAK_PKI = Path(
+    os.environ.get(
+        "SECURE_DS_TEST_KEYCLOAK_PKI",
+        Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
+        / "secure-ds"
+        / "keycloak"
+        / "pki",
+    )
+)
+KEYCLOAK_REALM = "secure-ds"
+_keycloak_problem: list[str] = []  # [] untested, [""] reachable, [message] not
+
+
+def require_keycloak() -> str:
+    """The test Keycloak's base URL, once realm ``secure-ds`` answered its discovery
+    request and the test PKI that ``scripts/keycloak.sh`` made is there (checked once)."""
+    if not _keycloak_problem:
+        try:
+            answer = httpx2.get(
+                f"{KEYCLOAK_URL}/realms/{KEYCLOAK_REALM}/.well-known/openid-configuration",
+                timeout=3,
+                trust_env=False,
+            )
+            if answer.status_code != 200:
+                raise RuntimeError(f"HTTP {answer.status_code}")
+            for name in ("ca.pem", "mtls-client.pem", "mtls-client.key", "jwt-client.key"):
+                if not (KEYCLOAK_PKI / name).is_file():
+                    raise FileNotFoundError(KEYCLOAK_PKI / name)
+            import keycloak  # noqa: F401  (python-keycloak: the optional extra)
+
+            _keycloak_problem.append("")
+        except Exception as exc:
+            _keycloak_problem.append(
+                f"Keycloak realm {KEYCLOAK_REALM} is not answering at {KEYCLOAK_URL} or its "
+                f"test PKI is missing ({type(exc).__name__}); run bash scripts/start-services.sh "
+                "(or bash scripts/keycloak.sh), or set SECURE_DS_TEST_KEYCLOAK_URL"
+            )
+    if _keycloak_problem[0]:
+        skip_unless_required(_keycloak_problem[0])
+    return KEYCLOAK_URL

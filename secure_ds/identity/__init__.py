@@ -17,23 +17,6 @@ from ._jwks import (
     ValidatedToken,
     check_binding,
 )
-from ._httpsig import (
-    ReplayCache,
-    RequestSigner,
-    SignatureVerifier,
-    SignedRequest,
-    SigningAuth,
-    VerifiedSignature,
-    content_digest,
-)
-from ._jwks import (
-    ASYMMETRIC_ALGORITHMS,
-    JwksCache,
-    StaticKeys,
-    TokenValidator,
-    ValidatedToken,
-    check_binding,
-)
 from ._keycloak import KeycloakTokenProvider
 from ._rotation import AsyncRotatingTransport, ClientPair, RotatingIdentity, RotatingTransport
 from ._tls import SPKIPinError, build_ssl_context, cert_thumbprint, spki_pin_of
@@ -53,6 +36,7 @@ __all__ = [
     "ClientPair",
     "EmbeddedIssuer",
     "JwksCache",
+    "KeycloakTokenProvider",
     "ReplayCache",
     "RequestSigner",
     "RotatingIdentity",

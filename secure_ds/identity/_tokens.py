@@ -252,6 +252,10 @@ def token_provider_from_settings(settings: Settings) -> TokenProvider:
     if settings.token_provider == "api-key":
         assert settings.api_key is not None  # Settings validation guarantees it
         return ApiKeyProvider(settings.api_key, subject=settings.subject, roles=settings.roles)
+    if settings.token_provider == "keycloak":
+        from ._keycloak import KeycloakTokenProvider  # loads python-keycloak only when used
+
+        return KeycloakTokenProvider.from_settings(settings)
     assert settings.issuer_key is not None
     assert settings.client_cert is not None
     key = serialization.load_pem_private_key(Path(settings.issuer_key).read_bytes(), None)
