@@ -354,7 +354,7 @@ class SignatureVerifier:
         *,
         replay_cache: ReplayCache | None = None,
         max_lifetime: int = 300,
-        skew: int = 5,
+        skew: int = 30,
         tag: str = TAG,
     ) -> None:
         self.replay_cache = replay_cache if replay_cache is not None else ReplayCache()
