@@ -446,7 +446,9 @@ def load_auditor_public_key(path: Path) -> AuditorPublicKey:
     try:
         x_pub = _unb64(data.get("x25519"), "x25519")
         k_pub = _unb64(data.get("ml_kem_1024"), "ml_kem_1024")
-        x25519.X25519PublicKey.from_public_bytes(x_pub)
+        # one trial agreement: a low-order X25519 point (all-zero secret) raises here,
+        # at configuration time, instead of failing every call's record later
+        x25519.X25519PrivateKey.generate().exchange(x25519.X25519PublicKey.from_public_bytes(x_pub))
         mlkem.MLKEM1024PublicKey.from_public_bytes(k_pub)
     except (SealError, ValueError):
         raise AuditError(

@@ -177,6 +177,11 @@ def test_key_files(tmp_path: Path, auditor: tuple[Path, Path]) -> None:
         load_auditor_public_key(tmp_path / "edited.pub")
     with pytest.raises(AuditError, match="is not an auditor public key"):
         load_auditor_public_key(private)
+    low_order = json.loads(public.read_text())
+    low_order["x25519"] = _b64(bytes(32))  # the all-zero point: no shared secret
+    (tmp_path / "low.pub").write_text(json.dumps(low_order))
+    with pytest.raises(AuditError, match="malformed X25519"):
+        load_auditor_public_key(tmp_path / "low.pub")
 
 
 def test_a_bad_seal_to_setting_names_the_variable(tmp_path: Path) -> None:
