@@ -5,7 +5,9 @@ only in the record they were sealed for, and only unaltered."""
 from __future__ import annotations
 
 import base64
+import csv
 import hashlib
+import io
 import json
 import os
 import pickle
@@ -20,6 +22,7 @@ from secure_ds.audit import (
     AuditLog,
     AuditorPrivateKey,
     Sealer,
+    export_log,
     generate_auditor_key,
     load_auditor_private_key,
     load_auditor_public_key,
@@ -278,6 +281,11 @@ def test_bodies_too_large_for_the_record_are_omitted_and_the_call_goes_on(
     assert "ct" in small["sealed"]
     jsonschema.validate(large, SCHEMA)
     assert verify_log(settings.audit_path).ok
+    # the CSV export says which records carry sealed bodies
+    out = io.StringIO()
+    export_log(settings.audit_path, fmt="csv", out=out)
+    rows = list(csv.DictReader(io.StringIO(out.getvalue(), newline="")))
+    assert [r["sealed"] for r in rows] == ["omitted", "sealed"]
 
 
 def test_editing_a_sealed_member_in_the_log_breaks_the_signature(
