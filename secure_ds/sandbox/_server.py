@@ -195,7 +195,7 @@ class _App:
         faults: _Faults,
         recorder: _Recorder,
         base_url: str,
-        signatures: SignatureVerifier,
+        signatures: SignatureVerifier | None,
         require_signatures: bool,
     ) -> None:
         self._verifier = verifier
@@ -252,7 +252,11 @@ class _App:
             return _error(401, exc.reason, headers=_WWW_AUTHENTICATE)
         signed = "signature-input" in request.headers or "signature" in request.headers
         # a signature is checked whenever one is present, even where none is required
-        if peer is not None and (self._require_signatures or signed):
+        if (
+            self._signatures is not None
+            and peer is not None
+            and (self._require_signatures or signed)
+        ):
             try:
                 await self._check_signature(request, peer)
             except SignatureRejected as exc:
@@ -312,6 +316,7 @@ class _App:
 
     async def _check_signature(self, request: web.Request, peer: tuple[str, VerifyingKey]) -> None:
         """RFC 9421: signed with the presented certificate's key, over the body received."""
+        assert self._signatures is not None
         body = request[_BODY] = await _read_body(request)
         headers = request.headers
         thumbprint, key = peer
@@ -684,7 +689,9 @@ class Sandbox:
 
     ``require_signatures`` (default on): every request must carry a valid RFC 9421
     signature made with the presented certificate's key; off, unsigned requests pass
-    but a signature that is present is still checked.
+    but a signature that is present is still checked, unless ``check_signatures`` is
+    off too (benchmarks comparing a signing client with one that does not sign, where
+    the server should do the same work for both).
     """
 
     def __init__(
@@ -696,17 +703,21 @@ class Sandbox:
         jwks_audience: str | Sequence[str] | None = None,
         jwks_verify: ssl.SSLContext | bool = True,
         require_signatures: bool = True,
+        check_signatures: bool = True,
     ) -> None:
         if token_alg not in ("ES256", "EdDSA"):
             raise ValueError(f"unsupported token_alg {token_alg!r}; use 'ES256' or 'EdDSA'")
         if (jwks_url is None) != (jwks_issuer is None):
             raise ValueError("jwks_url and jwks_issuer go together: set both or neither")
+        if require_signatures and not check_signatures:
+            raise ValueError("require_signatures needs check_signatures")
         self._token_alg: IssuerAlg = token_alg
         # built now: a bad URL fails here, and the cache outlives restarts
         self._jwks = JwksCache(jwks_url, verify=jwks_verify) if jwks_url is not None else None
         self._jwks_issuer = jwks_issuer
         self._jwks_audience = jwks_audience
         self.require_signatures = require_signatures
+        self.check_signatures = check_signatures
         self._faults = _Faults()
         self._recorder = _Recorder()
         self._lock = threading.Lock()
@@ -765,7 +776,7 @@ class Sandbox:
                 self._faults,
                 self._recorder,
                 base_url,
-                SignatureVerifier(replay_cache=ReplayCache()),
+                SignatureVerifier(replay_cache=ReplayCache()) if self.check_signatures else None,
                 self.require_signatures,
             )
             app = handlers.build()

@@ -234,3 +234,16 @@ def test_signing_on_without_a_client_certificate_is_a_config_error(tmp_path: Pat
     assert caught.value.variable == "SECURE_DS_REQUEST_SIGNING"
     with pytest.raises(ConfigError, match="SECURE_DS_REQUEST_SIGNING"):
         Settings.from_env({"SECURE_DS_REQUEST_SIGNING": "maybe"})
+
+
+def test_unchecked_signatures_are_for_benchmarks_only() -> None:
+    """bench_client's set-up: the server does the same work for a signing and a
+    non-signing client; it cannot be combined with required signatures."""
+    with pytest.raises(ValueError, match="require_signatures needs check_signatures"):
+        Sandbox(check_signatures=False)
+    with Sandbox(require_signatures=False, check_signatures=False) as sandbox:
+        alice = Alice(sandbox)
+        request = alice.request()
+        alice.signer.sign(request, BODY, now=time.time() - 300)
+        assert alice.send(request).status_code == 200  # not looked at
+        assert sandbox.stats.signed_requests == 0
