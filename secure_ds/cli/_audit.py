@@ -14,7 +14,9 @@ import contextlib
 import json
 import os
 import sys
+from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 from rich.console import Console
 from rich.markup import escape
@@ -410,28 +412,33 @@ def _keygen_auditor(args: argparse.Namespace) -> int:
     return 0
 
 
+def _records(path: Path) -> Iterator[dict[str, Any]]:
+    """The log's records, one at a time (a large log is never held whole)."""
+    from ..audit import read_records
+
+    try:
+        yield from read_records(path)
+    except OSError as exc:
+        raise SecureDSError(
+            f"Cannot read the audit log {path} ({exc.strerror or type(exc).__name__}).",
+            hint="Pass the path of an audit log file.",
+        ) from None
+    except ValueError:
+        raise SecureDSError(
+            f"{path} holds a line that is not JSON.",
+            hint=f"Run `secure-ds audit verify {path}` to find it.",
+        ) from None
+
+
 def _unseal(args: argparse.Namespace) -> int:
     import base64
 
-    from ..audit import read_records
     from ..audit._seal import load_auditor_private_key, unseal_record
     from ..errors import SealError
 
     key = load_auditor_private_key(args.key)
     failed = found = 0
-    try:
-        records = list(read_records(args.path))
-    except OSError as exc:
-        raise SecureDSError(
-            f"Cannot read the audit log {args.path} ({exc.strerror or type(exc).__name__}).",
-            hint="Pass the path of an audit log file.",
-        ) from None
-    except ValueError:
-        raise SecureDSError(
-            f"{args.path} holds a line that is not JSON.",
-            hint=f"Run `secure-ds audit verify {args.path}` to find it.",
-        ) from None
-    for record in records:
+    for record in _records(args.path):
         index = (record.get("integrity") or {}).get("index")
         if args.index is not None and index != args.index:
             continue

@@ -333,3 +333,21 @@ def test_cli_exports_a_client_log_in_every_format(
     assert main(["audit", "export", str(log), "--chain-only"]) == 0
     out = capsys.readouterr().out
     assert [json.loads(x)["event_id"] for x in out.splitlines()] == [r["event_id"] for r in records]
+
+
+def test_cli_export_pins_the_signer_key(
+    hostile_log: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from secure_ds.audit import generate_key_file
+
+    from ._logs import default_pub
+
+    assert main(["audit", "export", str(hostile_log), "--key", str(default_pub())]) == 0
+    assert len(capsys.readouterr().out.splitlines()) == len(HOSTILE)
+    generate_key_file(tmp_path / "other.pem")
+    pub = tmp_path / "other.pub"  # written beside the key
+    code = main(["audit", "export", str(hostile_log), "--key", str(pub)])
+    captured = capsys.readouterr()
+    assert code == 1
+    assert captured.out == ""
+    assert "wrong key" in captured.err
