@@ -385,8 +385,12 @@ class SignatureVerifier:
         nonce, created, expires, claimed_keyid = _required_params(params)
         if not hmac.compare_digest(claimed_keyid.encode(), keyid.encode()):
             raise SignatureRejected("signature keyid is not the presented client certificate")
+        try:
+            key_alg = _alg_for(public_key)
+        except IdentityError:
+            raise SignatureRejected("the certificate's key type cannot sign requests") from None
         alg = params.get("alg")
-        if alg is not None and alg != _alg_for(public_key):
+        if alg is not None and alg != key_alg:
             raise SignatureRejected(f"signature alg {alg!r} does not fit the certificate key")
         if created > now + self.skew:
             raise SignatureRejected("signature created in the future")

@@ -188,6 +188,14 @@ class JwksCache:
             if self._may_fetch():
                 self._fetch_locked(keep_on_error=entry is not None)
                 entry = self._keys.get(kid)
+        if entry is None and self._fetched_at is None:
+            # never fetched (the issuer was down, and the retry waits for the interval):
+            # say so, rather than blaming the token's kid
+            raise JwksUnavailable(
+                f"The JWKS at {self.url} has not been fetched yet (the last attempt failed).",
+                hint=f"Check that the issuer is reachable; retried after "
+                f"{self.min_refetch_interval:g} s.",
+            )
         if entry is None:
             raise TokenRejected(
                 "kid",

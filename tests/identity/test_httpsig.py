@@ -350,3 +350,11 @@ def test_garbled_signature_headers_are_refused(
     request.headers["signature-input"] = signature_input
     request.headers["signature"] = signature
     assert reason in _refusal(request, key)
+
+
+def test_certificate_key_that_cannot_sign_is_refused_not_an_error() -> None:
+    p384 = ec.generate_private_key(ec.SECP384R1())
+    with pytest.raises(IdentityError, match="P-256 only"):
+        RequestSigner(p384, keyid="kid")
+    request = _signed(ed25519.Ed25519PrivateKey.generate())
+    assert _refusal(request, p384) == "the certificate's key type cannot sign requests"

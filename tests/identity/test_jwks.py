@@ -271,16 +271,22 @@ def test_jwks_server_down_is_a_clear_error_and_known_keys_survive_a_failed_refre
     jwks_server: JwksServer, es_key: ec.EllipticCurvePrivateKey
 ) -> None:
     jwks_server.status = 503
-    validator = _validator(JwksCache(jwks_server.url, min_refetch_interval=0.0))
+    now = [0.0]
+    cache = JwksCache(jwks_server.url, clock=lambda: now[0])
+    validator = _validator(cache)
     with pytest.raises(JwksUnavailable, match="HTTP 503"):
         validator.validate(_token(es_key, "k1"))
+    with pytest.raises(JwksUnavailable, match="not been fetched yet"):  # within 30 s
+        validator.validate(_token(es_key, "k1"))
+    assert jwks_server.requests == 1
+    now[0] += 30
     jwks_server.status = 200
     jwks_server.publish("k1", es_key)
     validator.validate(_token(es_key, "k1"))
     jwks_server.status = 500
-    assert isinstance(validator.keys, JwksCache)
-    validator.keys.max_age = 0.0  # stale: the next use refetches, which fails
+    now[0] += 3600  # stale (older than max_age): the next use refetches, which fails
     validator.validate(_token(es_key, "k1"))  # served from the keys it had
+    assert jwks_server.requests == 3
 
 
 def test_jwks_fetch_that_hangs_times_out(jwks_server: JwksServer) -> None:
