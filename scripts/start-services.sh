@@ -36,4 +36,13 @@ bash "$here/softhsm.sh" >/dev/null || {
     echo "start-services: the SoftHSM2 token could not be prepared (see the message above)" >&2
     exit 1
 }
+# - Keycloak 26 (scripts/keycloak.sh): the keycloak-quarkus-dist zip from Maven Central,
+#   cached with its database and test PKI in ~/.cache/secure-ds/keycloak (the first start
+#   takes minutes: download and Quarkus build; a restart about 40 s); realm secure-ds
+#   from keycloak/realm-secure-ds.json on http 127.0.0.1:18180 and https (mTLS) :18543,
+#   for the Keycloak token tests (tests/identity/test_keycloak*.py).
+bash "$here/keycloak.sh" start >/dev/null || {
+    echo "start-services: Keycloak failed to download or start (see the message above)" >&2
+    exit 1
+}
 echo "start-services: all services are up"

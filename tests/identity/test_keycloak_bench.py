@@ -1,0 +1,39 @@
+"""bench/bench_identity.py still runs against the test Keycloak and reports every row
+(its figures are not asserted: timings on a shared machine vary from run to run)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests._services import require_keycloak
+
+pytestmark = pytest.mark.integration
+
+BENCH = Path(__file__).parents[2] / "bench" / "bench_identity.py"
+
+
+def test_bench_identity_reports_cold_miss_and_cached_rows(tmp_path: Path) -> None:
+    require_keycloak()
+    out = tmp_path / "bench.json"
+    done = subprocess.run(  # noqa: S603 (our own script, fixed arguments)
+        [sys.executable, str(BENCH), "--quick", "--json", str(out)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    report = json.loads(out.read_text())
+    rows = report["client_credentials"]
+    assert [r["method"] for r in rows] == ["client_secret", "private_key_jwt", "tls_client_auth"]
+    for row in rows:
+        for key in ("cold_fetch_ms", "miss_ms", "cached_hit_us", "cold_over_hit"):
+            assert row[key] > 0
+    assert report["exchange"]["cached_hit_us"] > 0
+    assert report["baseline_static_hit_us"] > 0
+    assert "cold fetch" in done.stdout
