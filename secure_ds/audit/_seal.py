@@ -57,6 +57,7 @@ from __future__ import annotations
 
 import base64
 import dataclasses
+import functools
 import hashlib
 import json
 import os
@@ -129,6 +130,17 @@ class AuditorPublicKey:
     def key_id(self) -> str:
         return _key_id(self.x25519, self.ml_kem_1024)
 
+    @functools.cached_property
+    def info_prefix(self) -> bytes:
+        """The start of the HKDF info: the label and both recipient key hashes (fixed
+        per key, so hashed once, not per record)."""
+        return (
+            LABEL
+            + b"\x00"
+            + hashlib.sha256(self.x25519).digest()
+            + hashlib.sha256(self.ml_kem_1024).digest()
+        )
+
     def to_json(self) -> str:
         return json.dumps(
             {
@@ -193,14 +205,7 @@ class AuditorPrivateKey:
 
 def _combine(ss_k: bytes, ss_x: bytes, to: AuditorPublicKey, epk: bytes, kem_ct: bytes) -> bytes:
     """The construction of the module docstring, step 3."""
-    info = (
-        LABEL
-        + b"\x00"
-        + hashlib.sha256(to.x25519).digest()
-        + hashlib.sha256(to.ml_kem_1024).digest()
-        + epk
-        + hashlib.sha256(kem_ct).digest()
-    )
+    info = to.info_prefix + epk + hashlib.sha256(kem_ct).digest()
     return HKDF(hashes.SHA256(), 32, None, info).derive(ss_k + ss_x)
 
 

@@ -365,3 +365,39 @@ async def test_the_async_client_seals_bodies_and_streams_too(
     plain, streamed = read_records(settings.audit_path)
     assert b'"choices"' in (unseal_record(key, plain).response or b"")
     assert b"data: [DONE]" in (unseal_record(key, streamed).response or b"")
+
+
+def test_the_documented_construction_opens_a_sealed_member() -> None:
+    """An independent implementation of the module docstring's construction (HKDF by
+    hand with hmac) opens what the sealer wrote: code and documentation agree."""
+    import hmac
+
+    from cryptography.hazmat.primitives.asymmetric import mlkem, x25519
+    from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+
+    x_private, seed = os.urandom(32), os.urandom(64)
+    key = AuditorPrivateKey(x_private, seed)
+    sealed = Sealer(key.public).seal("0190-event", b"the request", b"the response")
+    epk, kem_ct = _unb64(sealed["epk"]), _unb64(sealed["kem_ct"])
+    ss_x = x25519.X25519PrivateKey.from_private_bytes(x_private).exchange(
+        x25519.X25519PublicKey.from_public_bytes(epk)
+    )
+    ss_k = mlkem.MLKEM1024PrivateKey.from_seed_bytes(seed).decapsulate(kem_ct)
+    label = b"secure-ds/audit-seal/v1"
+    info = (
+        label
+        + b"\x00"
+        + hashlib.sha256(key.public.x25519).digest()
+        + hashlib.sha256(key.public.ml_kem_1024).digest()
+        + epk
+        + hashlib.sha256(kem_ct).digest()
+    )
+    prk = hmac.digest(bytes(32), ss_k + ss_x, "sha256")  # HKDF-Extract, empty salt
+    okm = hmac.digest(prk, info + b"\x01", "sha256")  # HKDF-Expand, L = 32
+    plaintext = AESGCM(okm).decrypt(
+        _unb64(sealed["nonce"]), _unb64(sealed["ct"]), label + b"\x00" + b"0190-event"
+    )
+    n = int.from_bytes(plaintext[1:9], "big")
+    assert plaintext[0] == 1
+    assert plaintext[9 : 9 + n] == b"the request"
+    assert plaintext[9 + n :] == b"the response"
