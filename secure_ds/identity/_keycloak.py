@@ -75,6 +75,11 @@ class _Entry:
     refresh_expires_at: float = 0.0
     # exchange only: SHA-256 of the subject token the cached token was exchanged for
     source: bytes = b""
+    # requests completed for this key, and how the last one failed (None: it did not)
+    # for which subject token
+    attempts: int = 0
+    error: IdentityError | None = None
+    error_source: bytes = b""
 
 
 class KeycloakTokenProvider(TokenProvider):
@@ -130,7 +135,6 @@ class KeycloakTokenProvider(TokenProvider):
         self.requests_sent = 0
         self._count_lock = threading.Lock()
 
-        self._secret = client_secret
         self._assertion_key: Any = None
         self._assertion_alg = ""
         if client_auth == "client_secret" and (client_secret is None or not client_secret.reveal()):
@@ -317,13 +321,25 @@ class KeycloakTokenProvider(TokenProvider):
                         self._entries.popitem(last=False)
                 else:
                     self._entries.move_to_end(key)
+        attempts = entry.attempts
         with entry.lock:  # one request per key: the others wait and take its result
             token = entry.token
             if token is not None and entry.source == source and self._clock() < entry.refresh_at:
                 return token
-            answer = self._refresh(entry) if entry.source == source else None
-            if answer is None:
-                answer = fetch()
+            if entry.attempts != attempts and entry.error and entry.error_source == source:
+                # the request this caller waited for failed: share its error rather than
+                # queue another (with Keycloak down, N callers would wait N timeouts)
+                raise entry.error.with_traceback(None)
+            try:
+                answer = self._refresh(entry) if entry.source == source else None
+                if answer is None:
+                    answer = fetch()
+            except IdentityError as exc:
+                entry.error, entry.error_source = exc, source
+                raise
+            finally:
+                entry.attempts += 1  # counted once done: who waited for it sees the change
+            entry.error = None
             now = self._clock()
             token = self._token_from(answer, now)
             lifetime = max((token.expires_at or now) - now, 0.0)

@@ -94,6 +94,31 @@ def test_exchange_against_a_hanging_keycloak_times_out(silent_server: str) -> No
     assert "did not answer" in str(error)
 
 
+def test_callers_waiting_on_a_failed_request_share_its_error(silent_server: str) -> None:
+    """With Keycloak hanging, callers queued behind the one request get its error when
+    it times out instead of each sending (and waiting out) a request of their own."""
+    p = provider(silent_server, read_timeout=0.5)
+    threads = 8
+    barrier = threading.Barrier(threads)
+    errors: list[BaseException | None] = []
+
+    def call() -> None:
+        barrier.wait()
+        errors.append(finishes(p.token))
+
+    workers = [threading.Thread(target=call) for _ in range(threads)]
+    for w in workers:
+        w.start()
+    for w in workers:
+        w.join(120)
+    assert len(errors) == threads
+    assert all(isinstance(e, TokenRequestError) for e in errors)
+    assert p.requests_sent == 1
+    # a later caller (not waiting on that request) tries again
+    assert isinstance(finishes(p.token), TokenRequestError)
+    assert p.requests_sent == 2
+
+
 def test_keycloak_down_is_a_clear_error() -> None:
     url = closed_port()
     p = provider(url)
