@@ -156,6 +156,10 @@ class BudgetMeter:
             clock = self.ledger.clock if isinstance(self.ledger, MemoryLedger) else self.ledger.now
         self._clock = clock
         self._prices: dict[tuple[str, Window], tuple[str, Decimal, Decimal] | None] = {}
+        # (UTC minute, its price window): peak hours start and end on whole minutes, so
+        # one lookup per minute is enough. One tuple, replaced whole, so a thread never
+        # reads one minute's number with another's window.
+        self._minute_window: tuple[int, Window] = (-1, "off_peak")
 
     @property
     def config(self) -> BudgetConfig:
@@ -253,18 +257,23 @@ class BudgetMeter:
         details: dict[str, Any] | None = None
         remaining: float | None = None
         if checked is not None:
-            budgets, balances = plan.budgets, checked.balances
+            balances = checked.balances
             least: Decimal | None = None
-            for budget, balance in zip(budgets, balances, strict=True):
-                left = budget.rule.hard_usd - balance.spent - balance.reserved
+            # (limit key, hard limit) and (spent, reserved), unpacked as plain tuples:
+            # cheaper than their NamedTuple properties, for every budget of every call
+            for (_, hard), (spent, reserved) in zip(limits, balances, strict=True):
+                left = hard - spent - reserved
                 if least is None or left < least:
                     least = left
             assert least is not None  # checked is set only when the call had budgets
             remaining = _floor_float(least)
             if plan.soft:
+                budgets = plan.budgets
                 details = _soft_crossing(budgets, balances, amount)
                 if details is not None and self.alerts is not None:
                     self._alert(call, budgets, balances, amount, now)
+            if reservation is not None and details is None:
+                details = {}  # this call's own: settle adds what the reservation became
         window = counted.window if counted is not None else None
         call.reservation = _new(_Held, (reservation, plan.rate_keys, window, tokens))
         reason = plan.reason if limits else plan.reason_unbilled
@@ -275,8 +284,10 @@ class BudgetMeter:
             True,
             float(amount) if reservation is not None else None,
             reason,
-            details=details,
-            remaining_usd=remaining,
+            None,
+            None,
+            details,
+            remaining,
         )
 
     def settle(self, call: Call) -> None:
@@ -309,13 +320,13 @@ class BudgetMeter:
         if held.reservation is not None or delta:
             self.ledger.finish(held.reservation, settled, held.rate_keys, held.window, delta)
         metering = call.metering
-        if metering is not None and held.reservation is not None:
-            # the record shows what the reservation became (and that $0 means unpriced)
-            extra = {
-                "settled_usd": None if settled is None else float(settled),
-                "settlement": how,
-            }
-            call.metering = metering.with_details(extra)
+        if metering is not None and held.reservation is not None and metering.details is not None:
+            # the record shows what the reservation became (and that $0 means unpriced);
+            # the details dict is this call's own (see _admitted), so it is added to in
+            # place rather than copied into a new Metering
+            details = metering.details
+            details["settled_usd"] = None if settled is None else float(settled)
+            details["settlement"] = how
 
     # ------------------------------------------------------------------ estimate
 
@@ -327,7 +338,10 @@ class BudgetMeter:
         if type(max_tokens) is not int or max_tokens <= 0:
             max_tokens = self._config.default_max_tokens
         model = (call.model or "").split("@", 1)[0]
-        window = self.pricing.window(now)
+        minute, window = self._minute_window
+        if minute != now // 60:
+            window = self.pricing.window(now)
+            self._minute_window = (int(now // 60), window)
         key = (model, window)
         try:
             per_token = self._prices[key]
@@ -481,7 +495,10 @@ def estimate_prompt_tokens(body: dict[str, Any], *, fim: bool = False) -> int:
         return math.ceil(size / 3) + MESSAGE_OVERHEAD
     messages = body.get("messages")
     count = len(messages) if isinstance(messages, list) else 0
-    size = _text_bytes(messages) + _text_bytes(body.get("tools"))
+    size = _text_bytes(messages)
+    tools = body.get("tools")
+    if tools is not None:  # most calls have none: no call to count nothing
+        size += _text_bytes(tools)
     return math.ceil(size / 3) + MESSAGE_OVERHEAD * max(count, 1)
 
 
