@@ -183,8 +183,9 @@ start() {
     cp "$REALM_FILE" "$home/data/import/realm-secure-ds.json"
     rm -f "$PIDFILE"
     local started=$SECONDS
-    # setsid: Keycloak outlives this script and is not killed with its shell.
-    # exec: the pid written is the JVM's (kc.sh execs java), so stop kills the server.
+    # setsid: Keycloak outlives this script and is not killed with its shell; the pid
+    # written is kc.sh's, which leads a process group of its own with the JVM it starts,
+    # so stop signals the whole group.
     SECURE_DS_KC_JWT_CERT="$(jwt_cert_b64)" \
         JAVA_HOME="$(java_home)" \
         JAVA_OPTS_KC_HEAP="${SECURE_DS_KEYCLOAK_HEAP:--Xms64m -Xmx512m}" \

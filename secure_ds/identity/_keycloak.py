@@ -490,11 +490,14 @@ class KeycloakTokenProvider(TokenProvider):
         elif "Timeout" in name:
             problem = f"did not answer within {read:g} s"
             fix = "Keycloak is overloaded or hanging: check its health and logs"
+        elif "SSLError" in name and "CERTIFICATE_VERIFY_FAILED" in str(cause):
+            problem = "presented a certificate this client does not trust"
+            fix = "Set SECURE_DS_KEYCLOAK_CA_BUNDLE to the CA that issued Keycloak's certificate"
         elif "SSLError" in name:
-            problem = "could not be reached over TLS (the handshake failed)"
+            problem = "ended the TLS handshake (it refused the client certificate, or TLS failed)"
             fix = (
-                "Check SECURE_DS_KEYCLOAK_CA_BUNDLE (Keycloak's CA) and, with "
-                "tls_client_auth, that SECURE_DS_CLIENT_CERT/KEY are a pair Keycloak trusts"
+                "With tls_client_auth, check that SECURE_DS_CLIENT_CERT is issued by a CA in "
+                "Keycloak's trust store (https-trust-store-file) and matches SECURE_DS_CLIENT_KEY"
             )
         else:
             problem = f"could not be reached ({name})"
@@ -518,9 +521,16 @@ class KeycloakTokenProvider(TokenProvider):
         said = f" ({error}: {description[:200]})" if error else ""
         who = f"client {self.client_id!r} of realm {self.realm!r}"
         if error in ("invalid_client", "unauthorized_client"):
+            # Keycloak says "Invalid client or Invalid client credentials" either way; the
+            # code tells which is likelier: unauthorized_client when the client exists
+            # and its authenticator failed, invalid_client when it is disabled or unknown
+            likely = (
+                "its credentials are wrong (or the client is disabled or unknown)"
+                if error == "unauthorized_client"
+                else "the client is disabled (revoked) or unknown (or its credentials are wrong)"
+            )
             return TokenRequestError(
-                f"Keycloak refused to authenticate {who}{said}: the client is unknown or "
-                "disabled (revoked), or its credentials are wrong.",
+                f"Keycloak refused to authenticate {who}{said}: {likely}.",
                 url=self.token_url,
                 status=status,
                 oauth_error=error,

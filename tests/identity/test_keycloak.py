@@ -370,7 +370,8 @@ def test_wrong_client_secret(keycloak: str) -> None:
     with pytest.raises(TokenRequestError) as caught:
         p.token()
     message = str(caught.value)
-    assert caught.value.oauth_error in ("unauthorized_client", "invalid_client")
+    assert caught.value.oauth_error == "unauthorized_client"
+    assert "credentials are wrong" in message
     assert "client 'secure-ds-app'" in message
     assert "SECURE_DS_KEYCLOAK_CLIENT_SECRET" in message
     assert wrong not in message
@@ -407,6 +408,32 @@ def test_private_key_jwt_with_an_unregistered_key(keycloak: str, tmp_path: Path)
     with pytest.raises(TokenRequestError) as caught:
         provider(keycloak, "private_key_jwt", assertion_key=key).token()
     assert "SECURE_DS_KEYCLOAK_CLIENT_ASSERTION_KEY" in str(caught.value)
+
+
+def test_tls_client_auth_with_a_certificate_keycloak_does_not_trust(keycloak: str) -> None:
+    """The JWT client's self-signed certificate is not from Keycloak's trust store:
+    Keycloak ends the handshake, and the error says to check the client certificate."""
+    p = provider(
+        keycloak,
+        "tls_client_auth",
+        client_cert=KEYCLOAK_PKI / "jwt-client.pem",
+        client_key=KEYCLOAK_PKI / "jwt-client.key",
+    )
+    with pytest.raises(TokenRequestError) as caught:
+        p.token()
+    message = str(caught.value)
+    assert "refused the client certificate" in message
+    assert "SECURE_DS_CLIENT_CERT" in message
+    assert caught.value.status is None
+
+
+def test_keycloak_certificate_not_trusted(keycloak: str) -> None:
+    p = provider(keycloak, "tls_client_auth", ca_bundle=None)  # the system store
+    with pytest.raises(TokenRequestError) as caught:
+        p.token()
+    message = str(caught.value)
+    assert "does not trust" in message
+    assert "SECURE_DS_KEYCLOAK_CA_BUNDLE" in message
 
 
 @pytest.fixture
