@@ -51,6 +51,7 @@ def test_all_is_exactly_the_public_surface() -> None:
         "sandbox",
         "cli",
         "demo",
+        "doctor",
         "fhe",
         "siem",
     }
