@@ -24,7 +24,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import httpx2
 from cryptography import x509
@@ -33,6 +33,9 @@ from cryptography.x509.verification import PolicyBuilder, Store, VerificationErr
 
 from .config import ENV_VARS, Settings
 from .errors import ConfigError, SecureDSError
+
+if TYPE_CHECKING:
+    from .identity import TokenProvider
 
 __all__ = ["Check", "DoctorReport", "Status", "diagnose"]
 
@@ -87,6 +90,7 @@ class _State:
     chain: list[x509.Certificate] = field(default_factory=list)
     key: Any = None
     token: Any = None
+    provider: TokenProvider | None = None
     server_date: datetime | None = None
     local_time_at_answer: datetime | None = None
 
@@ -105,10 +109,13 @@ def diagnose(
     skew_threshold: float = DEFAULT_SKEW,
     timeout: float = 5.0,
     now: Callable[[], datetime] | None = None,
+    token_provider: TokenProvider | None = None,
 ) -> DoctorReport:
     """Run every check against ``env`` (``os.environ`` by default).
 
     ``now`` is the local clock (an aware UTC datetime); tests inject a skewed one.
+    ``token_provider`` replaces the one the settings name (for a provider built in
+    code, as given to ``SecureDeepSeek(token_provider=...)``).
     """
     state = _State(
         env=os.environ if env is None else env,
@@ -116,6 +123,7 @@ def diagnose(
         days=days,
         skew=skew_threshold,
         timeout=timeout,
+        provider=token_provider,
     )
     for check in (
         _check_settings,
@@ -314,7 +322,8 @@ def _check_token(state: _State) -> None:
     from .identity import token_provider_from_settings
 
     try:
-        token = state.token = token_provider_from_settings(state.settings).token()
+        provider = state.provider or token_provider_from_settings(state.settings)
+        token = state.token = provider.token()
     except SecureDSError as exc:
         state.add("token", "fail", str(exc).removesuffix(exc.hint).strip(), exc.hint)
         return

@@ -17,6 +17,8 @@ import pytest
 
 from secure_ds.cli import main
 from secure_ds.doctor import DoctorReport, diagnose
+from secure_ds.errors import IdentityError
+from secure_ds.identity import Token, TokenProvider
 from secure_ds.sandbox import LocalCA, Sandbox
 from secure_ds.sandbox.pki import generate_issuer_key, private_key_pem
 from tests._services import require_nginx
@@ -253,3 +255,33 @@ def test_cli_json_and_exit_status(
     printed = capsys.readouterr().out
     assert "fail" in printed
     assert "chmod 600" in printed
+
+
+class _FailingProvider(TokenProvider):
+    def __init__(self, error: Exception) -> None:
+        super().__init__()
+        self.error = error
+
+    def _fetch(self) -> Token:
+        raise self.error
+
+
+def test_a_token_that_cannot_be_obtained_fails(sandbox_env: dict[str, str]) -> None:
+    down = _FailingProvider(
+        IdentityError("Keycloak did not answer.", hint="Check SECURE_DS_KEYCLOAK_URL.")
+    )
+    report = diagnose(sandbox_env, token_provider=down)
+    check = report.get("token")
+    assert check.status == "fail"
+    assert check.detail == "Keycloak did not answer."
+    assert check.fix == "Check SECURE_DS_KEYCLOAK_URL."
+    assert report.status_of("endpoint") == "fail"  # no token: the sandbox answers 401
+    assert not report.ok
+
+
+def test_a_provider_bug_is_reported_by_type_only(sandbox_env: dict[str, str]) -> None:
+    broken = _FailingProvider(RuntimeError("secret-looking detail sk-123"))
+    check = diagnose(sandbox_env, token_provider=broken).get("token")
+    assert check.status == "fail"
+    assert "RuntimeError" in check.detail
+    assert "sk-123" not in check.detail
