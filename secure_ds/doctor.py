@@ -28,8 +28,8 @@ from typing import TYPE_CHECKING, Any, Literal
 
 import httpx2
 from cryptography import x509
+from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import serialization
-from cryptography.x509.verification import PolicyBuilder, Store, VerificationError
 
 from .config import ENV_VARS, Settings
 from .errors import ConfigError, SecureDSError
@@ -300,14 +300,12 @@ def _check_chain(state: _State) -> None:
             "Point SECURE_DS_CA_BUNDLE at a PEM CA bundle.",
         )
         return
-    verifier = PolicyBuilder().store(Store(roots)).time(state.now()).build_client_verifier()
-    try:
-        verifier.verify(state.cert, state.chain[1:])
-    except (VerificationError, ValueError) as exc:
+    problem = _chain_problem(state.cert, state.chain[1:], roots, state.now())
+    if problem is not None:
         state.add(
             "chain",
             "warn",
-            f"the client certificate does not chain to {ca_path} ({exc})",
+            f"the client certificate does not chain to {ca_path} ({problem})",
             "Include intermediates in SECURE_DS_CLIENT_CERT; ignore this if the endpoint "
             "trusts a client CA other than the server's.",
         )
@@ -482,6 +480,47 @@ def _check_policy(state: _State) -> None:
 
 
 # ---------------------------------------------------------------------- helpers
+
+_MAX_DEPTH = 5
+
+
+def _chain_problem(
+    leaf: x509.Certificate,
+    intermediates: list[x509.Certificate],
+    roots: list[x509.Certificate],
+    now: datetime,
+) -> str | None:
+    """Why ``leaf`` does not chain to one of ``roots`` (through ``intermediates``), or None.
+
+    Signatures and validity periods only: cryptography's own verifier applies the Web
+    PKI profile (a subjectAltName on every leaf, ...), which many client certificates
+    (CN only) do not follow although TLS servers accept them.
+    """
+    current = leaf
+    for _ in range(_MAX_DEPTH):
+        for root in roots:
+            if root.subject == current.issuer and _signed_by(current, root):
+                if not root.not_valid_before_utc <= now < root.not_valid_after_utc:
+                    return f"the CA {root.subject.rfc4514_string()} is not valid now"
+                return None
+        parent = next(
+            (c for c in intermediates if c.subject == current.issuer and _signed_by(current, c)),
+            None,
+        )
+        if parent is None:
+            return f"no certificate for its issuer {current.issuer.rfc4514_string()}"
+        if not parent.not_valid_before_utc <= now < parent.not_valid_after_utc:
+            return f"the intermediate {parent.subject.rfc4514_string()} is not valid now"
+        current = parent
+    return f"more than {_MAX_DEPTH} intermediates"
+
+
+def _signed_by(cert: x509.Certificate, issuer: x509.Certificate) -> bool:
+    try:
+        cert.verify_directly_issued_by(issuer)
+    except (ValueError, TypeError, InvalidSignature):
+        return False
+    return True
 
 
 def _spki(public_key: Any) -> bytes:

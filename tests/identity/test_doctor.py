@@ -14,6 +14,10 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import NameOID
 
 from secure_ds.cli import main
 from secure_ds.doctor import DoctorReport, diagnose
@@ -285,3 +289,50 @@ def test_a_provider_bug_is_reported_by_type_only(sandbox_env: dict[str, str]) ->
     assert check.status == "fail"
     assert "RuntimeError" in check.detail
     assert "sk-123" not in check.detail
+
+
+# ---------------------------------------------------------------------- the chain, in detail
+
+
+def _cert(
+    subject: str,
+    key: ec.EllipticCurvePrivateKey,
+    issuer: tuple[str, ec.EllipticCurvePrivateKey] | None,
+    *,
+    ca: bool,
+) -> x509.Certificate:
+    """A CN-only certificate (no subjectAltName), as many private PKIs issue them."""
+    now = datetime.now(UTC)
+    issuer_name, issuer_key = issuer if issuer is not None else (subject, key)
+    return (
+        x509.CertificateBuilder()
+        .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, subject)]))
+        .issuer_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, issuer_name)]))
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - timedelta(hours=1))
+        .not_valid_after(now + timedelta(days=90))
+        .add_extension(x509.BasicConstraints(ca=ca, path_length=None), critical=True)
+        .sign(issuer_key, hashes.SHA256())
+    )
+
+
+def test_a_cn_only_certificate_through_an_intermediate_chains(
+    sandbox_env: dict[str, str], tmp_path: Path
+) -> None:
+    root_key, mid_key, leaf_key = (ec.generate_private_key(ec.SECP256R1()) for _ in range(3))
+    root = _cert("test root", root_key, None, ca=True)
+    mid = _cert("test intermediate", mid_key, ("test root", root_key), ca=True)
+    leaf = _cert("doc", leaf_key, ("test intermediate", mid_key), ca=False)
+    pem = serialization.Encoding.PEM
+    roots = tmp_path / "roots.pem"
+    roots.write_bytes(root.public_bytes(pem))
+    cert = Path(sandbox_env["SECURE_DS_CLIENT_CERT"])
+    Path(sandbox_env["SECURE_DS_CLIENT_KEY"]).write_bytes(private_key_pem(leaf_key))
+    cert.write_bytes(leaf.public_bytes(pem) + mid.public_bytes(pem))
+    env = {**sandbox_env, "SECURE_DS_CA_BUNDLE": str(roots)}
+    assert diagnose(env).status_of("chain") == "pass"
+    cert.write_bytes(leaf.public_bytes(pem))  # the intermediate left out
+    check = diagnose(env).get("chain")
+    assert check.status == "warn"
+    assert "test intermediate" in check.detail
