@@ -409,15 +409,23 @@ def static(es_key: ec.EllipticCurvePrivateKey) -> TokenValidator:
     return _validator(StaticKeys.single(es_key.public_key()), leeway=30)
 
 
+class _In:
+    """A time claim ``seconds`` from when the test runs (not from when it was collected:
+    a long run would otherwise turn "in two minutes" into the past)."""
+
+    def __init__(self, seconds: int) -> None:
+        self.seconds = seconds
+
+
 @pytest.mark.parametrize(
     ("changes", "check", "reason"),
     [
         ({"iss": "https://evil.example"}, "iss", "token issuer mismatch"),
         ({"aud": "https://api.deepseek.com"}, "aud", "token audience mismatch"),
         ({"aud": ["a", "b"]}, "aud", "token audience mismatch"),
-        ({"exp": int(time.time()) - 31}, "exp", "token expired"),
-        ({"nbf": int(time.time()) + 120}, "nbf", "token not yet valid"),
-        ({"iat": int(time.time()) + 120}, "iat", "token issued in the future (iat)"),
+        ({"exp": _In(-31)}, "exp", "token expired"),
+        ({"nbf": _In(120)}, "nbf", "token not yet valid"),
+        ({"iat": _In(120)}, "iat", "token issued in the future (iat)"),
         ({"iat": "yesterday"}, "iat", "token iat invalid"),
         ({"jti": None}, "claims", "token missing required claim jti"),
         ({"exp": None}, "claims", "token missing required claim exp"),
@@ -431,7 +439,9 @@ def test_claim_checks_name_what_failed(
     check: str,
     reason: str,
 ) -> None:
-    rejected = _rejected(static, _token(es_key, None, **changes))
+    now = int(time.time())
+    claims = {k: now + v.seconds if isinstance(v, _In) else v for k, v in changes.items()}
+    rejected = _rejected(static, _token(es_key, None, **claims))
     assert (rejected.check, rejected.reason) == (check, reason)
     assert reason in str(rejected)
     assert f"({check})" in str(rejected)
