@@ -264,8 +264,12 @@ def _write(
             try:
                 record = json.loads(line)
             except ValueError:
-                if limit is not None:  # a verified log holds no such line
-                    raise
+                if limit is not None:  # verified a moment ago: the file changed since
+                    raise AuditError(
+                        f"The audit log {path} changed while it was exported (line "
+                        f"{lines} is not JSON any more); the export was abandoned.",
+                        hint=f"Run `secure-ds audit verify {path}`.",
+                    ) from None
                 continue  # --no-verify: a line that is not JSON is not a record
             if not isinstance(record, dict):
                 continue

@@ -351,3 +351,25 @@ def test_cli_export_pins_the_signer_key(
     assert code == 1
     assert captured.out == ""
     assert "wrong key" in captured.err
+
+
+def test_a_log_changed_after_verification_abandons_the_export(
+    hostile_log: Path, tmp_path: Path
+) -> None:
+    from secure_ds.audit import _export
+
+    verified = _export.verify_log
+
+    def verify_then_damage(path: Path, **kw: Any) -> Any:
+        result = verified(path, **kw)
+        content = lines(path)
+        content[record_positions(content)[2]] = b"not json\n"
+        write(path, content)
+        return result
+
+    target = tmp_path / "out.jsonl"
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(_export, "verify_log", verify_then_damage)
+        with pytest.raises(AuditError, match="changed while it was exported"):
+            export_log(hostile_log, fmt="jsonl", out=target)
+    assert not target.exists()
