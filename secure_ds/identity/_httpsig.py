@@ -249,18 +249,26 @@ class RequestSigner:
         """Sign ``request`` in place: sets ``Content-Digest``, ``Signature-Input`` and
         ``Signature``. ``body`` must be the exact bytes that will be sent."""
         headers = request.headers
+        # one pass over the raw lines: Headers.get() re-detects the encoding of every
+        # value (the ~700-byte token included) on each call
+        host = authorization = None
+        for name, value in headers.raw:
+            lowered = name.lower()
+            if lowered == b"host":
+                host = value.decode("ascii")
+            elif lowered == b"authorization":
+                authorization = value.decode("ascii")
         digest = headers["content-digest"] = content_digest(body)
         url = request.url
         raw_path, _, query = url.raw_path.decode("ascii").partition("?")
         components = [
             ("@method", request.method.upper()),
-            ("@authority", (headers.get("host") or url.netloc.decode("ascii")).lower()),
+            ("@authority", (host or url.netloc.decode("ascii")).lower()),
             ("@path", raw_path or "/"),
         ]
         if query or url.raw_path.endswith(b"?"):
             components.append(("@query", "?" + query))
         components.append(("content-digest", digest))
-        authorization = headers.get("authorization")
         if authorization is not None:
             components.append(("authorization", authorization))
         created = int(time.time() if now is None else now)
