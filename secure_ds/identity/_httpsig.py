@@ -89,6 +89,9 @@ _KEY_FIX: Final = (
 _KEY_RE: Final = re.compile(r"[a-z*][a-z0-9_\-.*]*")
 _TOKEN_RE: Final = re.compile(r"[A-Za-z*][A-Za-z0-9:/!#$%&'*+\-.^_`|~]*")
 _INT_RE: Final = re.compile(r"-?[0-9]{1,15}")
+# RFC 8941 sf-string: printable ASCII, with only \" and \\ as escapes
+_STRING_RE: Final = re.compile(r'"((?:[ !#-\[\]-~]|\\["\\])*)"')
+_UNESCAPE_RE: Final = re.compile(r'\\(["\\])')
 _MAX_FIELD: Final = 8192
 
 
@@ -556,24 +559,12 @@ class _Parser:
             raise self.fail()
         c = s[i]
         if c == '"':
-            out: list[str] = []
-            i += 1
-            while i < len(s):
-                c = s[i]
-                if c == "\\":
-                    if i + 1 >= len(s) or s[i + 1] not in '"\\':
-                        raise self.fail()
-                    out.append(s[i + 1])
-                    i += 2
-                elif c == '"':
-                    self.i = i + 1
-                    return "".join(out)
-                elif " " <= c <= "~":
-                    out.append(c)
-                    i += 1
-                else:
-                    raise self.fail()
-            raise self.fail()
+            m = _STRING_RE.match(s, i)
+            if m is None:
+                raise self.fail()
+            self.i = m.end()
+            value = m.group(1)
+            return _UNESCAPE_RE.sub(r"\1", value) if "\\" in value else value
         if c == ":":
             end = s.find(":", i + 1)
             if end < 0:

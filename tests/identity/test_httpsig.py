@@ -358,3 +358,20 @@ def test_certificate_key_that_cannot_sign_is_refused_not_an_error() -> None:
         RequestSigner(p384, keyid="kid")
     request = _signed(ed25519.Ed25519PrivateKey.generate())
     assert _refusal(request, p384) == "the certificate's key type cannot sign requests"
+
+
+@pytest.mark.parametrize("value", ["plain", 'q"uote', "back\\slash", '\\"mix\\\\', ""])
+def test_structured_field_strings_round_trip(value: str) -> None:
+    from secure_ds.identity._httpsig import _parse_dictionary, _sf_string
+
+    parsed = _parse_dictionary(f"k={_sf_string(value)};p={_sf_string(value)}, n=-5", "T")
+    assert parsed["k"] == (value, {"p": value})
+    assert parsed["n"] == (-5, {})
+
+
+@pytest.mark.parametrize("text", ['k="a', 'k="\\x"', 'k="tab\there"', "k=1.5", "k=", "k=1,"])
+def test_structured_field_garbage_is_refused(text: str) -> None:
+    from secure_ds.identity._httpsig import _parse_dictionary
+
+    with pytest.raises(SignatureRejected, match="malformed T header"):
+        _parse_dictionary(text, "T")
