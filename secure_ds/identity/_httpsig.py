@@ -16,11 +16,12 @@ Why not the ``http-message-signatures`` library (pyauth; maintained, RFC 9421 fi
 httpx2 and aiohttp integrations, Ed25519/ECDSA/RSA-PSS): measured here it costs
 0.7-1.5 ms to sign and 0.5-1.1 ms to verify one request (Ed25519, 1 KiB body; ECDSA
 signing 1.7 ms) against a 30-60 µs raw signature, 9-22x this module, because it
-parses and re-serialises every structured field generically (bench/bench_signing.py). That alone would exceed the guard chain's whole per-call budget. This
-module implements the small fixed subset above (derived components without
-parameters, plain header fields, the structured-field grammar Signature-Input and
-Signature need) and is tested against the RFC 9421 appendix B test vectors and, both
-ways, against that library (a dev dependency).
+parses and re-serialises every structured field generically (bench/bench_signing.py).
+That alone would exceed the guard chain's whole per-call budget. This module
+implements the small fixed subset above (derived components without parameters, plain
+header fields, the structured-field grammar Signature-Input and Signature need) and is
+tested against the RFC 9421 appendix B test vectors and, both ways, against that
+library (a dev dependency).
 
 :class:`SignatureVerifier` is the resource server's side (used by the sandbox): it
 checks the signature with the public key of the certificate presented on the
