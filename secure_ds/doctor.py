@@ -154,14 +154,29 @@ def _check_settings(state: _State) -> None:
     state.add("settings", "pass", f"endpoint {s.endpoint}, token provider {s.token_provider}")
 
 
-_KEY_FIELDS = ("client_key", "issuer_key", "audit_signing_key")
-_FILE_FIELDS = ("client_cert", "client_key", "ca_bundle", "issuer_key", "audit_signing_key")
+_KEY_FIELDS = (
+    "client_key",
+    "issuer_key",
+    "audit_signing_key",
+    "keycloak_client_assertion_key",
+)
+_FILE_FIELDS = (
+    "client_cert",
+    "client_key",
+    "ca_bundle",
+    "issuer_key",
+    "audit_signing_key",
+    "keycloak_ca_bundle",
+    "keycloak_client_assertion_key",
+)
 
 
 def _check_files(state: _State) -> None:
     problems: list[tuple[Status, str, str]] = []
     seen = 0
     for name in _FILE_FIELDS:
+        if name not in ENV_VARS:
+            continue
         path = state.path(name)
         if path is None:
             continue

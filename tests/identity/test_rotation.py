@@ -314,3 +314,33 @@ def test_repr_of_a_pair_shows_no_key(settings: Settings) -> None:
     text = repr(RotatingIdentity(settings).current())
     assert "PRIVATE" not in text
     assert "private_key" not in text
+
+
+def test_kubernetes_style_symlink_swap_is_a_rotation(
+    sb: Sandbox, tmp_path: Path, first: Pair, second: Pair
+) -> None:
+    """A Secret volume: tls.crt -> ..data/tls.crt, and ..data (a symlink to a timestamped
+    directory) is replaced by one rename, so both files change at the same instant."""
+    volume = tmp_path / "volume"
+    volume.mkdir()
+    for name, pair in (("..2026_01", first), ("..2026_02", second)):
+        (volume / name).mkdir()
+        (volume / name / "tls.crt").write_bytes(pair.cert_pem)
+        (volume / name / "tls.key").write_bytes(pair.key_pem)
+    (volume / "..data").symlink_to("..2026_01")
+    for name in ("tls.crt", "tls.key"):
+        (volume / name).symlink_to(f"..data/{name}")
+    settings = sb.client_settings(
+        "rotor",
+        client_cert=volume / "tls.crt",
+        client_key=volume / "tls.key",
+        cert_check_interval=0.0,
+        audit_path=tmp_path / "audit.jsonl",
+    )
+    with SecureDeepSeek(settings=settings) as client:
+        chat(client)
+        assert seen_by_server(sb) == first.thumbprint
+        (volume / "..data_tmp").symlink_to("..2026_02")
+        (volume / "..data_tmp").replace(volume / "..data")
+        chat(client)
+        assert seen_by_server(sb) == second.thumbprint
