@@ -108,6 +108,7 @@ class _Plan:
 
     budgets: tuple[_Budget, ...]
     limits: tuple[BudgetLimit, ...]
+    keys: tuple[str, ...]  # the limits' keys, in order
     rates: tuple[_Rate, ...]
     rate_limits: tuple[RateLimit, ...]
     rate_keys: tuple[str, ...]
@@ -219,7 +220,41 @@ class BudgetMeter:
             return Metering(self.engine, True, reason=_allowed_reason(0, 0))
         tokens = estimate.prompt_tokens + estimate.max_tokens if estimate is not None else 0
         amount = estimate.usd if estimate is not None else _ZERO
-        admission = self.ledger.admit(
+        ledger = self.ledger
+        if (
+            type(ledger) is MemoryLedger
+            and estimate is not None
+            and limits
+            and not plan.soft
+            and not estimate.assumed
+        ):
+            # the common case in memory (a priced call against budgets without soft
+            # limits) without the result objects the general path builds; a call the
+            # ledger would refuse takes the general path, which says why
+            quick = ledger.admit_quick(
+                plan.keys,
+                limits,
+                amount,
+                self._config.reservation_ttl_s,
+                plan.rate_limits,
+                tokens,
+                now,
+            )
+            if quick is not None:
+                reservation, least, window = quick
+                call.reservation = _new(_Held, (reservation, plan.rate_keys, window, tokens))
+                # the Metering _admitted would build for this call, field for field
+                return Metering(
+                    self.engine,
+                    True,
+                    float(amount),
+                    plan.reason,
+                    None,
+                    None,
+                    {},  # this call's own: settle adds what the reservation became
+                    _floor_float(least),
+                )
+        admission = ledger.admit(
             limits, amount, self._config.reservation_ttl_s, plan.rate_limits, 1, tokens, now
         )
         metering = self._admitted(call, plan, estimate, admission, tokens, now)
@@ -337,7 +372,11 @@ class BudgetMeter:
         max_tokens = body.get("max_tokens")
         if type(max_tokens) is not int or max_tokens <= 0:
             max_tokens = self._config.default_max_tokens
-        model = (call.model or "").split("@", 1)[0]
+        model = body.get("model")
+        if type(model) is not str:  # what call.model gives, without its property's checks
+            model = call.model or ""
+        if "@" in model:  # a pinned version is priced as its model
+            model = model.split("@", 1)[0]
         minute, window = self._minute_window
         if minute != now // 60:
             window = self.pricing.window(now)
@@ -406,6 +445,7 @@ class BudgetMeter:
         return _Plan(
             budgets=tuple(budgets),
             limits=tuple(BudgetLimit(b.key, b.rule.hard_usd) for b in budgets),
+            keys=tuple(b.key for b in budgets),
             rates=tuple(rates),
             rate_limits=tuple(RateLimit(r.key, r.rule.rpm, r.rule.tpm) for r in rates),
             rate_keys=tuple(r.key for r in rates),

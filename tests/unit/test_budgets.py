@@ -379,6 +379,126 @@ def test_admit_is_all_or_nothing_across_budgets_and_rates(ledger: Ledger) -> Non
     assert ledger.hit([other], 1, 0, SAT_NOON + 3).retry_after is None
 
 
+def test_admit_quick_decides_and_holds_as_admit_does() -> None:
+    # MemoryLedger.admit_quick (the meter's hot path) must admit exactly the calls admit
+    # admits, leaving the same holds and counts, and refuse the rest changing nothing.
+    # Two ledgers take the same random calls (budgets near their limits, rate limits by
+    # requests and tokens, time moving past hold expiries and minute windows), one by
+    # admit, one by admit_quick; after every step their states must agree.
+    import random
+
+    rng = random.Random(20261128)
+    general, quick = MemoryLedger(), MemoryLedger()
+    hard = [Decimal(limit) for limit in ("1", "0.5", "2")]
+    rates = [
+        RateLimit("r0", rpm=5, tpm=None),
+        RateLimit("r1", rpm=None, tpm=900),
+        RateLimit("r2", rpm=3, tpm=400),
+    ]
+    now = SAT_NOON
+    held: list[tuple[Any, Any, tuple[str, ...], int | None, int]] = []
+    decisions = {"admitted": 0, "refused": 0}
+    for step in range(3000):
+        now += rng.choice((0.0, 0.5, 3.0, 20.0, 400.0))
+        # a new period every 100 steps, as a new day's keys would start, so that
+        # spend does not pile up until every call is refused
+        budgets = [BudgetLimit(f"b{i}:{step // 100}", h) for i, h in enumerate(hard)]
+        if held and rng.random() < 0.4:  # settle or release one held call on both
+            one, other, keys, window, tokens = held.pop(rng.randrange(len(held)))
+            actual = rng.choice((None, Decimal("0.01"), Decimal("0.3")))
+            delta = rng.randint(-tokens, 50) if window is not None else 0
+            general.finish(one, actual, keys, window, delta)
+            quick.finish(other, actual, keys, window, delta)
+            continue
+        chosen = rng.sample(budgets, rng.randint(1, 3))
+        limits_of_call = rng.sample(rates, rng.randint(0, 3))
+        amount = Decimal(rng.choice(("0.05", "0.2", "0.45", "0.9", "1.5")))
+        tokens = rng.choice((10, 150, 500, 1000))
+        keys = tuple(limit.key for limit in chosen)
+        admission = general.admit(chosen, amount, 600, limits_of_call, 1, tokens, now)
+        fast = quick.admit_quick(keys, chosen, amount, 600, limits_of_call, tokens, now)
+        assert admission.budgets is not None
+        refused = admission.budgets.reservation is None
+        assert (fast is None) == refused
+        decisions["refused" if refused else "admitted"] += 1
+        if fast is not None:
+            reservation, least, window = fast
+            assert admission.budgets.reservation is not None
+            assert reservation.keys == keys
+            assert reservation.amount == amount
+            assert reservation.expires_at == admission.budgets.reservation.expires_at
+            left = [
+                b.limit - x.spent - x.reserved
+                for b, x in zip(chosen, admission.budgets.balances, strict=True)
+            ]
+            assert least == min(left)
+            expected_window = admission.rates.window if admission.rates is not None else None
+            assert window == expected_window
+            rate_keys = tuple(r.key for r in limits_of_call)
+            held.append((admission.budgets.reservation, reservation, rate_keys, window, tokens))
+        for budget in budgets:
+            assert general.balance(budget.key, now) == quick.balance(budget.key, now)
+        assert general._rates == quick._rates
+    # the walk met both kinds of decision, many times
+    assert min(decisions.values()) > 300
+
+
+def test_the_meters_quick_path_answers_as_the_general_one() -> None:
+    # the meter takes MemoryLedger.admit_quick only for a MemoryLedger itself; a
+    # subclass goes the general way. The same calls through both must get the same
+    # Metering (allowed or refused, amount, reason, details, remaining), the same
+    # settlement and the same balances.
+    class GeneralOnly(MemoryLedger):
+        pass
+
+    rules = """
+[[budget]]
+scope = "principal"
+name = "*"
+period = "day"
+hard_usd = 0.02
+[[budget]]
+scope = "org"
+name = "acme"
+period = "month"
+hard_usd = 0.05
+[[rate_limit]]
+scope = "principal"
+name = "*"
+rpm = 3
+tpm = 40000
+"""
+    clock = Clock(SAT_NOON)
+    quick_meter = _meter(rules, MemoryLedger(), clock)
+    general_meter = _meter(rules, GeneralOnly(), clock)
+    answers = []
+    for step in range(40):
+        clock.now += 7
+        who = ("alice", "bob")[step % 2]
+        model = "no-such-model" if step % 9 == 4 else "deepseek-flash"
+        # every seventh call alone could pass the $0.02 budget; three a minute pass rpm
+        max_tokens = 40_000 if step % 7 == 3 else 1000 + 500 * (step % 5)
+        made = [_call(who, max_tokens=max_tokens, model=model) for _ in range(2)]
+        quick_answer, general_answer = (
+            meter.reserve(call)
+            for meter, call in zip((quick_meter, general_meter), made, strict=True)
+        )
+        assert quick_answer == general_answer
+        answers.append(quick_answer.allowed)
+        for meter, call in zip((quick_meter, general_meter), made, strict=True):
+            if call.metering is None:
+                call.metering = quick_answer if meter is quick_meter else general_answer
+            _succeed(call, 12, 300, clock.now)
+            meter.settle(call)
+        assert made[0].metering == made[1].metering
+    assert answers.count(True) > 10
+    assert answers.count(False) > 5
+    for key in {*quick_meter.ledger._spent, *general_meter.ledger._spent}:  # type: ignore[attr-defined]
+        assert quick_meter.ledger.balance(key, clock.now) == general_meter.ledger.balance(
+            key, clock.now
+        )
+
+
 def test_finish_settles_and_corrects_tokens_in_one_step(ledger: Ledger) -> None:
     budget = BudgetLimit("team:ml:day:2026-11-28", Decimal("1"))
     rate = RateLimit("rate:team:ml", rpm=None, tpm=1000)
