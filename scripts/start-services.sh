@@ -11,6 +11,13 @@
 set -euo pipefail
 here="$(cd "$(dirname "$0")" && pwd)"
 
+# Keycloak takes longest (about 45 s from its cache, 3 min the first time: download,
+# Quarkus build, realm import), so it starts first, in the background, and is waited
+# for last, while the others come up.
+keycloak_log="$(mktemp)"
+bash "$here/keycloak.sh" start >"$keycloak_log" 2>&1 &
+keycloak_pid=$!
+
 bash "$here/redis.sh" || {
     echo "start-services: redis failed to start (see the message above)" >&2
     exit 1
@@ -41,8 +48,10 @@ bash "$here/softhsm.sh" >/dev/null || {
 #   takes minutes: download and Quarkus build; a restart about 40 s); realm secure-ds
 #   from keycloak/realm-secure-ds.json on http 127.0.0.1:18180 and https (mTLS) :18543,
 #   for the Keycloak token tests (tests/identity/test_keycloak*.py).
-bash "$here/keycloak.sh" start >/dev/null || {
+if ! wait "$keycloak_pid"; then
+    cat "$keycloak_log" >&2
     echo "start-services: Keycloak failed to download or start (see the message above)" >&2
     exit 1
-}
+fi
+rm -f "$keycloak_log"
 echo "start-services: all services are up"
