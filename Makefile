@@ -25,10 +25,10 @@ typecheck: install
 	$(BIN)/mypy
 
 # The whole suite: lint, strict typing, then unit, security and integration tests.
-# scripts/start-services.sh starts what the integration tests need (a private Redis on
-# 127.0.0.1:6390, installed from Debian's packages when missing; an OpenTelemetry
-# Collector built from its Go modules and cached; the DeepSeek sandbox is in-process);
-# with SECURE_DS_REQUIRE_SERVICES=1 a missing one fails.
+# scripts/start-services.sh starts what the integration tests need, each installed and
+# cached by its own script: a private Redis, an OpenTelemetry Collector built from its
+# Go modules, Keycloak from Maven Central, nginx and a SoftHSM2 token (the DeepSeek
+# sandbox is in-process); with SECURE_DS_REQUIRE_SERVICES=1 a missing one fails.
 test: lint typecheck
 	./scripts/start-services.sh
 	$(BIN)/python -m pytest -q
