@@ -37,3 +37,7 @@ def test_bench_identity_reports_cold_miss_and_cached_rows(tmp_path: Path) -> Non
     assert report["exchange"]["cached_hit_us"] > 0
     assert report["baseline_static_hit_us"] > 0
     assert "cold fetch" in done.stdout
+    # the per-call side in the same run: identify with a warm cache, and the signature
+    assert report["identify_warm"]["identify_us"] > 0
+    assert {row["key"] for row in report["signing_1kib"]} == {"ed25519", "ecdsa-p256"}
+    assert all(row["signing_adds_us"] > 0 for row in report["signing_1kib"])
