@@ -34,6 +34,7 @@ __all__ = [
     "CircuitOpen",
     "ConfigError",
     "ConnectionFailed",
+    "ControlMappingError",
     "FheContextError",
     "FheError",
     "FheInputError",
@@ -51,6 +52,7 @@ __all__ = [
     "PolicyDenied",
     "PolicyError",
     "RateLimited",
+    "ReportError",
     "RequestTimedOut",
     "SealError",
     "SecureDSError",
@@ -187,6 +189,29 @@ class SealError(AuditError):
 
 class LogNotVerified(AuditError):
     """An audit log did not verify, so it was not exported (``secure-ds audit export``)."""
+
+
+class ReportError(SecureDSError):
+    """A compliance report (``secure-ds report export``) could not be built or written;
+    nothing was left at the output path."""
+
+
+class ControlMappingError(ReportError):
+    """A control mapping file (``audit/controls/*.toml`` or ``--controls DIR``) is
+    malformed or names an evidence query that does not exist. ``file``, ``control`` and
+    ``query`` name what is wrong (``None`` where not applicable)."""
+
+    def __init__(
+        self,
+        problem: str,
+        *,
+        hint: str,
+        file: Path | None = None,
+        control: str | None = None,
+        query: str | None = None,
+    ) -> None:
+        self.file, self.control, self.query = file, control, query
+        super().__init__(problem, hint=hint)
 
 
 class FheError(SecureDSError):

@@ -18,7 +18,7 @@ from rich.table import Table
 
 from .. import __version__
 from ..errors import SecureDSError
-from . import _audit, _cost, _dlp, _doctor, _fhe, _policy
+from . import _audit, _cost, _dlp, _doctor, _fhe, _policy, _report
 from . import _ship as _siem_ship
 
 __all__ = ["main"]
@@ -44,6 +44,7 @@ def _parser() -> argparse.ArgumentParser:
     _fhe.register(sub)
     _audit.register(sub)
     _doctor.register(sub)
+    _report.register(sub)
     _siem_ship.register(sub)  # last: joins an `audit` group registered above
     return parser
 
@@ -69,6 +70,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _audit.run(args)
         if args.command == "doctor":
             return _doctor.run(args)
+        if args.command == "report":
+            return _report.run(args)
     except SecureDSError as exc:
         # escaped: a message may quote text with [brackets], which rich reads as markup
         Console(stderr=True).print(f"[bold red]error:[/] {escape(str(exc))}", highlight=False)
