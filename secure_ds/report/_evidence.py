@@ -135,6 +135,10 @@ def checkpoints_cover_period(x: EvidenceInput) -> Evidence:
 def retention_covers_period(x: EvidenceInput) -> Evidence:
     first, lo = x.agg.log_first_time, x.agg.period.lo
     numbers = {"log_first_record": first, "period_start": lo}
+    if x.agg.total.calls == 0:  # a log that ends before the period shows nothing of it
+        return Evidence(
+            "retention_covers_period", "cannot_attest", "No calls in the period.", numbers
+        )
     if first is not None and first <= lo:
         return Evidence(
             "retention_covers_period",
