@@ -341,12 +341,7 @@ class MemoryLedger(Ledger):
             # rates: the counts of this window, and the first the hit would pass
             counted: RateResult | None = None
             if rates:
-                window = int(now // WINDOW_S)
-                if window != self._rate_window:
-                    # drop finished windows; the previous one stays for adjust_tokens
-                    self._rates = {k: v for k, v in self._rates.items() if k[1] >= window - 1}
-                    self._rate_window = window
-                counts_of = self._rates
+                window, counts_of = self._window(now)
                 counts = [counts_of.get((rate.key, window)) or [0, 0] for rate in rates]
                 refused = _rate_check(rates, counts, requests, tokens)
                 if refused is not None:
@@ -361,19 +356,7 @@ class MemoryLedger(Ledger):
             if not limits:
                 return Admission(None, counted)
             # both allowed: hold the amount on every budget
-            keys = tuple([limit.key for limit in limits])
-            held = _new(Reservation, (f"m{next(self._ids)}", keys, amount, now + ttl))
-            all_holds = self._holds
-            expires = held.expires_at
-            for key in keys:
-                holds = all_holds.get(key)
-                if holds is None:
-                    holds = all_holds[key] = _Holds()
-                # _Holds.add, written out: this runs for every budget of every call
-                holds.live[held.id] = (amount, expires)
-                holds.total += amount
-                if expires < holds.due:
-                    holds.due = expires
+            held = self._hold(tuple([limit.key for limit in limits]), amount, now + ttl)
             return _new(
                 Admission, (_new(ReserveResult, (held, tuple(balances), None)), counted, None)
             )
@@ -423,11 +406,7 @@ class MemoryLedger(Ledger):
                 return None  # no budget: not this method's case
             window: int | None = None
             if rates:
-                window = int(now // WINDOW_S)
-                if window != self._rate_window:
-                    self._rates = {k: v for k, v in self._rates.items() if k[1] >= window - 1}
-                    self._rate_window = window
-                counts_of = self._rates
+                window, counts_of = self._window(now)
                 counts = []
                 for key, rpm, tpm in rates:  # _rate_check's tests, with one request
                     count = counts_of.get((key, window)) or [0, 0]
@@ -441,18 +420,7 @@ class MemoryLedger(Ledger):
                         counts_of[(rate.key, window)] = count
                     count[0] += 1
                     count[1] += tokens
-            held = _new(Reservation, (f"m{next(self._ids)}", keys, amount, now + ttl))
-            all_holds = self._holds
-            expires = held.expires_at
-            for key in keys:
-                holds = all_holds.get(key)
-                if holds is None:
-                    holds = all_holds[key] = _Holds()
-                holds.live[held.id] = (amount, expires)
-                holds.total += amount
-                if expires < holds.due:
-                    holds.due = expires
-            return held, least, window
+            return self._hold(keys, amount, now + ttl), least, window
 
     def finish(
         self,
@@ -498,6 +466,31 @@ class MemoryLedger(Ledger):
 
     def close(self) -> None:
         return None
+
+    def _window(self, now: float) -> tuple[int, dict[tuple[str, int], list[int]]]:
+        """The rate window ``now`` is in and the counts by (key, window); the lock is held."""
+        window = int(now // WINDOW_S)
+        if window != self._rate_window:
+            # drop finished windows; the previous one stays for adjust_tokens
+            self._rates = {k: v for k, v in self._rates.items() if k[1] >= window - 1}
+            self._rate_window = window
+        return window, self._rates
+
+    def _hold(self, keys: tuple[str, ...], amount: Decimal, expires: float) -> Reservation:
+        """Hold ``amount`` on every key until ``expires``; the lock is held."""
+        held = _new(Reservation, (f"m{next(self._ids)}", keys, amount, expires))
+        all_holds = self._holds
+        rid = held.id
+        for key in keys:
+            holds = all_holds.get(key)
+            if holds is None:
+                holds = all_holds[key] = _Holds()
+            # _Holds.add, written out: this runs for every budget of every call
+            holds.live[rid] = (amount, expires)
+            holds.total += amount
+            if expires < holds.due:
+                holds.due = expires
+        return held
 
     def _prune(self, now: float) -> None:
         self._next_prune = now + WINDOW_S  # a scan at most once a minute
