@@ -3,8 +3,9 @@
 For each size a signed log of varied, schema-valid records (tests/report/_records.py:
 permits, denials, failures, DLP findings, four principals, two models, two policy
 revisions) is written once (kept under ~/.cache/secure-ds/bench-report/, keyed by size
-and the generator's seed) with records spread over 30 days, and exported as JSON, CSV
-and HTML for the whole period. Each export runs in a fresh interpreter, so its peak
+and the generator's seed) with records spread over 30 days, and exported as JSON, CSV,
+HTML and signed PDF (a P-256 key and self-signed certificate made for the run) for the
+whole period. Each export runs in a fresh interpreter, so its peak
 RSS (``ru_maxrss``) is its own; the same interpreter doing only its imports is the
 memory baseline, and the floor for time is the same work without the report:
 ``verify_log`` (which every export runs first) plus one ``json.loads`` per line.
@@ -36,7 +37,7 @@ from rich.table import Table
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))  # tests.report._records: the generator the tests use
 
-FORMATS = ("json", "csv", "html")
+FORMATS = ("json", "csv", "html", "pdf")
 DAYS = 30
 
 
@@ -78,8 +79,19 @@ def child(what: str, log: Path, jobs: int) -> dict[str, Any]:
                 json.loads(raw)
                 records += 1
     elif what in FORMATS:
+        from secure_ds.report import PdfSigning
+
         out = log.with_name(f"report-{log.stem}.{what}")
-        model = export_report(log, period, load_controls(), what, out, jobs=jobs)  # type: ignore[arg-type]
+        signing = PdfSigning(log.with_name("signer.key.pem"), log.with_name("signer.cert.pem"))
+        model = export_report(
+            log,
+            period,
+            load_controls(),
+            what,  # type: ignore[arg-type]
+            out,
+            jobs=jobs,
+            signing=signing if what == "pdf" else None,
+        )
         records = model["log"]["records_total"]
         out.unlink()
     seconds = time.perf_counter() - t0
@@ -87,13 +99,44 @@ def child(what: str, log: Path, jobs: int) -> dict[str, Any]:
     return {"what": what, "seconds": seconds, "peak_rss_mib": rss_kib / 1024, "records": records}
 
 
+def make_signer(folder: Path) -> None:
+    """A P-256 key and a self-signed certificate for the PDF signature."""
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "bench report signer")])
+    now = dt.datetime.now(dt.UTC)
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - dt.timedelta(days=1))
+        .not_valid_after(now + dt.timedelta(days=7))
+        .sign(key, hashes.SHA256())
+    )
+    pem = serialization.Encoding.PEM
+    key_path = folder / "signer.key.pem"
+    key_path.write_bytes(
+        key.private_bytes(pem, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
+    )
+    key_path.chmod(0o600)
+    (folder / "signer.cert.pem").write_bytes(cert.public_bytes(pem))
+
+
 def run_child(what: str, log: Path, jobs: int) -> dict[str, Any]:
     done = subprocess.run(  # noqa: S603 (this script, fixed arguments)
         [sys.executable, __file__, "--child", what, "--log", str(log), "--jobs", str(jobs)],
         capture_output=True,
         text=True,
-        check=True,
+        check=False,
     )
+    if done.returncode != 0:
+        raise SystemExit(f"the {what} export failed:\n{done.stderr}")
     result: dict[str, Any] = json.loads(done.stdout.strip().splitlines()[-1])
     return result
 
@@ -113,6 +156,8 @@ def main() -> int:
 
     console = Console()
     folder = args.cache or _cache_dir()
+    folder.mkdir(parents=True, exist_ok=True)
+    make_signer(folder)
     rows: list[dict[str, Any]] = []
     for n in args.sizes:
         with console.status(f"writing a signed log of {n:,} records (once; cached)"):

@@ -15,11 +15,14 @@ import os
 import sys
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from rich.console import Console
 from rich.markup import escape
 from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TimeRemainingColumn
+
+if TYPE_CHECKING:
+    from ..report import PdfSigning
 
 __all__ = ["register", "run"]
 
@@ -68,6 +71,17 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         help="pin the log's signing key(s) for verification (else trust on first use)",
     )
     export.add_argument("--jobs", type=int, default=1, help="processes verifying signatures")
+    export.add_argument("--sign-key", type=Path, help="pdf: the signer's private key (PEM)")
+    export.add_argument("--sign-cert", type=Path, help="pdf: the signer's certificate (PEM)")
+    export.add_argument(
+        "--sign-chain", type=Path, action="append", default=[], help="pdf: an intermediate CA"
+    )
+    export.add_argument(
+        "--sign-key-password-env",
+        metavar="VAR",
+        help="pdf: the environment variable holding the signing key's password",
+    )
+    export.add_argument("--tsa-url", help="pdf: RFC 3161 timestamp authority (PAdES B-T; else B-B)")
     export.add_argument("--json", action="store_true", help="print the summary as JSON")
 
 
@@ -81,6 +95,7 @@ def run(args: argparse.Namespace) -> int:
     frameworks = load_controls(args.controls)  # before any work: a typo fails at once
     keys = [load_public_key(k) for k in args.key]
     log: Path = args.log or _default_audit_path()
+    signing = _signing(args)
 
     def export(progress: Callable[[int], None] | None) -> dict[str, Any]:
         return export_report(
@@ -92,6 +107,7 @@ def run(args: argparse.Namespace) -> int:
             keys=keys,
             jobs=args.jobs,
             progress=progress,
+            signing=signing,
         )
 
     model = _with_progress(log, export)
@@ -117,6 +133,35 @@ def run(args: argparse.Namespace) -> int:
         for statement in model["attestation"]["statements"]:
             console.print(f"[yellow]cannot attest:[/] {escape(statement)}", highlight=False)
     return 0 if model["attestation"]["log_intact"] else 1
+
+
+def _signing(args: argparse.Namespace) -> PdfSigning | None:
+    from ..errors import ReportError
+    from ..report import PdfSigning
+
+    if args.format != "pdf":
+        return None
+    if not args.sign_key or not args.sign_cert:
+        raise ReportError(
+            "--format pdf writes a signed PDF: --sign-key and --sign-cert are required.",
+            hint="Pass the signer's private key and certificate (PEM).",
+        )
+    password: bytes | None = None
+    if args.sign_key_password_env:
+        value = os.environ.get(args.sign_key_password_env)
+        if value is None:
+            raise ReportError(
+                f"--sign-key-password-env names {args.sign_key_password_env}, which is not set.",
+                hint="Export the variable with the key's password, or drop the flag.",
+            )
+        password = value.encode()
+    return PdfSigning(
+        key=args.sign_key,
+        cert=args.sign_cert,
+        chain=tuple(args.sign_chain),
+        password=password,
+        tsa_url=args.tsa_url,
+    )
 
 
 def _with_progress(

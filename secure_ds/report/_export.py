@@ -23,11 +23,12 @@ from ..errors import ReportError
 from ._aggregate import Period
 from ._controls import Framework
 from ._model import build_report
+from ._pdf import PdfSigning
 
 __all__ = ["CSV_COLUMNS", "FORMATS", "Format", "atomic_output", "csv_row", "export_report"]
 
-Format = Literal["json", "csv", "html"]
-FORMATS: tuple[Format, ...] = ("json", "csv", "html")
+Format = Literal["json", "csv", "html", "pdf"]
+FORMATS: tuple[Format, ...] = ("json", "csv", "html", "pdf")
 
 CSV_COLUMNS = (
     "time", "event_id", "trace_id", "index", "outcome", "action", "principal", "team",
@@ -137,12 +138,27 @@ def export_report(
     keys: Sequence[PublicKey] = (),
     jobs: int = 1,
     progress: Callable[[int], None] | None = None,
+    signing: PdfSigning | None = None,
 ) -> dict[str, Any]:
-    """Build the report and write it to ``out`` in ``fmt``; returns the model."""
+    """Build the report and write it to ``out`` in ``fmt``; returns the model. A PDF
+    is always signed (``signing`` is required for it)."""
     if fmt not in FORMATS:
         raise ReportError(
             f"Unknown report format {fmt!r}.", hint=f"Pass --format one of {', '.join(FORMATS)}."
         )
+    if fmt == "pdf":
+        if signing is None:
+            raise ReportError(
+                "A PDF report is signed, and no signing key and certificate were given.",
+                hint="Pass --sign-key KEY.pem and --sign-cert CERT.pem (or another --format).",
+            )
+        from ._pdf import check_key_matches_cert, render_pdf, sign_pdf
+
+        check_key_matches_cert(signing)  # before the long pass: a wrong key fails at once
+        with atomic_output(out, "wb") as fb:
+            model = build_report(log, period, frameworks, keys=keys, jobs=jobs, progress=progress)
+            fb.write(sign_pdf(render_pdf(model), signing))
+        return model
     if fmt == "csv":
         with atomic_output(out) as f:
             writer = csv.writer(f, lineterminator="\n")

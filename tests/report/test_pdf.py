@@ -1,0 +1,177 @@
+"""The signed PDF report: pyHanko's own validation accepts it with the signer's
+certificate as the only trust root, rejects a copy altered by one byte, and a key that
+does not match its certificate is refused before anything is written."""
+
+from __future__ import annotations
+
+import datetime as dt
+import io
+from pathlib import Path
+
+import pytest
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import NameOID
+
+from secure_ds.cli import main
+from secure_ds.errors import ReportError
+from secure_ds.report import PdfSigning, Period, export_report, load_controls
+
+from ._records import varied_records, write_log
+
+pytest.importorskip("pyhanko")
+pytest.importorskip("reportlab")
+
+T0 = dt.datetime(2026, 11, 1, tzinfo=dt.UTC)
+PERIOD = Period(dt.date(2026, 11, 1), dt.date(2026, 11, 5))
+
+
+def make_signer(folder: Path, name: str = "signer") -> tuple[Path, Path]:
+    """A P-256 key and a self-signed certificate for it (digitalSignature, nonRepudiation)."""
+    key = ec.generate_private_key(ec.SECP256R1())
+    subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, f"secure-ds report {name}")])
+    now = dt.datetime.now(dt.UTC)
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(subject)
+        .issuer_name(subject)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - dt.timedelta(days=1))
+        .not_valid_after(now + dt.timedelta(days=30))
+        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+        .add_extension(
+            x509.KeyUsage(
+                digital_signature=True,
+                content_commitment=True,
+                key_encipherment=False,
+                data_encipherment=False,
+                key_agreement=False,
+                key_cert_sign=True,
+                crl_sign=False,
+                encipher_only=False,
+                decipher_only=False,
+            ),
+            critical=True,
+        )
+        .sign(key, hashes.SHA256())
+    )
+    key_path, cert_path = folder / f"{name}.key.pem", folder / f"{name}.cert.pem"
+    key_path.write_bytes(
+        key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+    )
+    key_path.chmod(0o600)
+    cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    return key_path, cert_path
+
+
+def validate(pdf: bytes, cert_path: Path) -> object:
+    from asn1crypto import pem
+    from asn1crypto import x509 as asn1_x509
+    from pyhanko.pdf_utils.reader import PdfFileReader
+    from pyhanko.sign.validation import validate_pdf_signature
+    from pyhanko_certvalidator import ValidationContext
+
+    _, _, der = pem.unarmor(cert_path.read_bytes())
+    context = ValidationContext(trust_roots=[asn1_x509.Certificate.load(der)])
+    reader = PdfFileReader(io.BytesIO(pdf))
+    assert len(reader.embedded_signatures) == 1
+    return validate_pdf_signature(reader.embedded_signatures[0], context)
+
+
+@pytest.fixture
+def log(tmp_path: Path) -> Path:
+    path = tmp_path / "audit.jsonl"
+    write_log(path, varied_records(120, T0, dt.timedelta(hours=1)), every=50)
+    return path
+
+
+def test_the_signed_pdf_validates_and_a_one_byte_change_does_not(log: Path, tmp_path: Path) -> None:
+    key, cert = make_signer(tmp_path)
+    out = tmp_path / "report.pdf"
+    model = export_report(
+        log, PERIOD, load_controls(), "pdf", out, signing=PdfSigning(key=key, cert=cert)
+    )
+    assert model["totals"]["calls"] == 120
+    pdf = out.read_bytes()
+    assert pdf.startswith(b"%PDF-")
+    status = validate(pdf, cert)
+    assert status.bottom_line, status.pretty_print_details()  # type: ignore[attr-defined]
+    assert status.intact
+    assert status.valid
+    assert status.trusted
+    assert status.coverage.name == "ENTIRE_FILE"  # type: ignore[attr-defined]
+    # PAdES: the ETSI subfilter, signed attributes only (B-B: no timestamp without a TSA)
+    assert b"/ETSI.CAdES.detached" in pdf
+    assert status.timestamp_validity is None  # type: ignore[attr-defined]
+
+    # one byte of the report's content changed (the signed byte range, not the signature)
+    altered = bytearray(pdf)
+    at = pdf.index(b"stream\n") + 20
+    altered[at] ^= 0x01
+    bad = validate(bytes(altered), cert)
+    assert not bad.bottom_line  # type: ignore[attr-defined]
+    assert not bad.intact  # type: ignore[attr-defined]
+
+
+def test_another_certificate_as_trust_root_is_not_trusted(log: Path, tmp_path: Path) -> None:
+    key, cert = make_signer(tmp_path)
+    _, other_cert = make_signer(tmp_path, "other")
+    out = tmp_path / "report.pdf"
+    export_report(log, PERIOD, load_controls(), "pdf", out, signing=PdfSigning(key, cert))
+    status = validate(out.read_bytes(), other_cert)
+    assert status.intact  # type: ignore[attr-defined]
+    assert not status.trusted  # type: ignore[attr-defined]
+
+
+def test_a_key_that_does_not_match_its_certificate_is_refused(
+    log: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    _, cert = make_signer(tmp_path)
+    other_key, _ = make_signer(tmp_path, "other")
+    out = tmp_path / "report.pdf"
+    with pytest.raises(ReportError, match="does not match the certificate"):
+        export_report(log, PERIOD, load_controls(), "pdf", out, signing=PdfSigning(other_key, cert))
+    assert not out.exists()
+    code = main(
+        ["report", "export", "--from", "2026-11-01", "--to", "2026-11-05", "--format", "pdf",
+         "--out", str(out), "--log", str(log), "--sign-key", str(other_key),
+         "--sign-cert", str(cert)]
+    )  # fmt: skip
+    assert code == 2
+    assert "does not match the certificate" in " ".join(capsys.readouterr().err.split())
+    assert not out.exists()
+    assert [p.name for p in tmp_path.iterdir() if p.name.endswith(".tmp")] == []
+
+
+def test_a_pdf_without_signing_material_is_refused(log: Path, tmp_path: Path) -> None:
+    out = tmp_path / "report.pdf"
+    code = main(
+        ["report", "export", "--from", "2026-11-01", "--to", "2026-11-05", "--format", "pdf",
+         "--out", str(out), "--log", str(log)]
+    )  # fmt: skip
+    assert code == 2
+    assert not out.exists()
+
+
+def test_a_tampered_log_is_on_the_pdf_first_page(log: Path, tmp_path: Path) -> None:
+    from pyhanko.pdf_utils.reader import PdfFileReader
+
+    key, cert = make_signer(tmp_path)
+    log.write_bytes(log.read_bytes().replace(b'"max_tokens":256', b'"max_tokens":999', 1))
+    out = tmp_path / "report.pdf"
+    code = main(
+        ["report", "export", "--from", "2026-11-01", "--to", "2026-11-05", "--format", "pdf",
+         "--out", str(out), "--log", str(log), "--sign-key", str(key), "--sign-cert", str(cert)]
+    )  # fmt: skip
+    assert code == 1
+    reader = PdfFileReader(io.BytesIO(out.read_bytes()))
+    pages = reader.root["/Pages"]["/Kids"]
+    first, second = (pages[n].get_object()["/Contents"].get_object().data for n in (0, 1))
+    assert b"THE AUDIT LOG IS NOT INTACT" in first  # reportlab writes text as (...) Tj
+    assert b"THE AUDIT LOG IS NOT INTACT" not in second
