@@ -90,7 +90,10 @@ def render_pdf(model: dict[str, Any]) -> bytes:
     def table(
         headers: list[str], rows: list[list[Any]], widths: list[float] | None = None
     ) -> Table:
-        data = [[p(h) for h in headers]] + ([[p(c) for c in r] for r in rows] or [[p("none")]])
+        def cell(c: Any) -> Any:  # a list: one paragraph per item (a Paragraph drops \n)
+            return [p(x) for x in c] if isinstance(c, list) else p(c)
+
+        data = [[p(h) for h in headers]] + ([[cell(c) for c in r] for r in rows] or [[p("none")]])
         t = Table(data, colWidths=widths, repeatRows=1)
         t.setStyle(
             TableStyle(
@@ -188,10 +191,7 @@ def render_pdf(model: dict[str, Any]) -> bytes:
                 c["id"],
                 c["title"],
                 _STATUS[c["status"]],
-                "\n".join(
-                    f"[{_STATUS[e['status']]}] {e['query']}: {e['statement']}"
-                    for e in c["evidence"]
-                ),
+                [f"[{_STATUS[e['status']]}] {e['query']}: {e['statement']}" for e in c["evidence"]],
             ]
             for c in fw["controls"]
         ]
