@@ -27,8 +27,8 @@ from ._pdf import PdfSigning
 
 __all__ = ["CSV_COLUMNS", "FORMATS", "Format", "atomic_output", "csv_row", "export_report"]
 
-Format = Literal["json", "csv", "html", "pdf"]
-FORMATS: tuple[Format, ...] = ("json", "csv", "html", "pdf")
+Format = Literal["json", "csv", "html", "pdf", "oscal"]
+FORMATS: tuple[Format, ...] = ("json", "csv", "html", "pdf", "oscal")
 
 CSV_COLUMNS = (
     "time", "event_id", "trace_id", "index", "outcome", "action", "principal", "team",
@@ -177,6 +177,10 @@ def export_report(
         if fmt == "json":
             json.dump(model, f, indent=2, ensure_ascii=False)
             f.write("\n")
+        elif fmt == "oscal":
+            from ._oscal import render_oscal
+
+            f.write(render_oscal(model))
         else:
             from ._html import render_html
 
