@@ -4,8 +4,8 @@ For each size a signed log of varied, schema-valid records (tests/report/_record
 permits, denials, failures, DLP findings, four principals, two models, two policy
 revisions) is written once (kept under ~/.cache/secure-ds/bench-report/, keyed by size
 and the generator's seed) with records spread over 30 days, and exported as JSON, CSV,
-HTML and signed PDF (a P-256 key and self-signed certificate made for the run) for the
-whole period. Each export runs in a fresh interpreter, so its peak
+HTML, signed PDF (a P-256 key and self-signed certificate made for the run) and OSCAL
+for the whole period. Each export runs in a fresh interpreter, so its peak
 RSS (``ru_maxrss``) is its own; the same interpreter doing only its imports is the
 memory baseline, and the floor for time is the same work without the report:
 ``verify_log`` (which every export runs first) plus one ``json.loads`` per line.
@@ -37,7 +37,7 @@ from rich.table import Table
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))  # tests.report._records: the generator the tests use
 
-FORMATS = ("json", "csv", "html", "pdf")
+FORMATS = ("json", "csv", "html", "pdf", "oscal")
 DAYS = 30
 
 

@@ -174,15 +174,20 @@ def _with_progress(
     if size < _PROGRESS_MIN_BYTES or not sys.stderr.isatty():
         return export(None)
     with Progress(
-        TextColumn("verifying, then reading the audit log"),
+        TextColumn("{task.description}"),
         BarColumn(),
         DownloadColumn(),
         TimeRemainingColumn(),
         console=Console(stderr=True),
         transient=True,
     ) as bar:
-        task = bar.add_task("read", total=size)
-        return export(lambda done: bar.update(task, completed=done))
+        # verification reports no progress: the bar pulses until the reading pass starts
+        task = bar.add_task("verifying the audit log", total=None)
+
+        def reading(done: int) -> None:
+            bar.update(task, description="reading the audit log", total=size, completed=done)
+
+        return export(reading)
 
 
 def _default_audit_path() -> Path:

@@ -35,9 +35,9 @@ def test_bench_report_measures_each_format_at_two_sizes(tmp_path: Path) -> None:
     assert done.returncode == 0, done.stdout + done.stderr
     report = json.loads(out.read_text())
     assert [(r["records"], r["format"]) for r in report["rows"]] == [
-        (n, f) for n in (60, 120) for f in ("json", "csv", "html", "pdf")
+        (n, f) for n in (60, 120) for f in ("json", "csv", "html", "pdf", "oscal")
     ]
     for row in report["rows"]:
         assert row["seconds"] > 0
         assert row["peak_rss_mib"] > 0
-    assert set(report["rss_growth"]) == {"json", "csv", "html", "pdf"}
+    assert set(report["rss_growth"]) == {"json", "csv", "html", "pdf", "oscal"}

@@ -210,3 +210,24 @@ def test_the_gap_is_reported_by_the_command(
     assert export(log, out, "json") == 0
     text = " ".join(capsys.readouterr().out.split())
     assert "No records on 3 day(s) of the period: 2026-11-02, 2026-11-03, 2026-11-05" in text
+
+
+def test_a_long_export_on_a_terminal_shows_progress_to_the_end(
+    log: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from secure_ds.cli import _report
+
+    seen: list[int] = []
+    real = _report.Progress.update
+
+    def update(self: object, task: object, **kw: object) -> None:
+        if "completed" in kw:
+            seen.append(int(kw["completed"]))  # type: ignore[call-overload]
+        real(self, task, **kw)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(_report, "_PROGRESS_MIN_BYTES", 0)  # this small log counts as long
+    monkeypatch.setattr(_report.sys.stderr, "isatty", lambda: True)
+    monkeypatch.setattr(_report.Progress, "update", update)
+    assert export(log, tmp_path / "r.json", "json") == 0
+    assert seen
+    assert seen[-1] == log.stat().st_size  # the bar reaches the end of the log
