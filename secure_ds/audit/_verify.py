@@ -60,6 +60,7 @@ from ._entry import (
     parse_line,
     split_line,
 )
+from ._log import lower_synced, synced_path
 from ._signing import PublicKey
 from .merkle import EMPTY_ROOT, CompactTree
 
@@ -602,7 +603,22 @@ def repair_log(path: Path) -> RepairResult:
             f"Cannot open the audit log {path} ({exc.strerror or type(exc).__name__}).",
             hint="Pass the path of an audit log you may write.",
         ) from None
+    # The writers' shared fsync count (_log._SharedSync) must not claim bytes cut here:
+    # its flock first, then the log's (the order the writers take them in).
     try:
+        side: int | None = os.open(synced_path(path), os.O_RDWR | os.O_CLOEXEC | os.O_NOFOLLOW)
+    except FileNotFoundError:
+        side = None  # no writer process shared fsyncs
+    except OSError as exc:
+        os.close(fd)
+        raise AuditError(
+            f"Cannot open {synced_path(path)} ({exc.strerror or type(exc).__name__}), "
+            "where the log's writers share their fsyncs; the log was not changed.",
+            hint="Run repair as the user who writes the log.",
+        ) from None
+    try:
+        if side is not None:
+            fcntl.flock(side, fcntl.LOCK_EX)
         fcntl.flock(fd, fcntl.LOCK_EX)
         size = os.fstat(fd).st_size
         keep = size
@@ -620,6 +636,8 @@ def repair_log(path: Path) -> RepairResult:
         if keep != size:
             os.ftruncate(fd, keep)
             os.fsync(fd)
+            if side is not None:
+                lower_synced(side, fd, keep)
         return RepairResult(str(path), size - keep)
     except OSError as exc:
         raise AuditError(
@@ -630,6 +648,8 @@ def repair_log(path: Path) -> RepairResult:
         with contextlib.suppress(OSError):
             fcntl.flock(fd, fcntl.LOCK_UN)
         os.close(fd)
+        if side is not None:
+            os.close(side)  # releases its flock
 
 
 def is_checkpoint_line(line: bytes | str) -> bool:

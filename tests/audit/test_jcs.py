@@ -135,3 +135,35 @@ def test_values_json_cannot_hold_are_refused() -> None:
         canonicalize("\ud800")
     with pytest.raises(TypeError):
         canonicalize({"k": object()})
+
+
+@pytest.mark.parametrize(
+    "value",
+    [
+        3.0,
+        -2.0,
+        [1.0],
+        {"a": 7.0},
+        [1, 2.0],
+        {"b": [0.5, 4.0], "c": 1e-07},
+        1e16,
+        [1.5e300],
+        -1e-300,
+        {"x": "9e-5", "y": "1.0,", "z": "a.0]"},
+        {"ip": "10.0.0.7", "usd": 0.00042, "v": 10.0},
+    ],
+)
+def test_each_place_python_and_ecmascript_differ_takes_the_exact_path(value: Any) -> None:
+    # The fast path's scan looks for "<digits>.0" before a delimiter or at the end of
+    # the text, and "<digit>e+"/"<digit>e-": each position is covered here.
+    assert canonicalize(value) == rfc8785.dumps(value)
+
+
+def test_a_cyclic_value_is_refused_with_value_error() -> None:
+    cyclic: list[Any] = []
+    cyclic.append(cyclic)
+    looped: dict[str, Any] = {}
+    looped["self"] = looped
+    for bad in (cyclic, {"k": looped}):
+        with pytest.raises(ValueError, match="cyclic"):
+            canonicalize(bad)

@@ -1,0 +1,209 @@
+"""Group commit across writers of one log file: the side file ``<log>.synced`` lets a
+writer skip its fsync when one that began after its lines were written has returned,
+and it never claims bytes no successful fsync covered.
+
+Two ``AuditLog`` objects on one file in one process hold separate open file
+descriptions, so their ``flock``s exclude each other exactly as two processes' do."""
+
+from __future__ import annotations
+
+import os
+import struct
+import threading
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+from secure_ds import AuditError
+from secure_ds.audit import AuditLog, repair_log, verify_log
+from secure_ds.audit._log import synced_path
+
+LAYOUT = struct.Struct("<QQQ")
+
+
+def _count(log: Path) -> int:
+    """What the side file says is synced of ``log`` (0 when it names another file)."""
+    raw = synced_path(log).read_bytes()
+    if len(raw) != LAYOUT.size:
+        return 0
+    dev, ino, synced = LAYOUT.unpack(raw)
+    st = log.stat()
+    return synced if (dev, ino) == (st.st_dev, st.st_ino) else 0
+
+
+def _set_count(log: Path, synced: int) -> None:
+    st = log.stat()
+    synced_path(log).write_bytes(LAYOUT.pack(st.st_dev, st.st_ino, synced))
+
+
+def _record(i: int) -> dict[str, object]:
+    return {"event_id": f"e-{i}", "i": i, "filler": "z" * 200}
+
+
+def test_a_writer_whose_lines_another_fsync_covered_skips_its_own(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    path = tmp_path / "audit.jsonl"
+    logs = [AuditLog(path, fsync="always") for _ in range(3)]
+    real_fsync = os.fsync
+    calls: list[int] = []
+    release = threading.Event()
+
+    def slow_first_fsync(fd: int) -> None:
+        calls.append(fd)
+        if len(calls) == 1:
+            assert release.wait(30)  # the first writer's fsync "takes long"
+        real_fsync(fd)
+
+    monkeypatch.setattr(os, "fsync", slow_first_fsync)
+    errors: list[BaseException] = []
+
+    def append(log: AuditLog, i: int) -> Callable[[], None]:
+        def run() -> None:
+            try:
+                log.append(_record(i))
+            except BaseException as exc:  # seen by the assertion below
+                errors.append(exc)
+
+        return run
+
+    first = threading.Thread(target=append(logs[0], 0))
+    first.start()
+    while not calls:  # the first writer is inside its fsync, holding the side file's flock
+        threading.Event().wait(0.005)
+    others = [threading.Thread(target=append(logs[i], i)) for i in (1, 2)]
+    for t in others:
+        t.start()
+    # both other writers' lines are written (they wait for the first writer's fsync)
+    while path.read_bytes().count(b'"event_id":"e-') < 3:
+        threading.Event().wait(0.005)
+    release.set()
+    for t in (first, *others):
+        t.join(30)
+    assert not errors
+    # one fsync for the first line; the next covers both others' lines, which were
+    # written before it began: the last writer returns without an fsync of its own
+    assert len(calls) == 2
+    assert _count(path) == path.stat().st_size
+    for log in logs:
+        log.close()
+    result = verify_log(path)
+    assert result.ok, result
+    assert result.records == 3
+
+
+def test_concurrent_writers_of_one_file_share_fsyncs(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    path = tmp_path / "audit.jsonl"
+    logs = [AuditLog(path, fsync="always") for _ in range(2)]
+    real_fsync = os.fsync
+    calls = 0
+
+    def counting(fd: int) -> None:
+        nonlocal calls
+        calls += 1
+        real_fsync(fd)
+
+    monkeypatch.setattr(os, "fsync", counting)
+
+    def work(log: AuditLog, first: int) -> None:
+        for i in range(first, first + 40):
+            log.append(_record(i))
+
+    threads = [threading.Thread(target=work, args=(logs[k % 2], k * 40)) for k in range(6)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    appended_calls = calls
+    for log in logs:
+        log.close()
+    assert appended_calls < 240
+    result = verify_log(path)
+    assert result.ok, result
+    assert result.records == 240
+
+
+def test_a_failed_fsync_is_not_counted_and_the_next_writer_syncs_itself(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    path = tmp_path / "audit.jsonl"
+    failing, other = AuditLog(path, fsync="always"), AuditLog(path, fsync="always")
+    before = _count(path)
+    real_fsync = os.fsync
+
+    def broken(fd: int) -> None:
+        raise OSError(5, "Input/output error")
+
+    monkeypatch.setattr(os, "fsync", broken)
+    with pytest.raises(AuditError, match="Input/output error"):
+        failing.append(_record(0))
+    assert _count(path) == before  # nothing claimed for the failed fsync
+    calls: list[int] = []
+
+    def counting(fd: int) -> None:
+        calls.append(fd)
+        real_fsync(fd)
+
+    monkeypatch.setattr(os, "fsync", counting)
+    other.append(_record(1))
+    assert len(calls) == 1  # its own fsync, covering both lines
+    assert _count(path) == path.stat().st_size
+    other.close()
+    failing.close()
+
+
+def test_a_count_beyond_the_file_is_forgotten_on_open_and_by_repair(tmp_path: Path) -> None:
+    path = tmp_path / "audit.jsonl"
+    with AuditLog(path, fsync="always") as log:
+        log.append(_record(0))
+        assert _count(path) == path.stat().st_size
+    size = path.stat().st_size  # with the closing checkpoint
+    # A writer counted a line while it was being written, then died: repair cuts it.
+    with path.open("ab") as f:
+        f.write(b'{"event_id":"torn')
+    _set_count(path, size + 10)
+    assert repair_log(path).removed_bytes == len(b'{"event_id":"torn')
+    assert _count(path) == size  # never more than what is left
+    # A count that claims more than the file holds (a file put in its place, a cut made
+    # without repair) is dropped when a writer opens the log.
+    _set_count(path, size + 500)
+    with AuditLog(path, fsync="always") as log:
+        assert _count(path) in (0, path.stat().st_size)
+        log.append(_record(1))
+    assert verify_log(path).ok
+
+
+def test_a_count_for_another_file_is_not_trusted(tmp_path: Path) -> None:
+    path = tmp_path / "audit.jsonl"
+    AuditLog(path, fsync="always").close()
+    synced_path(path).write_bytes(LAYOUT.pack(1, 2, 1 << 40))  # another device and inode
+    with AuditLog(path, fsync="always") as log:
+        log.append(_record(0))
+        assert _count(path) == path.stat().st_size
+
+
+def test_a_side_file_that_is_a_symlink_is_not_followed(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    path = tmp_path / "audit.jsonl"
+    target = tmp_path / "elsewhere"
+    target.write_bytes(b"keep")
+    synced_path(path).symlink_to(target)
+    real_fsync = os.fsync
+    calls = 0
+
+    def counting(fd: int) -> None:
+        nonlocal calls
+        calls += 1
+        real_fsync(fd)
+
+    with AuditLog(path, fsync="always") as log:
+        monkeypatch.setattr(os, "fsync", counting)
+        for i in range(3):
+            log.append(_record(i))
+        assert calls == 3  # syncs alone, every append durable
+    assert target.read_bytes() == b"keep"
+    assert verify_log(path).ok
