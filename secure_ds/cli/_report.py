@@ -82,6 +82,14 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         help="pdf: the environment variable holding the signing key's password",
     )
     export.add_argument("--tsa-url", help="pdf: RFC 3161 timestamp authority (PAdES B-T; else B-B)")
+    export.add_argument(
+        "--sign-pkcs11-key", metavar="LABEL", help="pdf: sign with this key pair in an HSM"
+    )
+    export.add_argument("--sign-pkcs11-module", type=Path, help="pdf: the PKCS#11 module (.so)")
+    export.add_argument("--sign-pkcs11-token", metavar="LABEL", help="pdf: the token's label")
+    export.add_argument(
+        "--sign-pkcs11-pin-env", metavar="VAR", help="pdf: the variable holding the token's PIN"
+    )
     export.add_argument("--json", action="store_true", help="print the summary as JSON")
 
 
@@ -137,15 +145,36 @@ def run(args: argparse.Namespace) -> int:
 
 def _signing(args: argparse.Namespace) -> PdfSigning | None:
     from ..errors import ReportError
-    from ..report import PdfSigning
+    from ..report import PdfSigning, Pkcs11Key
 
     if args.format != "pdf":
         return None
-    if not args.sign_key or not args.sign_cert:
+    if not args.sign_cert or not (args.sign_key or args.sign_pkcs11_key):
         raise ReportError(
-            "--format pdf writes a signed PDF: --sign-key and --sign-cert are required.",
-            hint="Pass the signer's private key and certificate (PEM).",
+            "--format pdf writes a signed PDF: --sign-cert and --sign-key (or "
+            "--sign-pkcs11-key) are required.",
+            hint="Pass the signer's certificate and its private key (PEM) or HSM key label.",
         )
+    hsm: Pkcs11Key | None = None
+    if args.sign_pkcs11_key:
+        missing = [
+            flag
+            for flag, value in (
+                ("--sign-pkcs11-module", args.sign_pkcs11_module),
+                ("--sign-pkcs11-token", args.sign_pkcs11_token),
+                ("--sign-pkcs11-pin-env", args.sign_pkcs11_pin_env),
+            )
+            if not value
+        ]
+        pin = os.environ.get(args.sign_pkcs11_pin_env or "")
+        if missing or pin is None:
+            raise ReportError(
+                "--sign-pkcs11-key needs "
+                + (", ".join(missing) if missing else f"{args.sign_pkcs11_pin_env} to be set")
+                + ".",
+                hint="Name the PKCS#11 module, the token label and the variable holding the PIN.",
+            )
+        hsm = Pkcs11Key(args.sign_pkcs11_module, args.sign_pkcs11_token, args.sign_pkcs11_key, pin)
     password: bytes | None = None
     if args.sign_key_password_env:
         value = os.environ.get(args.sign_key_password_env)
@@ -156,6 +185,7 @@ def _signing(args: argparse.Namespace) -> PdfSigning | None:
             )
         password = value.encode()
     return PdfSigning(
+        pkcs11=hsm,
         key=args.sign_key,
         cert=args.sign_cert,
         chain=tuple(args.sign_chain),

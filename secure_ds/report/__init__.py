@@ -12,7 +12,7 @@ from ._evidence import EVIDENCE_QUERIES, Evidence
 from ._export import CSV_COLUMNS, FORMATS, atomic_output, export_report
 from ._model import REPORT_SCHEMA_VERSION, build_report, parse_date
 from ._oscal import render_oscal
-from ._pdf import PdfSigning, render_pdf, sign_pdf
+from ._pdf import PdfSigning, Pkcs11Key, render_pdf, sign_pdf
 
 __all__ = [
     "CSV_COLUMNS",
@@ -25,6 +25,7 @@ __all__ = [
     "Framework",
     "PdfSigning",
     "Period",
+    "Pkcs11Key",
     "aggregate_log",
     "atomic_output",
     "build_report",

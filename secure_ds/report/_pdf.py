@@ -16,28 +16,45 @@ refused here with the reason.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import io
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 from ..errors import ReportError
 
-__all__ = ["PdfSigning", "check_key_matches_cert", "render_pdf", "sign_pdf"]
+__all__ = ["PdfSigning", "Pkcs11Key", "check_key_matches_cert", "render_pdf", "sign_pdf"]
 
 _STATUS = {"met": "met", "not_met": "NOT MET", "cannot_attest": "cannot attest"}
 
 
 @dataclasses.dataclass(frozen=True)
-class PdfSigning:
-    """How to sign: a PEM (or DER) private key and its certificate, optional chain,
-    optional key password (never shown), optional RFC 3161 timestamp authority."""
+class Pkcs11Key:
+    """A signing key held in a PKCS#11 token (an HSM): the module, the token's label,
+    the key pair's label and the user PIN (never shown). EC P-256 and RSA keys; the
+    digest is made in this process and the token signs it (``CKM_ECDSA``), as SoftHSM2
+    has no combined hash-and-sign mechanism for EC."""
 
-    key: Path
+    module: Path
+    token: str
+    key_label: str
+    pin: str = dataclasses.field(repr=False)
+
+
+@dataclasses.dataclass(frozen=True)
+class PdfSigning:
+    """How to sign: a PEM (or DER) private key file or a :class:`Pkcs11Key`, and its
+    certificate; optional chain, optional key password (never shown), optional RFC 3161
+    timestamp authority."""
+
+    key: Path | None
     cert: Path
     chain: tuple[Path, ...] = ()
     password: bytes | None = dataclasses.field(default=None, repr=False)
     tsa_url: str | None = None
+    pkcs11: Pkcs11Key | None = None
 
 
 def _need_extra() -> ReportError:
@@ -338,6 +355,8 @@ def render_pdf(model: dict[str, Any]) -> bytes:
 
 
 def check_key_matches_cert(signing: PdfSigning) -> None:
+    """Refuse a key whose public half is not the certificate's (a file key, or the
+    token's public key object of the same label)."""
     from cryptography import x509
     from cryptography.hazmat.primitives import serialization
 
@@ -350,7 +369,7 @@ def check_key_matches_cert(signing: PdfSigning) -> None:
                 hint=f"Pass --sign-{what} a readable PEM file.",
             ) from None
 
-    key_bytes, cert_bytes = read(signing.key, "key"), read(signing.cert, "cert")
+    cert_bytes = read(signing.cert, "cert")
     try:
         cert = (
             x509.load_pem_x509_certificate(cert_bytes)
@@ -362,6 +381,25 @@ def check_key_matches_cert(signing: PdfSigning) -> None:
             f"The PDF signing certificate {signing.cert} is not a PEM or DER certificate.",
             hint="Pass --sign-cert the signer's X.509 certificate.",
         ) from None
+    fmt = serialization.PublicFormat.SubjectPublicKeyInfo
+    der = serialization.Encoding.DER
+    cert_spki = cert.public_key().public_bytes(der, fmt)
+    if signing.pkcs11 is not None:
+        with _pkcs11_session(signing.pkcs11) as session:
+            key_spki = _token_public_key(session, signing.pkcs11)
+        where = f"PKCS#11 key {signing.pkcs11.key_label!r} in token {signing.pkcs11.token!r}"
+        if key_spki != cert_spki:
+            raise ReportError(
+                f"The {where} does not match the certificate {signing.cert} (their public "
+                "keys differ): every validator would reject the signature.",
+                hint="Pass the certificate issued for that key, or the key's label.",
+            )
+        return
+    if signing.key is None:
+        raise ReportError(
+            "No PDF signing key was given.", hint="Pass --sign-key, or a PKCS#11 key."
+        )
+    key_bytes = read(signing.key, "key")
     try:
         load = (
             serialization.load_pem_private_key
@@ -376,9 +414,7 @@ def check_key_matches_cert(signing: PdfSigning) -> None:
             hint="Pass --sign-key the private key of --sign-cert (with its password in "
             "the variable --sign-key-password-env names, if it has one).",
         ) from None
-    fmt = serialization.PublicFormat.SubjectPublicKeyInfo
-    der = serialization.Encoding.DER
-    if key.public_key().public_bytes(der, fmt) != cert.public_key().public_bytes(der, fmt):
+    if key.public_key().public_bytes(der, fmt) != cert_spki:
         raise ReportError(
             f"The PDF signing key {signing.key} does not match the certificate "
             f"{signing.cert} (their public keys differ): every validator would reject "
@@ -387,14 +423,80 @@ def check_key_matches_cert(signing: PdfSigning) -> None:
         )
 
 
+@contextlib.contextmanager
+def _pkcs11_session(hsm: Pkcs11Key) -> Iterator[Any]:
+    try:
+        import pkcs11
+    except ImportError:
+        raise ReportError(
+            "A PKCS#11 signing key needs python-pkcs11, which is not installed.",
+            hint="Install the optional extra: pip install -e '.[hsm]'.",
+        ) from None
+    try:
+        token = pkcs11.lib(str(hsm.module)).get_token(token_label=hsm.token)
+        session = token.open(user_pin=hsm.pin)
+    except Exception as exc:  # python-pkcs11's errors share no useful base: name the class
+        raise ReportError(
+            f"Cannot open the PKCS#11 token {hsm.token!r} with module {hsm.module} "
+            f"({type(exc).__name__}).",  # never the PIN
+            hint="Check the module path, the token label and the PIN variable.",
+        ) from None
+    try:
+        yield session
+    finally:
+        session.close()
+
+
+def _token_public_key(session: Any, hsm: Pkcs11Key) -> bytes:
+    from pkcs11 import Attribute, KeyType, ObjectClass
+    from pkcs11.util.ec import encode_ec_public_key
+
+    try:
+        pub = session.get_key(object_class=ObjectClass.PUBLIC_KEY, label=hsm.key_label)
+    except Exception as exc:
+        raise ReportError(
+            f"The PKCS#11 token {hsm.token!r} has no single public key labelled "
+            f"{hsm.key_label!r} ({type(exc).__name__}).",
+            hint="Pass the label of the key pair the certificate was issued for.",
+        ) from None
+    if pub.key_type == KeyType.EC:
+        from cryptography.hazmat.primitives import serialization
+
+        # python-pkcs11 gives the point with named-curve parameters; normalise via cryptography
+        spki = serialization.load_der_public_key(encode_ec_public_key(pub))
+        return spki.public_bytes(
+            serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
+        )
+    if pub.key_type == KeyType.RSA:
+        from cryptography.hazmat.primitives import serialization
+        from cryptography.hazmat.primitives.asymmetric import rsa
+
+        n = int.from_bytes(pub[Attribute.MODULUS], "big")
+        e = int.from_bytes(pub[Attribute.PUBLIC_EXPONENT], "big")
+        return (
+            rsa.RSAPublicNumbers(e, n)
+            .public_key()
+            .public_bytes(
+                serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
+            )
+        )
+    raise ReportError(
+        f"The PKCS#11 key {hsm.key_label!r} is of type {pub.key_type.name}; PDF signing "
+        "takes EC P-256 or RSA keys here.",
+        hint="Use an EC P-256 or RSA key pair.",
+    )
+
+
 def sign_pdf(pdf: bytes, signing: PdfSigning) -> bytes:
     """``pdf`` signed (PAdES B-B; B-T with ``signing.tsa_url``)."""
     try:
-        from pyhanko.pdf_utils.incremental_writer import IncrementalPdfFileWriter
-        from pyhanko.sign import fields, signers, timestamps
+        from pyhanko.sign import signers
     except ImportError:
         raise _need_extra() from None
     check_key_matches_cert(signing)
+    if signing.pkcs11 is not None:
+        with _pkcs11_session(signing.pkcs11) as session:
+            return _sign(pdf, signing, _hsm_signer(session, signing))
     signer = signers.SimpleSigner.load(  # type: ignore[no-untyped-call]
         str(signing.key),
         str(signing.cert),
@@ -406,6 +508,28 @@ def sign_pdf(pdf: bytes, signing: PdfSigning) -> bytes:
             f"pyHanko could not load the signing key {signing.key} with {signing.cert}.",
             hint="Pass a PEM private key and its PEM certificate.",
         )
+    return _sign(pdf, signing, signer)
+
+
+def _hsm_signer(session: Any, signing: PdfSigning) -> Any:
+    from pyhanko.keys import load_cert_from_pemder
+    from pyhanko.sign.pkcs11 import PKCS11Signer
+
+    assert signing.pkcs11 is not None
+    return PKCS11Signer(
+        session,
+        signing_cert=load_cert_from_pemder(str(signing.cert)),  # type: ignore[no-untyped-call]
+        ca_chain=[load_cert_from_pemder(str(c)) for c in signing.chain],  # type: ignore[no-untyped-call]
+        key_label=signing.pkcs11.key_label,
+        # hash here, sign the digest in the token (CKM_ECDSA / CKM_RSA_PKCS)
+        use_raw_mechanism=True,
+    )
+
+
+def _sign(pdf: bytes, signing: PdfSigning, signer: Any) -> bytes:
+    from pyhanko.pdf_utils.incremental_writer import IncrementalPdfFileWriter
+    from pyhanko.sign import fields, signers, timestamps
+
     meta = signers.PdfSignatureMetadata(
         field_name="ReportSignature",
         subfilter=fields.SigSeedSubFilter.PADES,
