@@ -17,15 +17,16 @@ body{font-family:system-ui,-apple-system,'Segoe UI',sans-serif;margin:2rem auto;
 color:#1d2430;line-height:1.4;padding:0 1rem}
 h1{font-size:1.6rem;margin-bottom:.2rem}h2{border-bottom:2px solid #dde3ea;padding-bottom:.2rem;
 margin-top:2rem}table{border-collapse:collapse;width:100%;margin:.5rem 0 1rem;font-size:.9rem}
-th,td{border:1px solid #dde3ea;padding:.3rem .5rem;text-align:left;vertical-align:top}
-th{background:#f3f6f9}td.n{text-align:right;font-variant-numeric:tabular-nums}
+th,td{border:1px solid #dde3ea;padding:.3rem .5rem;text-align:left;vertical-align:top;
+overflow-wrap:anywhere}
+th{background:#f3f6f9;overflow-wrap:normal}td.n{text-align:right;font-variant-numeric:tabular-nums}
 .alert{background:#fdecea;border:2px solid #c62828;color:#7f1010;padding:.8rem 1rem;
 font-weight:600;margin:1rem 0}.note{background:#fff8e1;border:1px solid #f0c36d;padding:.6rem 1rem;
 margin:1rem 0}.ok{background:#e8f5e9;border:1px solid #81c784;padding:.6rem 1rem;margin:1rem 0}
 .met{color:#1b5e20;font-weight:600}.not_met{color:#b71c1c;font-weight:600}
 .cannot_attest{color:#8d6e00;font-weight:600}.charts{display:flex;flex-wrap:wrap;gap:1rem}
 .charts figure{margin:0}.charts figcaption{font-size:.85rem;color:#52606d}
-code{font-size:.85em;word-break:break-all}
+code{font-size:.85em;word-break:break-all}.id{white-space:nowrap;overflow-wrap:normal}
 """
 _STATUS = {"met": "met", "not_met": "not met", "cannot_attest": "cannot attest"}
 
@@ -188,7 +189,7 @@ def render_html(model: dict[str, Any]) -> str:
                 for ev in c["evidence"]
             )
             rows.append(
-                f"<tr><td>{_e(c['id'])}</td><td>{_e(c['title'])}</td>"
+                f'<tr><td class="id">{_e(c["id"])}</td><td>{_e(c["title"])}</td>'
                 f'<td class="{_e(c["status"])}">{_e(_STATUS[c["status"]])}</td>'
                 f"<td>{evidence}</td></tr>"
             )
