@@ -145,6 +145,7 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--sizes", type=int, nargs=2, default=[100_000, 400_000])
     parser.add_argument("--jobs", type=int, default=2, help="verification processes")
+    parser.add_argument("--formats", nargs="+", choices=FORMATS, default=list(FORMATS))
     parser.add_argument("--cache", type=Path, default=None, help="folder for the logs")
     parser.add_argument("--json", type=Path, help="also write the results here")
     parser.add_argument("--child", help=argparse.SUPPRESS)
@@ -164,7 +165,7 @@ def main() -> int:
             log = make_log(n, folder)
         baseline = run_child("none", log, args.jobs)
         floor = run_child("floor", log, args.jobs)
-        for what in FORMATS:
+        for what in args.formats:
             with console.status(f"{n:,} records: exporting {what}"):
                 r = run_child(what, log, args.jobs)
             rows.append(
@@ -185,7 +186,7 @@ def main() -> int:
     growth = {
         f: next(r["peak_rss_mib"] for r in rows if r["records"] == large and r["format"] == f)
         / next(r["peak_rss_mib"] for r in rows if r["records"] == small and r["format"] == f)
-        for f in FORMATS
+        for f in args.formats
     }
     table = Table(title=f"report export, {DAYS} days, verify with {args.jobs} job(s)")
     for col in ("records", "log MiB", "format", "s", "records/s", "x floor", "peak RSS MiB",
