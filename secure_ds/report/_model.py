@@ -56,9 +56,12 @@ def build_report(
             f"The audit log {log} does not exist or is not a file.",
             hint="Pass --log the path of the audit log (SECURE_DS_AUDIT_PATH).",
         )
+    # a live log grows while we work: count only what was there before verification
+    # began, all of which the verification covered
+    size = log.stat().st_size
     integrity = verify_log(log, keys=keys, jobs=jobs).as_json()
     try:
-        agg = aggregate_log(log, period, on_record=on_record, progress=progress)
+        agg = aggregate_log(log, period, on_record=on_record, progress=progress, limit=size)
     except OSError as exc:
         raise ReportError(
             f"Cannot read the audit log {log} ({exc.strerror or type(exc).__name__}).",

@@ -59,3 +59,15 @@ def test_names_beyond_the_cap_share_one_other_row(
     assert len(names) == 4
     assert names[0] == "(other)"
     assert agg.by_principal.tallies["(other)"].calls == 7
+
+
+def test_only_the_bytes_present_before_verification_are_counted(tmp_path: Path) -> None:
+    """A live log grows during an export: records past the size taken before
+    verification are not counted (they were not verified); a line cut there is torn."""
+    path = raw_log(tmp_path / "live.jsonl", 10)
+    lines = path.read_bytes().splitlines(keepends=True)
+    upto = sum(len(line) for line in lines[:6])
+    agg = aggregate_log(path, PERIOD, limit=upto)
+    assert (agg.records_total, agg.torn_tail) == (6, False)
+    agg = aggregate_log(path, PERIOD, limit=upto + 10)
+    assert (agg.records_total, agg.torn_tail) == (6, True)
