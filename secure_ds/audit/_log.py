@@ -139,8 +139,9 @@ class AuditLog:
         self._io_lock = threading.Lock()  # one writer at a time; guards the chain state
         self._pending: list[bytes] = []
         self._next_seq = 0
-        self._written_seq = -1  # records up to this sequence number are in the file
-        self._written_end = 0  # ... which ends at this offset
+        # (records up to this sequence number are in the file, which they end at this
+        # offset): one tuple, so a syncing thread never pairs a new number with an old end
+        self._written: tuple[int, int] = (-1, 0)
         self._synced_seq = -1  # ... and up to this one fsynced ("always")
         self._sync_lock = threading.Lock()  # one fsync at a time, outside the io_lock
         self._failure: str | None = None
@@ -294,15 +295,14 @@ class AuditLog:
             self._next_seq += 1
             self._pending.append(body)
         with self._io_lock:
-            if self._written_seq < seq:  # else a concurrent caller's batch carried it
+            if self._written[0] < seq:  # else a concurrent caller's batch carried it
                 if self._failure is not None:
                     self.check()
                 with self._queue_lock:
                     batch, self._pending = self._pending, []
                     last = self._next_seq - 1
                 self._commit(batch)
-                self._written_seq = last
-                self._written_end = self._end
+                self._written = (last, self._end)
         if self.fsync == "always":
             self._sync_through(seq)
         elif self._flusher is not None and not self._dirty.is_set():
@@ -317,13 +317,13 @@ class AuditLog:
                 return
             if self._failure is not None:
                 self.check()
-            target = self._written_seq  # written, hence covered by the fsync below
+            target, end = self._written  # written, hence covered by the fsync below
             shared = self._shared
             if shared is None:
                 self._sync()
             else:
                 try:
-                    shared.sync_through(self._written_end, self._settled_size, self._sync)
+                    shared.sync_through(end, self._settled_size, self._sync)
                 except OSError:  # the side file failed: sync alone from now on
                     self._shared = None
                     shared.close()
