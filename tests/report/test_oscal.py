@@ -85,3 +85,19 @@ def test_oscal_for_a_tampered_log_says_so(log: Path, tmp_path: Path) -> None:
     assert result.remarks.startswith("THE AUDIT LOG IS NOT INTACT")
     assert "log NOT INTACT" in result.description
     assert {p.name: p.value for p in result.props or []}["log-intact"] == "false"
+
+
+def test_an_independent_binding_of_nists_schema_accepts_it(log: Path, tmp_path: Path) -> None:
+    """oscal-bindings (pydantic models generated from NIST's OSCAL JSON schema by other
+    hands than compliance-trestle) parses the document as assessment results, and
+    rejects it once a finding's state is not one OSCAL allows."""
+    bindings = pytest.importorskip("oscal_bindings.v1.parser")
+    from oscal_bindings.v1.models import AssessmentResultsDocument
+
+    out = tmp_path / "ar.json"
+    assert export(log, out, "oscal") == 0
+    assert isinstance(bindings.parse_oscal(out.read_bytes()).root, AssessmentResultsDocument)
+    doc = json.loads(out.read_text())
+    doc["assessment-results"]["results"][0]["findings"][0]["target"]["status"]["state"] = "maybe"
+    with pytest.raises(bindings.OscalParseError):
+        bindings.parse_oscal(json.dumps(doc))
