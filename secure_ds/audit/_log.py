@@ -312,6 +312,8 @@ class AuditLog:
         """Return once record ``seq`` is fsynced. The fsync runs outside the io_lock, so
         the next batch is signed and written while this one syncs (a pipeline); one
         fsync covers every record written before it started."""
+        if self._synced_seq >= seq:  # another thread's fsync began after it was written
+            return
         with self._sync_lock:
             if self._synced_seq >= seq:
                 return
