@@ -175,3 +175,32 @@ def test_a_tampered_log_is_on_the_pdf_first_page(log: Path, tmp_path: Path) -> N
     first, second = (pages[n].get_object()["/Contents"].get_object().data for n in (0, 1))
     assert b"THE AUDIT LOG IS NOT INTACT" in first  # reportlab writes text as (...) Tj
     assert b"THE AUDIT LOG IS NOT INTACT" not in second
+
+
+def test_an_encrypted_signing_key_takes_its_password_from_a_variable(
+    log: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    key, cert = make_signer(tmp_path)
+    private = serialization.load_pem_private_key(key.read_bytes(), password=None)
+    key.write_bytes(
+        private.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.BestAvailableEncryption(b"s3cret-report-pass"),
+        )
+    )
+    out = tmp_path / "report.pdf"
+    argv = ["report", "export", "--from", "2026-11-01", "--to", "2026-11-05", "--format", "pdf",
+            "--out", str(out), "--log", str(log), "--sign-key", str(key),
+            "--sign-cert", str(cert), "--sign-key-password-env", "REPORT_KEY_PASS"]  # fmt: skip
+    assert main(argv) == 2  # the variable is not set
+    assert "REPORT_KEY_PASS, which is not set" in " ".join(capsys.readouterr().err.split())
+    monkeypatch.setenv("REPORT_KEY_PASS", "wrong")
+    assert main(argv) == 2
+    err = " ".join(capsys.readouterr().err.split())
+    assert "wrong or missing password" in err
+    assert "wrong" not in err.replace("wrong or missing", "")  # the password is not echoed
+    assert not out.exists()
+    monkeypatch.setenv("REPORT_KEY_PASS", "s3cret-report-pass")
+    assert main(argv) == 0
+    assert validate(out.read_bytes(), cert).bottom_line  # type: ignore[attr-defined]
