@@ -10,6 +10,8 @@ from __future__ import annotations
 from html import escape
 from typing import Any
 
+from ._tables import exceptions_table, summary_table
+
 __all__ = ["bar_chart_svg", "render_html"]
 
 _CSS = """
@@ -149,35 +151,8 @@ def render_html(model: dict[str, Any]) -> str:
         out.extend(f"<li>{_e(s)}</li>" for s in rest)
         out.append("</ul></div>")
 
-    s = model["summary"]
     out.append("<h2>Summary</h2>")
-    out.append(
-        _table(
-            [
-                "calls",
-                "permits",
-                "denials",
-                "failures",
-                "USD",
-                "controls met",
-                "not met",
-                "cannot attest",
-            ],
-            [
-                [
-                    totals["calls"],
-                    totals["permits"],
-                    totals["denials"],
-                    totals["failures"],
-                    totals["usd"],
-                    s["met"],
-                    s["not_met"],
-                    s["cannot_attest"],
-                ]
-            ],
-            numeric=set(range(8)),
-        )
-    )
+    out.append(_table(*summary_table(model), numeric=set(range(8))))
     out.append("<h2>Controls</h2>")
     for fw in model["controls"]:
         out.append(f"<h3>{_e(fw['name'])} ({_e(fw['version'])})</h3>")
@@ -263,16 +238,7 @@ def render_html(model: dict[str, Any]) -> str:
         )
     )
     out.append("<h2>Exceptions (unsafe settings used)</h2>")
-    out.append(
-        _table(
-            ["setting", "meaning", "calls", "first time", "first event"],
-            [
-                [x["setting"], x["meaning"], x["count"], x["first_time"], x["first_event_id"]]
-                for x in model["exceptions"]
-            ],
-            {2},
-        )
-    )
+    out.append(_table(*exceptions_table(model), {2}))
     integ = model["integrity"]
     out.append("<h2>Appendix: log integrity</h2>")
     v = integ["verify"]

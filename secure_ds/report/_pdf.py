@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import ReportError
+from ._tables import exceptions_table, summary_table
 
 __all__ = ["PdfSigning", "Pkcs11Key", "check_key_matches_cert", "render_pdf", "sign_pdf"]
 
@@ -172,33 +173,9 @@ def render_pdf(model: dict[str, Any]) -> bytes:
     if rest:
         story.append(p("This report cannot attest:", styles["Heading3"]))
         story.extend(p(f"- {s}") for s in rest)
-    s = model["summary"]
     story += [
         p("Summary", styles["Heading2"]),
-        table(
-            [
-                "calls",
-                "permits",
-                "denials",
-                "failures",
-                "USD",
-                "controls met",
-                "not met",
-                "cannot attest",
-            ],
-            [
-                [
-                    totals["calls"],
-                    totals["permits"],
-                    totals["denials"],
-                    totals["failures"],
-                    totals["usd"],
-                    s["met"],
-                    s["not_met"],
-                    s["cannot_attest"],
-                ]
-            ],
-        ),
+        table(*summary_table(model)),
         PageBreak(),
         p("Controls", styles["Heading1"]),
     ]
@@ -290,13 +267,7 @@ def render_pdf(model: dict[str, Any]) -> bytes:
             ],
         ),
         p("Exceptions (unsafe settings used)", styles["Heading2"]),
-        table(
-            ["setting", "meaning", "calls", "first time", "first event"],
-            [
-                [x["setting"], x["meaning"], x["count"], x["first_time"], x["first_event_id"]]
-                for x in model["exceptions"]
-            ],
-        ),
+        table(*exceptions_table(model)),
         PageBreak(),
         p("Appendix: log integrity", styles["Heading1"]),
         table(
