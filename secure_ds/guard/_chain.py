@@ -300,10 +300,8 @@ class Guard:
             headers["traceparent"] = f"00-{call.trace_id}-{call.span_id}-01"
         signer = self.signer
         if signer is not None:
-            if self.cert_thumbprint is not None and signer.keyid != self.cert_thumbprint:
-                # the client certificate rotated (the client updates cert_thumbprint):
-                # sign with the new pair's key, or the verifier would see the old keyid
-                signer = self.signer = _signer_for(self.settings) or signer
+            # (after a certificate rotation the client's listener has already swapped in
+            # a signer with the new pair's key, before it changed cert_thumbprint)
             # last: covers the final authorization header and exactly the bytes sent
             # (``body_bytes`` follows every rewrite); each attempt gets a new nonce
             signer.sign(request, call.body_bytes)
