@@ -128,8 +128,8 @@ def _follow_rotation(guard: Guard, identity: RotatingIdentity) -> None:
         guard.token_provider.on_certificate_rotated(pair.cert_der)
         if guard.signer is not None and isinstance(pair.private_key, SigningKey):
             # RFC 9421 signatures with the validated new key, keyid = its thumbprint;
-            # set before cert_thumbprint, so Guard.outgoing never sees them disagree
-            # (and never re-reads the files, which may be mid-rotation again)
+            # set before cert_thumbprint, so the two never disagree (and the files,
+            # which may be mid-rotation again, are never re-read)
             guard.signer = RequestSigner(pair.private_key, keyid=pair.thumbprint)
         guard.cert_thumbprint = pair.thumbprint  # what audit records name from now on
         guard._identity_cache = None
@@ -161,6 +161,12 @@ def _build_guard(
 
         meter = BudgetMeter.from_settings(settings, PriceTable.load(settings.pricing))
         owned.append(meter)
+    signer = None
+    if pair is not None and settings.signs_requests:
+        # from the pair the connections use, not a second read of files that may rotate
+        signer = RequestSigner.for_key(
+            pair.private_key, pair.thumbprint, where=str(settings.client_key)
+        )
     guard = Guard.create(
         settings,
         token_provider=token_provider or token_provider_from_settings(settings),
@@ -170,6 +176,7 @@ def _build_guard(
         classifier=classifier,
         decider=decider,
         meter=meter,
+        signer=signer,
     )
     guard.owned.extend(owned)
     if identity is not None and pair is not None:

@@ -106,7 +106,10 @@ class Guard:
         classifier: Classifier | None = None,
         decider: PolicyDecider | None = None,
         meter: Meter | None = None,
+        signer: RequestSigner | None = None,
     ) -> Guard:
+        """``signer``: the RFC 9421 signer for the client pair already loaded (the
+        client's); without one it is built from the settings' key files."""
         if classifier is None:
             classifier = _default_classifier(settings)
         decider = decider or AllowAll()
@@ -115,7 +118,7 @@ class Guard:
             decider = WithObligations(decider, obligations)
         pricing = PriceTable.load(settings.pricing)
         return cls(
-            signer=_signer_for(settings),
+            signer=signer if signer is not None else _signer_for(settings),
             pricing=pricing,
             settings=settings,
             token_provider=token_provider,

@@ -215,6 +215,17 @@ class RequestSigner:
         return cls(key, keyid=cert_thumbprint(der))
 
     @classmethod
+    def for_key(cls, key: object, keyid: str, *, where: str) -> RequestSigner:
+        """A signer for an already validated client key (``where``: the key file, for
+        the error a key type that cannot sign gets)."""
+        if not isinstance(key, SigningKey):
+            raise IdentityError(
+                f"The client key in {where} cannot sign requests ({type(key).__name__}).",
+                hint=_KEY_FIX,
+            )
+        return cls(key, keyid=keyid)
+
+    @classmethod
     def from_files(
         cls, cert_path: Path | str, key_path: Path | str, password: bytes | None = None
     ) -> RequestSigner:

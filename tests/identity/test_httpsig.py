@@ -352,6 +352,16 @@ def test_garbled_signature_headers_are_refused(
     assert reason in _refusal(request, key)
 
 
+def test_a_client_key_of_a_type_that_cannot_sign_names_its_file() -> None:
+    # the client builds its signer from the pair it loaded (RequestSigner.for_key)
+    from cryptography.hazmat.primitives.asymmetric import x25519
+
+    with pytest.raises(IdentityError, match=r"client key in /keys/client\.key cannot sign"):
+        RequestSigner.for_key(x25519.X25519PrivateKey.generate(), "kid", where="/keys/client.key")
+    signer = RequestSigner.for_key(ed25519.Ed25519PrivateKey.generate(), "kid", where="k")
+    assert signer.keyid == "kid"
+
+
 def test_certificate_key_that_cannot_sign_is_refused_not_an_error() -> None:
     p384 = ec.generate_private_key(ec.SECP384R1())
     with pytest.raises(IdentityError, match="P-256 only"):
