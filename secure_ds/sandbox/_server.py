@@ -489,17 +489,7 @@ class _FheEndpoint:
             if len(request[_BODY]) > limit:
                 raise R.RequestError(413, f"FHE frame is over {limit} bytes")
             return request[_BODY]
-        declared = request.content_length
-        if declared is not None and declared > limit:
-            raise R.RequestError(413, f"FHE frame of {declared} bytes is over {limit} bytes")
-        chunks: list[bytes] = []
-        size = 0
-        while chunk := await request.content.read(1 << 20):
-            size += len(chunk)
-            if size > limit:
-                raise R.RequestError(413, f"FHE frame is over {limit} bytes")
-            chunks.append(chunk)
-        return b"".join(chunks)
+        return await _read_limited(request, limit, "FHE frame")
 
     async def _run(self, work: Callable[[bytes], Any], data: bytes) -> Any:
         from ..fhe import FheError
@@ -521,15 +511,21 @@ async def _read_body(request: web.Request) -> bytes:
         limit = MAX_CONTEXT_BYTES + 64 * 1024
     elif path.endswith("/fhe/infer"):
         limit = _MAX_BODY * 8
+    return await _read_limited(request, limit, "request body")
+
+
+async def _read_limited(request: web.Request, limit: int, what: str) -> bytes:
+    """The body, refused with a 413 naming ``what`` once it is (or says it is) over
+    ``limit`` bytes, before more than a chunk past the limit is held in memory."""
     declared = request.content_length
     if declared is not None and declared > limit:
-        raise R.RequestError(413, f"request body of {declared} bytes is over {limit} bytes")
+        raise R.RequestError(413, f"{what} of {declared} bytes is over {limit} bytes")
     chunks: list[bytes] = []
     size = 0
     while chunk := await request.content.read(1 << 20):
         size += len(chunk)
         if size > limit:
-            raise R.RequestError(413, f"request body is over {limit} bytes")
+            raise R.RequestError(413, f"{what} is over {limit} bytes")
         chunks.append(chunk)
     return b"".join(chunks)
 
