@@ -325,7 +325,7 @@ class AuditLog:
                 self._sync()
             else:
                 try:
-                    shared.sync_through(end, self._settled_size, self._sync)
+                    shared.sync_through(end, lambda: self._settled_size(end), self._sync)
                 except OSError:  # the side file failed: sync alone from now on
                     self._shared = None
                     shared.close()
@@ -447,8 +447,9 @@ class AuditLog:
             self._write(b"".join(out))
         except BaseException as exc:
             self._tree, self._prev = tree, prev
-            if isinstance(exc, AuditError):
-                self._failure = self._failure or str(exc)
+            # The batch held other callers' records and is gone: fail closed, or their
+            # appends would return as if those records were written.
+            self._failure = self._failure or str(exc) or type(exc).__name__
             raise
         finally:
             self._unlock_file()
@@ -499,16 +500,30 @@ class AuditLog:
             self._fail(exc)
         self._end = start + len(data)
 
-    def _settled_size(self) -> int:
-        """The file's size with no write half-done: under this writer's io_lock (its
-        other threads share the flock's open file description, and unlocking here must
-        not release a lock one of them holds) and the flock (other processes)."""
-        with self._io_lock:
-            fcntl.flock(self._fd, fcntl.LOCK_EX)
+    def _settled_size(self, written_end: int) -> int:
+        """How far the file is complete (no write half-done) as far as can be learnt
+        without waiting: its size, taken under this writer's io_lock (its other threads
+        share the flock's open file description, and unlocking here must not release a
+        lock one of them holds) and the flock (other processes), when both are free;
+        else ``written_end``, where this writer's own lines end. Every byte below that
+        was whole before the fsync that follows begins (the lines of other processes
+        below it were written under the flock before this writer's), so the fsync
+        covers it. Waiting for the locks instead would hold this fsync back until the
+        current batch is signed and written (a fifth to a quarter of the durable append
+        rate with 8 to 32 writer threads, measured)."""
+        if not self._io_lock.acquire(blocking=False):
+            return written_end
+        try:
             try:
-                return os.fstat(self._fd).st_size
+                fcntl.flock(self._fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                return written_end
+            try:
+                return max(written_end, os.fstat(self._fd).st_size)
             finally:
                 self._unlock_file()
+        finally:
+            self._io_lock.release()
 
     def _sync(self) -> None:
         """fsync after the flock is released (io_lock still held): other processes can
@@ -814,10 +829,11 @@ class _SharedSync:
     at once queue in the kernel (measured here: 8 writer processes spent ~4 ms per
     fsync, one alone ~0.3 ms). The side file ``<log>.synced`` (0600, 24 bytes) holds
     the log's device and inode numbers and how many of its bytes are known fsynced.
-    Under the side file's ``flock`` one process at a time takes the log's size *under
-    the log's flock* (so no write is half-done: a failed write is cut back before that
-    flock is released) and fsyncs; every byte below that size was in the page cache
-    before the fsync began, so the fsync made it durable. A process whose own lines end
+    Under the side file's ``flock`` one process at a time takes how far the log is
+    whole, its size *under the log's flock* (so no write is half-done: a failed write
+    is cut back before that flock is released) when that flock is free, else where its
+    own lines end, and fsyncs; every byte below that was in the page cache before the
+    fsync began, so the fsync made it durable. A process whose own lines end
     at or below the recorded size returns without an fsync of its own.
 
     The number only ever claims what an fsync that returned without error covered, and
@@ -874,7 +890,8 @@ class _SharedSync:
         self, end: int, settled_size: Callable[[], int], fsync: Callable[[], None]
     ) -> None:
         """Return once the log's bytes below ``end`` are fsynced. ``settled_size`` is
-        the log's size taken under its flock; ``fsync`` syncs the log (AuditError when
+        how far the log is whole (at least ``end``, at most its size taken under its
+        flock); ``fsync`` syncs the log (AuditError when
         that fails: nothing is recorded). OSError: the side file (or the log's flock)
         failed, and the caller syncs alone."""
         fcntl.flock(self._fd, fcntl.LOCK_EX)  # waits while another process syncs

@@ -3,10 +3,13 @@ package (Trail of Bits) on random values, fast path and slow path alike."""
 
 from __future__ import annotations
 
+import datetime
+import enum
 import json
 import math
 import random
 import struct
+import uuid
 from typing import Any
 
 import pytest
@@ -167,3 +170,86 @@ def test_a_cyclic_value_is_refused_with_value_error() -> None:
     for bad in (cyclic, {"k": looped}):
         with pytest.raises(ValueError, match="cyclic"):
             canonicalize(bad)
+
+
+def test_non_finite_floats_beside_nulls_are_refused() -> None:
+    # orjson, the fast path, writes NaN and infinities as null; JCS refuses them
+    for bad in (
+        {"error": None, "cost": float("nan")},
+        [None, [1, {"x": float("inf")}]],
+        {"t": (None, float("-inf"))},
+    ):
+        with pytest.raises(ValueError, match="NaN and infinities"):
+            canonicalize(bad)
+    assert canonicalize({"error": None, "cost": 0.5}) == b'{"cost":0.5,"error":null}'
+
+
+class _Colour(enum.Enum):
+    RED = "red"
+    PALE = 0.5
+
+
+class _Level(enum.IntEnum):
+    HIGH = 3
+
+
+class _Name(str):
+    pass
+
+
+@pytest.mark.parametrize("exact_path_too", [False, True])
+def test_both_paths_accept_the_same_values_and_write_them_alike(exact_path_too: bool) -> None:
+    # An integral float sends the whole value down the pure-Python path; what the
+    # value holds besides must come out the same either way.
+    ident = uuid.UUID("0193a5c4-7e2b-7000-8a1b-000000000001")
+    value: dict[str, Any] = {
+        "colour": _Colour.RED,
+        "pale": _Colour.PALE,
+        "level": _Level.HIGH,
+        "name": _Name("alice"),
+        "id": ident,
+        "pair": (1, "a"),
+    }
+    plain = {
+        "colour": "red",
+        "pale": 0.5,
+        "level": 3,
+        "name": "alice",
+        "id": str(ident),
+        "pair": [1, "a"],
+    }
+    if exact_path_too:
+        value["f"] = plain["f"] = 2.0
+    assert canonicalize(value) == rfc8785.dumps(plain)
+    # beyond 64 bits (orjson refuses, rfc8785 too): still written digit for digit
+    assert b'{"big":1180591620717411303424,' in canonicalize({**value, "big": 2**70})
+    with pytest.raises(TypeError):
+        canonicalize({"when": datetime.datetime(2026, 11, 28), "f": 2.0 if exact_path_too else 1})
+    with pytest.raises(TypeError):
+        canonicalize({1: "non-string key"})
+
+
+def test_nesting_beyond_the_fast_encoders_limit_is_still_written() -> None:
+    deep: Any = "leaf"
+    for _ in range(300):  # orjson stops at 255 levels
+        deep = [deep]
+    assert canonicalize(deep) == rfc8785.dumps(deep)
+
+
+def test_an_audit_record_takes_the_fast_path(monkeypatch: pytest.MonkeyPatch) -> None:
+    # the point of the module: a typical record never reaches the pure-Python encoder
+    from secure_ds.audit import _jcs
+
+    def no_slow_path(value: Any) -> str:
+        raise AssertionError("the slow path ran")
+
+    monkeypatch.setattr(_jcs, "_slow", no_slow_path)
+    record = {
+        "schema": "secure-ds.audit/1",
+        "latency_ms": 43.219,
+        "cost": {"usd": 0.00016, "tokens": 376},
+        "decide": {"eval_us": 71.4, "denied_by": None, "policies": ["p0"]},
+        "actor": {"subject": "alice", "note": "café"},
+        "error": None,
+    }
+    assert canonicalize(record) == rfc8785.dumps(record)

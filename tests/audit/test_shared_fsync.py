@@ -207,3 +207,40 @@ def test_a_side_file_that_is_a_symlink_is_not_followed(
         assert calls == 3  # syncs alone, every append durable
     assert target.read_bytes() == b"keep"
     assert verify_log(path).ok
+
+
+def test_the_synced_claim_never_waits_for_a_writer_mid_batch(tmp_path: Path) -> None:
+    # While a writer holds the log's flock (signing and writing a batch) or this one's
+    # io_lock, the fsync about to run claims only where this writer's own lines end,
+    # instead of waiting for the batch (which held every fsync back behind signing).
+    import fcntl
+
+    path = tmp_path / "audit.jsonl"
+    log = AuditLog(path, fsync="always")
+    log.append(_record(0))
+    own_end = path.stat().st_size
+    with path.open("ab") as other:  # another open file description: another process
+        other.write(b"")
+        assert log._settled_size(own_end) == own_end  # nothing in between: the size
+
+        fcntl.flock(other.fileno(), fcntl.LOCK_EX)
+        other.write(b'{"event_id":"half-written')  # a line still being written
+        other.flush()
+        answers: list[int] = []
+        reader = threading.Thread(target=lambda: answers.append(log._settled_size(own_end)))
+        reader.start()
+        reader.join(5)
+        assert not reader.is_alive(), "waited for another writer's flock"
+        assert answers == [own_end]  # not the size, which ends in a half-written line
+        fcntl.flock(other.fileno(), fcntl.LOCK_UN)
+        os.ftruncate(other.fileno(), own_end)  # the other writer's write fails: cut back
+
+    with log._io_lock:  # this writer's own batch in progress (another of its threads)
+        answers.clear()
+        reader = threading.Thread(target=lambda: answers.append(log._settled_size(own_end)))
+        reader.start()
+        reader.join(5)
+        assert not reader.is_alive(), "waited for this writer's io_lock"
+        assert answers == [own_end]
+    log.close()
+    assert verify_log(path).ok

@@ -182,6 +182,32 @@ def test_write_failure_truncates_and_fails_closed(
     assert path.read_text() == before
 
 
+def test_a_batch_lost_to_an_unexpected_error_fails_the_log_closed(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A committer's batch carries other callers' records. If it is lost to anything,
+    # not just an AuditError, those callers must not be told their records were written.
+    from secure_ds.audit import _log
+
+    path = tmp_path / "audit.jsonl"
+    log = AuditLog(path, fsync="never")
+    log.append({"ok": 1})
+    before = path.read_text()
+    real_render = _log.render_line
+
+    def broken(*args: object, **kwargs: object) -> bytes:
+        raise RuntimeError("a bug while rendering")
+
+    monkeypatch.setattr(_log, "render_line", broken)
+    with pytest.raises(RuntimeError, match="a bug while rendering"):
+        log.append({"second": 2})
+    monkeypatch.setattr(_log, "render_line", real_render)
+    with pytest.raises(AuditError, match=r"failed earlier .*a bug while rendering"):
+        log.append({"third": 3})
+    assert path.read_text() == before
+    log.close()
+
+
 def test_full_file_system_is_refused_before_sending(tmp_path: Path) -> None:
     log = AuditLog(tmp_path / "audit.jsonl", min_free_bytes=1 << 62)
     with pytest.raises(AuditError, match="is full"):
