@@ -12,6 +12,14 @@ their ratio, so drift in a shared machine's load hits both alike.
 Targets (DLP issue): F1 >= 0.95 per structured kind, <= 1 finding per 100 KB of
 clean text, >= 20 MB/s for the full detector set.
 
+A conversation, last: a chat resends its history on every call, so the DLP stage
+scans each earlier message again unless its scan cache (``SECURE_DS_DLP_CACHE``) has
+the result. ``--turns`` calls, each adding a labelled document as the user's message
+and ~2 KB of clean text as the reply, scanned message by message as the classify
+stage does, with and without the cache (alternating, several repetitions): the
+scanning time of the whole conversation and of its last call. Throughput above is
+always measured without the cache.
+
     .venv/bin/python bench/bench_dlp.py [--repeat 7] [--json out.json]
 """
 
@@ -30,6 +38,7 @@ from rich.console import Console
 from rich.table import Table
 
 from secure_ds.dlp import KINDS, default_scanner
+from secure_ds.dlp._cache import ScanCache
 from secure_ds.dlp.evaluate import evaluate, false_positives_per_100kb
 
 CORPUS = Path(__file__).resolve().parent.parent / "tests" / "dlp" / "corpus"
@@ -68,10 +77,49 @@ def throughput(text: str, repeat: int) -> dict[str, float]:
     }
 
 
+def conversation(
+    docs: list[dict[str, Any]], clean: str, turns: int, repeat: int
+) -> dict[str, float]:
+    """Scanning time of a chat of ``turns`` calls, each resending the history, without
+    and with the classify stage's scan cache (median of ``repeat`` alternating runs)."""
+    replies = [clean[i * 2000 : (i + 1) * 2000] for i in range(turns)]
+    history: list[str] = []
+    calls: list[list[str]] = []
+    for turn in range(turns):
+        history.append(docs[turn % len(docs)]["text"])
+        calls.append(list(history))  # what call number turn + 1 sends
+        history.append(replies[turn % len(replies)])
+
+    def run(scan: Any) -> tuple[float, float]:
+        total = last = 0.0
+        for messages in calls:
+            start = time.perf_counter()
+            for text in messages:
+                scan(text)
+            last = time.perf_counter() - start
+            total += last
+        return total, last
+
+    uncached: list[tuple[float, float]] = []
+    cached: list[tuple[float, float]] = []
+    for _ in range(repeat):
+        uncached.append(run(default_scanner().scan))
+        cached.append(run(ScanCache(default_scanner()).scan))  # a new, empty cache
+    return {
+        "turns": float(turns),
+        "history_kb": sum(len(t.encode()) for t in calls[-1]) / 1000,
+        "uncached_ms": statistics.median(t for t, _ in uncached) * 1000,
+        "cached_ms": statistics.median(t for t, _ in cached) * 1000,
+        "uncached_last_ms": statistics.median(last for _, last in uncached) * 1000,
+        "cached_last_ms": statistics.median(last for _, last in cached) * 1000,
+    }
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeat", type=int, default=7, help="timed repetitions (median)")
     parser.add_argument("--json", type=Path, metavar="PATH", help="also write the results")
+    parser.add_argument("--turns", type=int, default=40, help="calls in the conversation")
     args = parser.parse_args(argv)
 
     with (CORPUS / "labelled.jsonl").open(encoding="utf-8") as fh:
@@ -87,6 +135,8 @@ def main(argv: list[str] | None = None) -> int:
         "labelled documents": throughput(labelled, args.repeat),
         "clean text": throughput(clean, args.repeat),
     }
+
+    chat = conversation(docs, clean, args.turns, args.repeat)
 
     console = Console()
     quality = Table(title=f"DLP quality on {len(docs)} labelled documents")
@@ -130,10 +180,20 @@ def main(argv: list[str] | None = None) -> int:
         f"Target for the full detector set: >= {TARGET_MB_S:g} MB/s."
     )
 
+    console.print(
+        f"A {args.turns}-call conversation ({chat['history_kb']:.0f} KB of history at the "
+        f"end), scanned message by message: {chat['uncached_ms']:.1f} ms in all without "
+        f"the scan cache, {chat['cached_ms']:.1f} ms with it "
+        f"({chat['uncached_ms'] / chat['cached_ms']:.1f}x); the last call "
+        f"{chat['uncached_last_ms']:.2f} ms vs {chat['cached_last_ms']:.2f} ms "
+        f"({chat['uncached_last_ms'] / chat['cached_last_ms']:.1f}x)."
+    )
+
     if args.json:
         args.json.write_text(
             json.dumps(
                 {
+                    "conversation": chat,
                     "quality": report,
                     "clean_fp_per_100kb": fp_rate,
                     "clean_kb": clean_kb,

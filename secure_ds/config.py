@@ -83,6 +83,7 @@ ENV_VARS: dict[str, str] = {
     "dlp_block": "SECURE_DS_DLP_BLOCK",
     "dlp_redact": "SECURE_DS_DLP_REDACT",
     "dlp_reversible": "SECURE_DS_DLP_REVERSIBLE",
+    "dlp_cache": "SECURE_DS_DLP_CACHE",
     "audit_path": "SECURE_DS_AUDIT_PATH",
     "audit_fsync": "SECURE_DS_AUDIT_FSYNC",
     "audit_fsync_interval": "SECURE_DS_AUDIT_FSYNC_INTERVAL",
@@ -210,6 +211,9 @@ class Settings:
     dlp_block: tuple[str, ...] = ()
     dlp_redact: tuple[str, ...] = ()
     dlp_reversible: bool = False
+    # scan results kept for this many texts (by keyed digest; never the text), so a
+    # chat's resent history is not scanned again; 0 scans every text on every call
+    dlp_cache: int = 4096
     audit_path: Path = dataclasses.field(default_factory=_default_audit_path)
     # "always" since issue 5: a call's record is on stable storage before the call returns
     # (group-committed); "background" is the explicit opt-out (synced within 20 ms)
@@ -435,6 +439,7 @@ class Settings:
                 "is off, but SECURE_DS_DLP_BLOCK or SECURE_DS_DLP_REDACT asks for DLP",
                 "Set SECURE_DS_DLP=detect, or unset the block/redact lists.",
             )
+        _check_range("dlp_cache", self.dlp_cache, 0, 10_000_000, "texts, e.g. 4096; 0 is off")
         if self.dlp_config is not None and not Path(self.dlp_config).is_file():
             raise _err(
                 "dlp_config",
@@ -901,7 +906,7 @@ _PATH_FIELDS = {
 }
 _LIST_FIELDS = {"roles", "dlp_block", "dlp_redact"}
 _SECRET_FIELDS = {"api_key", "client_key_password", "meter_redis_url", "otlp_headers"}
-_INT_FIELDS |= {"audit_checkpoint_every", "audit_max_record_bytes"}
+_INT_FIELDS |= {"audit_checkpoint_every", "audit_max_record_bytes", "dlp_cache"}
 _SECRET_FIELDS |= {"audit_signing_key_password"}
 _PATH_FIELDS |= {"audit_pkcs11_module", "audit_pq_key"}
 _SECRET_FIELDS |= {"audit_pkcs11_pin"}

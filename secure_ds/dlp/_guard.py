@@ -22,6 +22,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from ._cache import ScanCache
 from ._redact import Redactor, Reidentifier
 
 if TYPE_CHECKING:
@@ -77,10 +78,14 @@ def _message_slots(messages: list[Any]) -> Iterator[TextSlot]:
 
 class DLPClassifier:
     """The *classify* stage: scans every text slot; keeps the results on the call for
-    the enforcer, and returns the classification (highest level found) with counts."""
+    the enforcer, and returns the classification (highest level found) with counts.
 
-    def __init__(self, scanner: Scanner) -> None:
+    Results are remembered for ``cache_entries`` texts (:class:`ScanCache`; 0 turns it
+    off), so the history a chat resends on every call is not scanned again."""
+
+    def __init__(self, scanner: Scanner, *, cache_entries: int = 4096) -> None:
         self.scanner = scanner
+        self.cache = ScanCache(scanner, max_entries=cache_entries)
 
     def classify(self, call: Call) -> Classification:
         from ..guard._call import Classification
@@ -89,7 +94,7 @@ class DLPClassifier:
         counts: dict[str, int] = {}
         level = 0
         for slot in text_slots(call.action, call.body):
-            result = self.scanner.scan(slot.text)
+            result = self.cache.scan(slot.text)
             results.append((slot, result))
             for kind, n in result.counts().items():
                 counts[kind] = counts.get(kind, 0) + n

@@ -455,7 +455,7 @@ def _default_classifier(settings: Settings) -> Classifier:
     from ..dlp._guard import DLPClassifier
 
     scanner = Scanner.from_config(settings.dlp_config) if settings.dlp_config else default_scanner()
-    return DLPClassifier(scanner)
+    return DLPClassifier(scanner, cache_entries=settings.dlp_cache)
 
 
 def _stage_failed(stage: str, exc: Exception) -> str:

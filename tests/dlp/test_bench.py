@@ -16,7 +16,7 @@ def test_bench_dlp_runs_and_writes_its_report(tmp_path: Path) -> None:
     bench = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(bench)
     out = tmp_path / "dlp.json"
-    assert bench.main(["--repeat", "1", "--json", str(out)]) == 0
+    assert bench.main(["--repeat", "1", "--turns", "6", "--json", str(out)]) == 0
     report = json.loads(out.read_text())
     assert set(report["throughput"]) == {"corpus", "labelled documents", "clean text"}
     for row in report["throughput"].values():
@@ -24,3 +24,7 @@ def test_bench_dlp_runs_and_writes_its_report(tmp_path: Path) -> None:
         assert row["floor_mb_s"] > 0
     assert all(row["f1"] >= 0.95 for row in report["quality"].values())
     assert report["clean_fp_per_100kb"] <= 1.0
+    chat = report["conversation"]
+    assert chat["turns"] == 6
+    assert chat["cached_ms"] > 0
+    assert chat["uncached_ms"] > 0

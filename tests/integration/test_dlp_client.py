@@ -157,3 +157,51 @@ def test_a_placeholder_already_in_the_prompt_is_left_alone(sb: Sandbox, tmp_path
     assert reply.choices[0].message.content == (
         f"[sandbox deepseek-flash] alice said: <EMAIL_1> is {EMAIL}"
     )
+
+
+def test_a_resent_history_is_answered_from_the_scan_cache_with_the_same_outcome(
+    sb: Sandbox, tmp_path: Path
+) -> None:
+    # A chat resends its whole history on every call: with the cache each earlier
+    # message costs a hash, and what goes on the wire and into the record is the same
+    # as scanning everything again (SECURE_DS_DLP_CACHE=0).
+    turns = [
+        f"Ticket 4411: customer {EMAIL} reports card 4111 1111 1111 1111 was charged twice. "
+        + "The order history follows in the next message. " * 6,
+        "Order 77102 shipped to the address on file; the customer asked us to call back. "
+        + "Please draft a reply that does not repeat any personal data. " * 5,
+        f"Also cc {EMAIL.replace('jane', 'john')} and keep the tone short and polite. " * 4,
+    ]
+    wire: dict[int, list[Any]] = {}
+    classified: dict[int, list[Any]] = {}
+    for cache in (4096, 0):
+        settings = sb.client_settings(
+            "alice",
+            audit_path=tmp_path / f"a{cache}.jsonl",
+            dlp_redact=("email", "credit_card"),
+            dlp_cache=cache,
+        )
+        history: list[Any] = []
+        wire[cache] = []
+        sent: set[str] = set()
+        resent = 0  # texts of >= 32 characters sent again (the cache skips shorter ones)
+        with SecureDeepSeek(settings=settings) as c:
+            for turn in turns:
+                history.append({"role": "user", "content": turn})
+                resent += sum(m["content"] in sent and len(m["content"]) >= 32 for m in history)
+                sent.update(m["content"] for m in history)
+                reply = c.chat.completions.create(model="deepseek-flash", messages=history)
+                history.append({"role": "assistant", "content": reply.choices[0].message.content})
+                assert sb.last_request is not None
+                wire[cache].append(sb.last_request["json"]["messages"])
+            stats = c.guard.classifier.cache  # type: ignore[attr-defined]
+            if cache:
+                assert resent == 4  # call 2 resends turn 1; call 3 turns 1, 2 and reply 1
+                assert stats.hits == resent
+            else:
+                assert stats.hits == 0
+                assert len(stats) == 0
+        classified[cache] = [(r["classify"], r["enforce"]) for r in read_audit(settings.audit_path)]
+    assert wire[4096] == wire[0]
+    assert classified[4096] == classified[0]
+    assert EMAIL not in json.dumps(wire[4096])
