@@ -23,6 +23,7 @@ lint: install
 
 typecheck: install
 	$(BIN)/mypy
+	$(BIN)/mypy bench
 
 # The whole suite: lint, strict typing, then unit, security and integration tests.
 # scripts/start-services.sh starts what the integration tests need, each installed and

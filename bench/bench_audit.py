@@ -446,15 +446,15 @@ def main(argv: list[str] | None = None) -> int:
     sig_table = Table(title="audit signers (sign/verify per second; ratio vs software Ed25519)")
     for column in ("", "sign/s", "vs Ed25519", "verify/s", "vs Ed25519"):
         sig_table.add_column(column, justify="left" if not column else "right")
-    for name, rate in signers.items():
-        rate["sign_vs_ed25519"] = rate["sign_per_s"] / base_signer["sign_per_s"]
-        rate["verify_vs_ed25519"] = rate["verify_per_s"] / base_signer["verify_per_s"]
+    for name, figures in signers.items():
+        figures["sign_vs_ed25519"] = figures["sign_per_s"] / base_signer["sign_per_s"]
+        figures["verify_vs_ed25519"] = figures["verify_per_s"] / base_signer["verify_per_s"]
         sig_table.add_row(
             name,
-            f"{rate['sign_per_s']:,.0f}",
-            f"{rate['sign_vs_ed25519']:.3f}x",
-            f"{rate['verify_per_s']:,.0f}",
-            f"{rate['verify_vs_ed25519']:.3f}x",
+            f"{figures['sign_per_s']:,.0f}",
+            f"{figures['sign_vs_ed25519']:.3f}x",
+            f"{figures['verify_per_s']:,.0f}",
+            f"{figures['verify_vs_ed25519']:.3f}x",
         )
     console.print(sig_table)
     if hsm_missing:
