@@ -175,6 +175,7 @@ def _slow(value: Any) -> str:
 
 def es6_number(x: float) -> str:
     """``x`` as ECMAScript's ``Number.prototype.toString`` writes it (RFC 8785 §3.2.2.3)."""
+    x = float(x)  # a subclass's repr may be anything (numpy 2: "np.float64(2.5)")
     if not math.isfinite(x):
         raise ValueError(f"{x!r} is not a JSON number")
     if x == 0:
