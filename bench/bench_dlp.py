@@ -37,8 +37,7 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
-from secure_ds.dlp import KINDS, default_scanner
-from secure_ds.dlp._cache import ScanCache
+from secure_ds.dlp import KINDS, ScanCache, default_scanner
 from secure_ds.dlp.evaluate import evaluate, false_positives_per_100kb
 
 CORPUS = Path(__file__).resolve().parent.parent / "tests" / "dlp" / "corpus"

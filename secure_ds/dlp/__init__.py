@@ -26,6 +26,10 @@ Overlaps: when findings overlap, the one with the higher confidence is kept, the
 longer span, then the more sensitive kind; no two findings cover the same character.
 Offsets are into the ``str`` that was scanned (code points, not bytes).
 
+``ScanCache(scanner).scan(text)`` answers a text it has seen from memory (a keyed
+digest of the text, never the text): the guard chain's classify stage uses one, so
+the history a chat resends on every call is scanned once.
+
 What is deliberately *not* reported: loopback, unspecified and netmask addresses
 (``127.0.0.1``, ``0.0.0.0``, ``::1``, ``255.255.255.0``), dotted version numbers
 written as such (``version 1.2.3.4``), values assigned to secret-looking names that
@@ -34,6 +38,7 @@ are placeholders or code (``${DB_PASSWORD}``, ``os.environ["TOKEN"]``, ``<your-k
 
 from __future__ import annotations
 
+from ._cache import ScanCache
 from ._config import CustomRule, DLPConfigError
 from ._model import KINDS, Classification, Finding, ScanResult
 from ._scanner import Scanner, default_scanner
@@ -44,6 +49,7 @@ __all__ = [
     "CustomRule",
     "DLPConfigError",
     "Finding",
+    "ScanCache",
     "ScanResult",
     "Scanner",
     "default_scanner",

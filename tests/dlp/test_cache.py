@@ -8,8 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from secure_ds.dlp import Scanner, ScanResult, default_scanner
-from secure_ds.dlp._cache import ScanCache
+from secure_ds.dlp import ScanCache, Scanner, ScanResult, default_scanner
 
 CORPUS = Path(__file__).parent / "corpus" / "labelled.jsonl"
 
