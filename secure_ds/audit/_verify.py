@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import collections
 import concurrent.futures
 import contextlib
 import dataclasses
@@ -79,6 +80,7 @@ Reason = Literal[
 _CHECKPOINT_PREFIX = b'{"checkpoint":'
 _LOOKAHEAD = 4096
 _PARALLEL_MIN_BYTES = 1 << 20
+_SIGNATURE_BATCH = 256  # records per batch handed to a signature-checking thread
 _START_METHOD: str | None = None  # None: fork when single-threaded, else spawn
 
 
@@ -135,6 +137,7 @@ def verify_log(
     signatures: bool = True,
     checkpoints: Sequence[str] = (),
     jobs: int = 1,
+    threads: int | None = None,
 ) -> VerifyResult:
     """Verify the log at ``path`` (see the module docstring).
 
@@ -142,13 +145,26 @@ def verify_log(
     by that many worker processes while this one walks the chain; the answer is the same
     as with one job (on a bad signature the log is walked again in one process, so the
     first problem is named exactly as a sequential walk names it).
+
+    With one job, record signatures are checked on ``threads`` threads (default: one
+    per CPU, none on a single CPU) while this thread walks the chain: the signature
+    library lets go of the interpreter lock while it checks, so the threads use the
+    other cores. The answer is the same as with ``threads=0``: a bad signature makes
+    the walk start again with every signature checked in line, which names the first
+    problem exactly as always.
     """
     path = Path(path)
     external = [_load_external(c) for c in checkpoints]
+    if threads is None:
+        threads = _default_threads()
     try:
         size = path.stat().st_size
         if signatures and jobs > 1 and size > _PARALLEL_MIN_BYTES:
             return _verify_parallel(path, keys, external, jobs)
+        if signatures and threads > 0:
+            walk = _walk(path, keys, signatures, external, threads=threads)
+            if not walk.signature_failed:
+                return walk.result
         return _walk(path, keys, signatures, external).result
     except OSError as exc:
         raise AuditError(
@@ -157,11 +173,81 @@ def verify_log(
         ) from None
 
 
-def _walk(path: Path, keys: Sequence[PublicKey], signatures: bool, external: list[str]) -> _Walk:
+def _walk(
+    path: Path,
+    keys: Sequence[PublicKey],
+    signatures: bool,
+    external: list[str],
+    *,
+    threads: int = 0,
+) -> _Walk:
     walk = _Walk(path, keys, signatures, external)
     with path.open("rb") as f:
-        walk.run(f)
+        if threads > 0 and signatures:
+            with _SignatureChecks(threads) as checks:
+                walk.checks = checks
+                walk.run(f)
+        else:
+            walk.run(f)
     return walk
+
+
+def _default_threads() -> int:
+    cpus = os.cpu_count() or 1
+    return 0 if cpus < 2 else min(cpus, 8)
+
+
+class _SignatureFailed(Exception):
+    """A record signature checked off the walk did not verify."""
+
+
+class _SignatureChecks:
+    """Record signatures checked in batches on a thread pool, off the chain walk.
+
+    At most ``2 * threads`` batches are in flight; a walk that gets ahead waits for the
+    oldest. :meth:`add` raises :class:`_SignatureFailed` as soon as a finished batch
+    holds a bad signature, :meth:`finish` waits for all of them."""
+
+    def __init__(self, threads: int) -> None:
+        self._pool = concurrent.futures.ThreadPoolExecutor(
+            max_workers=threads, thread_name_prefix="secure-ds-verify"
+        )
+        self._batch: list[tuple[PublicKey, bytes, bytes]] = []
+        self._in_flight: collections.deque[concurrent.futures.Future[bool]] = collections.deque()
+        self._max_in_flight = 2 * threads
+
+    def add(self, key: PublicKey, sig_b64: bytes, data: bytes) -> None:
+        self._batch.append((key, sig_b64, data))
+        if len(self._batch) >= _SIGNATURE_BATCH:
+            self._submit()
+
+    def _submit(self) -> None:
+        batch, self._batch = self._batch, []
+        self._in_flight.append(self._pool.submit(_all_verify, batch))
+        while len(self._in_flight) > self._max_in_flight or (
+            self._in_flight and self._in_flight[0].done()
+        ):
+            if not self._in_flight.popleft().result():
+                raise _SignatureFailed
+
+    def finish(self) -> None:
+        if self._batch:
+            self._submit()
+        while self._in_flight:
+            if not self._in_flight.popleft().result():
+                raise _SignatureFailed
+
+    def __enter__(self) -> _SignatureChecks:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        for future in self._in_flight:
+            future.cancel()
+        self._pool.shutdown(wait=True)
+
+
+def _all_verify(batch: list[tuple[PublicKey, bytes, bytes]]) -> bool:
+    return all(key.verify(base64.b64decode(sig), data) for key, sig, data in batch)
 
 
 def _verify_parallel(
@@ -241,6 +327,9 @@ class _Walk:
         self.wanted_sizes: set[int] = set()
         self.external_checkpoints: list[Checkpoint] = []
         self.good_bytes = 0  # bytes of the lines verified before the first problem
+        # record signatures checked off the walk (verify_log's threads), or None: inline
+        self.checks: _SignatureChecks | None = None
+        self.signature_failed = False  # ... and one of them did not verify
 
     # ------------------------------------------------------------------ the walk
 
@@ -271,6 +360,13 @@ class _Walk:
             res.first_bad_index = bad.index
             res.detail = bad.detail
             res.line = self.line_no
+        except _SignatureFailed:
+            self.signature_failed = True
+        if self.checks is not None and not self.signature_failed:
+            try:  # every record before where the walk stopped must be checked too
+                self.checks.finish()
+            except _SignatureFailed:
+                self.signature_failed = True
         res.records = self.tree.size
         res.root = self.tree.root().hex()
         res.unsealed = self.tree.size - self.last_sealed
@@ -299,10 +395,13 @@ class _Walk:
         key = self.trusted.get(key_id.decode())
         if key is None:
             raise _Bad("wrong key", expected, self._untrusted(key_id.decode(), "signed"))
-        if self.signatures and (
-            key.alg != alg.decode() or not key.verify(base64.b64decode(sig_b64), data)
-        ):
-            raise self._classify(parse_line(line), f, "its signature does not verify")
+        if self.signatures:
+            if key.alg != alg.decode():
+                raise self._classify(parse_line(line), f, "its signature does not verify")
+            if self.checks is not None:
+                self.checks.add(key, sig_b64, data)
+            elif not key.verify(base64.b64decode(sig_b64), data):
+                raise self._classify(parse_line(line), f, "its signature does not verify")
         self.tree.append_hash(h)
         self.prev = h
         self.prev_hex = h_hex

@@ -73,9 +73,10 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     verify.add_argument(
         "--jobs",
         type=int,
-        default=os.cpu_count() or 1,
+        default=1,
         metavar="N",
-        help="processes checking signatures of a large log (default: one per CPU)",
+        help="processes checking signatures of a large log (default 1: this process, "
+        "with the signatures checked on one thread per CPU, which measured faster)",
     )
     verify.add_argument(
         "--chain-only",
@@ -379,7 +380,6 @@ def _export(args: argparse.Namespace) -> int:
                 until=until,
                 verify=verify,
                 keys=keys,
-                jobs=os.cpu_count() or 1,
                 integrity=args.integrity,
                 progress=lambda done: bar.update(task, completed=done),
             )

@@ -22,12 +22,12 @@ def test_bench_audit_reports_the_floor_appends_and_verification(tmp_path: Path) 
     )
     assert done.returncode == 0, done.stdout + done.stderr
     report = json.loads(out.read_text())
-    assert len(report["rows"]) == 8
+    assert len(report["rows"]) == 9
     for row in report["rows"]:
         assert row["records_per_s"] > 0
         assert row["vs_floor"] > 0
     assert any(r["row"].startswith("floor") for r in report["rows"])
-    assert sum(r["row"].startswith("verify") for r in report["rows"]) == 3
+    assert sum(r["row"].startswith("verify") for r in report["rows"]) == 4
     assert report["canonical_us"]["ours"] > 0
     assert report["seal"]["append_sealed_us"] > 0
     assert report["seal"]["seal_us"] > 0

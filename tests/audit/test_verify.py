@@ -334,3 +334,69 @@ def test_leaf_data_rebuilt_from_a_line_equals_the_signed_leaf_data(tmp_path: Pat
         if not line.startswith(b'{"checkpoint":'):
             end, m = split_line(line[:-1])
             assert leaf_data_of(line[:-1], end, m) == parse_line(line[:-1]).leaf_data()
+
+
+def _bad_signature(content: list[bytes], index: int) -> None:
+    """Record ``index`` keeps its chain and hash; only its signature is wrong."""
+    at = record_positions(content)[index]
+    entry = parse_line(content[at][:-1])
+    content[at] = render_line(
+        entry.body,
+        alg=entry.alg,
+        leaf_hash=entry.hash,
+        index=index,
+        key=entry.key,
+        prev=entry.prev,
+        sig=bytes(64),
+    )
+
+
+def test_signatures_checked_on_threads_give_the_in_line_answer(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # verify_log checks record signatures on threads by default; whatever is wrong, and
+    # wherever, the answer must be the one the in-line walk (threads=0) gives. Small
+    # batches, so that a 60-record log spans many of them and the in-flight limit.
+    from secure_ds.audit import _verify
+
+    monkeypatch.setattr(_verify, "_SIGNATURE_BATCH", 4)
+    cases: dict[str, list[int]] = {
+        "intact": [],
+        "signature at 0": [0],
+        "signature at 29": [29],
+        "signature at 59": [59],
+        "two signatures": [17, 40],
+    }
+    for name, bad in cases.items():
+        path = tmp_path / f"{name.replace(' ', '-')}.jsonl"
+        make_log(path, 60, every=16)
+        content = lines(path)
+        for index in bad:
+            _bad_signature(content, index)
+        write(path, content)
+        in_line = verify_log(path, threads=0).as_json()
+        for threads in (1, 2, 3):
+            assert verify_log(path, threads=threads).as_json() == in_line, (name, threads)
+        assert in_line["ok"] is (not bad)
+        if bad:
+            assert (in_line["reason"], in_line["first_bad_index"]) == ("edited", bad[0])
+    # a bad signature before a broken chain link: the signature is the first problem
+    path = tmp_path / "both.jsonl"
+    make_log(path, 60, every=16)
+    content = lines(path)
+    _bad_signature(content, 10)
+    at = record_positions(content)[45]
+    content[at] = content[at].replace(b'"i":45', b'"i":46')
+    write(path, content)
+    threaded = verify_log(path, threads=2)
+    assert threaded.as_json() == verify_log(path, threads=0).as_json()
+    assert (threaded.reason, threaded.first_bad_index) == ("edited", 10)
+    # and a broken chain link with every signature before it good: named at the link
+    good = tmp_path / "chain-only.jsonl"
+    make_log(good, 60, every=16)
+    fresh = lines(good)
+    at = record_positions(fresh)[45]
+    fresh[at] = fresh[at].replace(b'"i":45', b'"i":46')
+    write(good, fresh)
+    assert verify_log(good, threads=2).as_json() == verify_log(good, threads=0).as_json()
+    assert verify_log(good, threads=2).first_bad_index == 45
