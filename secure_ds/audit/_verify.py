@@ -80,7 +80,8 @@ Reason = Literal[
 _CHECKPOINT_PREFIX = b'{"checkpoint":'
 _LOOKAHEAD = 4096
 _PARALLEL_MIN_BYTES = 1 << 20
-_SIGNATURE_BATCH = 256  # records per batch handed to a signature-checking thread
+_SIGNATURE_BATCH = 256  # records per batch handed to a signature-checking thread...
+_SIGNATURE_BATCH_BYTES = 4 << 20  # ... or fewer, when their leaf data reach this size
 _START_METHOD: str | None = None  # None: fork when single-threaded, else spawn
 
 
@@ -204,25 +205,29 @@ class _SignatureFailed(Exception):
 class _SignatureChecks:
     """Record signatures checked in batches on a thread pool, off the chain walk.
 
-    At most ``2 * threads`` batches are in flight; a walk that gets ahead waits for the
-    oldest. :meth:`add` raises :class:`_SignatureFailed` as soon as a finished batch
-    holds a bad signature, :meth:`finish` waits for all of them."""
+    At most ``2 * threads`` batches are in flight, each of at most ``_SIGNATURE_BATCH``
+    records or ``_SIGNATURE_BATCH_BYTES`` of leaf data (records can be up to 1 MiB with
+    sealed bodies), so the walk holds a bounded amount of data; a walk that gets ahead
+    waits for the oldest batch. :meth:`add` raises :class:`_SignatureFailed` as soon as
+    a finished batch holds a bad signature, :meth:`finish` waits for all of them."""
 
     def __init__(self, threads: int) -> None:
         self._pool = concurrent.futures.ThreadPoolExecutor(
             max_workers=threads, thread_name_prefix="secure-ds-verify"
         )
         self._batch: list[tuple[PublicKey, bytes, bytes]] = []
+        self._batch_bytes = 0
         self._in_flight: collections.deque[concurrent.futures.Future[bool]] = collections.deque()
         self._max_in_flight = 2 * threads
 
     def add(self, key: PublicKey, sig_b64: bytes, data: bytes) -> None:
         self._batch.append((key, sig_b64, data))
-        if len(self._batch) >= _SIGNATURE_BATCH:
+        self._batch_bytes += len(data)
+        if len(self._batch) >= _SIGNATURE_BATCH or self._batch_bytes >= _SIGNATURE_BATCH_BYTES:
             self._submit()
 
     def _submit(self) -> None:
-        batch, self._batch = self._batch, []
+        batch, self._batch, self._batch_bytes = self._batch, [], 0
         self._in_flight.append(self._pool.submit(_all_verify, batch))
         while len(self._in_flight) > self._max_in_flight or (
             self._in_flight and self._in_flight[0].done()

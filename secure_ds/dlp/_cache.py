@@ -23,7 +23,10 @@ BLAKE2b collision); the tests hold the cached and the uncached stage to the same
 records and the same redactions. A lookup costs ~3 µs here, a scan ~20 µs for a few
 words and ~180 µs for 1 KB of dense text; texts under ``min_chars`` (a word or two:
 "ok", "thanks") are scanned every time rather than fill the cache. The cache keeps the
-most recently used ``max_entries`` results (LRU); ``max_entries=0`` turns it off.
+most recently used ``max_entries`` results (LRU), and at most ``max_findings`` findings
+in all (~80 bytes each: 200,000 are ~16 MB), so pasted logs full of addresses cannot
+grow it without bound; a result with more findings than that is not kept.
+``max_entries=0`` turns the cache off.
 """
 
 from __future__ import annotations
@@ -42,12 +45,21 @@ __all__ = ["ScanCache"]
 class ScanCache:
     """``scan(text)`` as ``scanner.scan(text)`` gives it, remembered by text digest."""
 
-    def __init__(self, scanner: Scanner, *, max_entries: int = 4096, min_chars: int = 32) -> None:
-        if max_entries < 0 or min_chars < 0:
-            raise ValueError("max_entries and min_chars are zero or more")
+    def __init__(
+        self,
+        scanner: Scanner,
+        *,
+        max_entries: int = 4096,
+        min_chars: int = 32,
+        max_findings: int = 200_000,
+    ) -> None:
+        if max_entries < 0 or min_chars < 0 or max_findings < 0:
+            raise ValueError("max_entries, min_chars and max_findings are zero or more")
         self.scanner = scanner
         self.max_entries = max_entries
         self.min_chars = min_chars
+        self.max_findings = max_findings
+        self._held = 0  # findings in the kept results
         self.hits = 0
         self.misses = 0
         self._key = secrets.token_bytes(32)
@@ -71,11 +83,19 @@ class ScanCache:
         # Scanned outside the lock: two threads may both scan a new text, and the
         # second result replaces the first (they are equal).
         result = self.scanner.scan(text)
+        size = len(result.findings)
         with self._lock:
             self.misses += 1
+            if size > self.max_findings:
+                return result
+            replaced = self._results.pop(digest, None)
+            if replaced is not None:
+                self._held -= len(replaced.findings)
             self._results[digest] = result
-            if len(self._results) > self.max_entries:
-                self._results.popitem(last=False)
+            self._held += size
+            while len(self._results) > self.max_entries or self._held > self.max_findings:
+                _, dropped = self._results.popitem(last=False)
+                self._held -= len(dropped.findings)
         return result
 
     def __len__(self) -> int:

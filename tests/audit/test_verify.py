@@ -351,15 +351,18 @@ def _bad_signature(content: list[bytes], index: int) -> None:
     )
 
 
+@pytest.mark.parametrize(("records", "max_bytes"), [(4, 4 << 20), (10_000, 1500)])
 def test_signatures_checked_on_threads_give_the_in_line_answer(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, records: int, max_bytes: int
 ) -> None:
     # verify_log checks record signatures on threads by default; whatever is wrong, and
     # wherever, the answer must be the one the in-line walk (threads=0) gives. Small
-    # batches, so that a 60-record log spans many of them and the in-flight limit.
+    # batches (cut by record count, or by bytes of leaf data), so that a 60-record log
+    # spans many of them and reaches the in-flight limit.
     from secure_ds.audit import _verify
 
-    monkeypatch.setattr(_verify, "_SIGNATURE_BATCH", 4)
+    monkeypatch.setattr(_verify, "_SIGNATURE_BATCH", records)
+    monkeypatch.setattr(_verify, "_SIGNATURE_BATCH_BYTES", max_bytes)
     cases: dict[str, list[int]] = {
         "intact": [],
         "signature at 0": [0],

@@ -148,3 +148,22 @@ def test_the_cache_size_comes_from_the_environment_and_bad_values_are_named(
         with pytest.raises(ConfigError, match=text) as info:
             Settings.from_env({**env, "SECURE_DS_DLP_CACHE": bad})
         assert info.value.variable == "SECURE_DS_DLP_CACHE"
+
+
+def test_the_findings_held_are_bounded_too() -> None:
+    # a pasted log full of addresses makes a large result; the cache holds at most
+    # max_findings findings in all, dropping the least recently used results first
+    cache = ScanCache(default_scanner(), max_findings=25, min_chars=0)
+    lines = ["\n".join(f"host{k} 10.{n}.{k}.7 answered" for k in range(10)) for n in range(4)]
+    for text in lines[:2]:
+        assert len(cache.scan(text).findings) == 10
+    assert len(cache) == 2
+    cache.scan(lines[2])  # 30 findings would be held: the oldest result goes
+    assert len(cache) == 2
+    assert cache._held == 20
+    huge = "\n".join(f"10.9.{k}.1" for k in range(40))
+    assert len(cache.scan(huge).findings) == 40  # more than the bound: not kept
+    assert len(cache) == 2
+    assert cache._held == 20
+    cache.scan(lines[0])  # dropped earlier: scanned again
+    assert cache.misses == 5
