@@ -259,6 +259,21 @@ def test_the_log_api_round_trips(tmp_path: Path) -> None:
     assert verify_log(path).checkpoints == 2
 
 
+def _bad_signature(content: list[bytes], index: int) -> None:
+    """Record ``index`` keeps its chain and hash; only its signature is wrong."""
+    at = record_positions(content)[index]
+    entry = parse_line(content[at][:-1])
+    content[at] = render_line(
+        entry.body,
+        alg=entry.alg,
+        leaf_hash=entry.hash,
+        index=index,
+        key=entry.key,
+        prev=entry.prev,
+        sig=bytes(64),
+    )
+
+
 def test_parallel_signature_checks_give_the_sequential_answer(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -290,17 +305,7 @@ def test_parallel_signature_checks_give_the_sequential_answer(
         path2 = tmp_path / f"sig-{bad}.jsonl"
         make_log(path2, 60, every=16)
         content = lines(path2)
-        at = record_positions(content)[bad]
-        entry = parse_line(content[at][:-1])
-        content[at] = render_line(
-            entry.body,
-            alg=entry.alg,
-            leaf_hash=entry.hash,
-            index=bad,
-            key=entry.key,
-            prev=entry.prev,
-            sig=bytes(64),
-        )
+        _bad_signature(content, bad)
         write(path2, content)
         assert verify_log(path2, signatures=False).ok
         parallel = verify_log(path2, jobs=3)
@@ -334,21 +339,6 @@ def test_leaf_data_rebuilt_from_a_line_equals_the_signed_leaf_data(tmp_path: Pat
         if not line.startswith(b'{"checkpoint":'):
             end, m = split_line(line[:-1])
             assert leaf_data_of(line[:-1], end, m) == parse_line(line[:-1]).leaf_data()
-
-
-def _bad_signature(content: list[bytes], index: int) -> None:
-    """Record ``index`` keeps its chain and hash; only its signature is wrong."""
-    at = record_positions(content)[index]
-    entry = parse_line(content[at][:-1])
-    content[at] = render_line(
-        entry.body,
-        alg=entry.alg,
-        leaf_hash=entry.hash,
-        index=index,
-        key=entry.key,
-        prev=entry.prev,
-        sig=bytes(64),
-    )
 
 
 @pytest.mark.parametrize(("records", "max_bytes"), [(4, 4 << 20), (10_000, 1500)])
