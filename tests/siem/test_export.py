@@ -32,6 +32,19 @@ pytestmark = pytest.mark.integration
 MakeCalls = Callable[..., list[bytes]]
 
 
+def _metric_points(collector: Collector) -> dict[str, list[dict[str, Any]]]:
+    """Every data point the collector wrote, by metric name."""
+    points: dict[str, list[dict[str, Any]]] = {}
+    for metric in collector.metrics():
+        data = metric.get("histogram") or metric.get("sum") or {}
+        points.setdefault(metric["name"], []).extend(data.get("dataPoints", []))
+    return points
+
+
+def _total(points: dict[str, list[dict[str, Any]]], name: str) -> float:
+    return float(sum(p["asDouble"] for p in points.get(name, [])))
+
+
 def _ids(lines: list[bytes]) -> list[str]:
     return [json.loads(line)["event_id"] for line in lines if b'"event_id"' in line]
 
@@ -111,11 +124,14 @@ def test_every_record_arrives_exactly_as_logged(
             assert span["status"]["code"] == 2  # ERROR
             assert span["attrs"]["error.type"] == "PolicyDenied"
 
-    # one set of metrics per batch (delta): add the batches' points up
-    points: dict[str, list[dict[str, Any]]] = {}
-    for metric in collector.metrics():
-        data = metric.get("histogram") or metric.get("sum") or {}
-        points.setdefault(metric["name"], []).extend(data.get("dataPoints", []))
+    # one set of metrics per batch (delta): add the batches' points up. Metrics travel
+    # in their own export (and collector pipeline) after a batch's logs and spans, so
+    # the last batch's may reach the collector's file after wait_for returned.
+    points = _metric_points(collector)
+    deadline = time.monotonic() + 20
+    while _total(points, "secure_ds.calls") < 7 and time.monotonic() < deadline:
+        time.sleep(0.05)  # every batch counts its calls: 7 once all batches are in
+        points = _metric_points(collector)
     input_sum = sum(
         p["sum"]
         for p in points["gen_ai.client.token.usage"]
@@ -124,8 +140,8 @@ def test_every_record_arrives_exactly_as_logged(
     assert input_sum == sum(
         r["response"]["usage"]["prompt_tokens"] for _, r in records.values() if r["response"]
     )
-    assert sum(p["asDouble"] for p in points["secure_ds.denials"]) == 2
-    assert sum(p["asDouble"] for p in points["secure_ds.calls"]) == 7
+    assert _total(points, "secure_ds.calls") == 7
+    assert _total(points, "secure_ds.denials") == 2
     assert sum(p["asDouble"] for p in points["secure_ds.cost"]) == pytest.approx(
         sum(r["cost"]["usd"] for _, r in records.values() if r["cost"])
     )
