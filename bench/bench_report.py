@@ -101,31 +101,9 @@ def child(what: str, log: Path, jobs: int) -> dict[str, Any]:
 
 def make_signer(folder: Path) -> None:
     """A P-256 key and a self-signed certificate for the PDF signature."""
-    from cryptography import x509
-    from cryptography.hazmat.primitives import hashes, serialization
-    from cryptography.hazmat.primitives.asymmetric import ec
-    from cryptography.x509.oid import NameOID
+    from tests.report._certs import write_signer
 
-    key = ec.generate_private_key(ec.SECP256R1())
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "bench report signer")])
-    now = dt.datetime.now(dt.UTC)
-    cert = (
-        x509.CertificateBuilder()
-        .subject_name(name)
-        .issuer_name(name)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - dt.timedelta(days=1))
-        .not_valid_after(now + dt.timedelta(days=7))
-        .sign(key, hashes.SHA256())
-    )
-    pem = serialization.Encoding.PEM
-    key_path = folder / "signer.key.pem"
-    key_path.write_bytes(
-        key.private_bytes(pem, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
-    )
-    key_path.chmod(0o600)
-    (folder / "signer.cert.pem").write_bytes(cert.public_bytes(pem))
+    write_signer(folder, "signer", days=7)
 
 
 def run_child(what: str, log: Path, jobs: int) -> dict[str, Any]:

@@ -10,14 +10,13 @@ from pathlib import Path
 
 import pytest
 from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import NameOID
+from cryptography.hazmat.primitives import serialization
 
 from secure_ds.cli import main
 from secure_ds.errors import ReportError
 from secure_ds.report import PdfSigning, Period, export_report, load_controls
 
+from ._certs import document_signing, write_signer
 from ._records import varied_records, write_log
 
 pytest.importorskip("pyhanko")
@@ -29,45 +28,14 @@ PERIOD = Period(dt.date(2026, 11, 1), dt.date(2026, 11, 5))
 
 def make_signer(folder: Path, name: str = "signer") -> tuple[Path, Path]:
     """A P-256 key and a self-signed certificate for it (digitalSignature, nonRepudiation)."""
-    key = ec.generate_private_key(ec.SECP256R1())
-    subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, f"secure-ds report {name}")])
-    now = dt.datetime.now(dt.UTC)
-    cert = (
-        x509.CertificateBuilder()
-        .subject_name(subject)
-        .issuer_name(subject)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - dt.timedelta(days=1))
-        .not_valid_after(now + dt.timedelta(days=30))
-        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
-        .add_extension(
-            x509.KeyUsage(
-                digital_signature=True,
-                content_commitment=True,
-                key_encipherment=False,
-                data_encipherment=False,
-                key_agreement=False,
-                key_cert_sign=True,
-                crl_sign=False,
-                encipher_only=False,
-                decipher_only=False,
-            ),
-            critical=True,
-        )
-        .sign(key, hashes.SHA256())
+    return write_signer(
+        folder,
+        name,
+        extensions=(
+            x509.BasicConstraints(ca=True, path_length=None),
+            document_signing(cert_sign=True),
+        ),
     )
-    key_path, cert_path = folder / f"{name}.key.pem", folder / f"{name}.cert.pem"
-    key_path.write_bytes(
-        key.private_bytes(
-            serialization.Encoding.PEM,
-            serialization.PrivateFormat.PKCS8,
-            serialization.NoEncryption(),
-        )
-    )
-    key_path.chmod(0o600)
-    cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-    return key_path, cert_path
 
 
 def validate(pdf: bytes, cert_path: Path) -> object:

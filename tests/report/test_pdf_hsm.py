@@ -10,15 +10,15 @@ from pathlib import Path
 
 import pytest
 from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import NameOID
 
 from secure_ds.cli import main
 from secure_ds.errors import ReportError
 from secure_ds.report import PdfSigning, Period, Pkcs11Key, export_report, load_controls
 from tests._services import SOFTHSM_MODULE, SOFTHSM_PIN, SOFTHSM_TOKEN, require_softhsm
 
+from ._certs import certificate, document_signing
 from ._records import varied_records, write_log
 
 pytest.importorskip("pyhanko")
@@ -31,42 +31,19 @@ PERIOD = Period(dt.date(2026, 11, 1), dt.date(2026, 11, 3))
 def issue(folder: Path, public_pem: bytes, name: str) -> tuple[Path, Path]:
     """A software test CA and a certificate it issues for ``public_pem`` (the HSM key)."""
     ca_key = ec.generate_private_key(ec.SECP256R1())
-    ca_name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "secure-ds test report CA")])
-    now = dt.datetime.now(dt.UTC)
-    ca = (
-        x509.CertificateBuilder()
-        .subject_name(ca_name)
-        .issuer_name(ca_name)
-        .public_key(ca_key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - dt.timedelta(days=1))
-        .not_valid_after(now + dt.timedelta(days=30))
-        .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
-        .sign(ca_key, hashes.SHA256())
+    ca_name = "secure-ds test report CA"
+    ca = certificate(
+        ca_name,
+        ca_key.public_key(),
+        ca_key,
+        extensions=(x509.BasicConstraints(ca=True, path_length=0),),
     )
-    leaf = (
-        x509.CertificateBuilder()
-        .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, name)]))
-        .issuer_name(ca_name)
-        .public_key(serialization.load_pem_public_key(public_pem))  # type: ignore[arg-type]
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - dt.timedelta(days=1))
-        .not_valid_after(now + dt.timedelta(days=30))
-        .add_extension(
-            x509.KeyUsage(
-                digital_signature=True,
-                content_commitment=True,
-                key_encipherment=False,
-                data_encipherment=False,
-                key_agreement=False,
-                key_cert_sign=False,
-                crl_sign=False,
-                encipher_only=False,
-                decipher_only=False,
-            ),
-            critical=True,
-        )
-        .sign(ca_key, hashes.SHA256())
+    leaf = certificate(
+        name,
+        serialization.load_pem_public_key(public_pem),
+        ca_key,
+        issuer=ca_name,
+        extensions=(document_signing(),),
     )
     ca_path, leaf_path = folder / f"{name}-ca.pem", folder / f"{name}.pem"
     ca_path.write_bytes(ca.public_bytes(serialization.Encoding.PEM))

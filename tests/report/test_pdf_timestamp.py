@@ -15,13 +15,14 @@ from pathlib import Path
 
 import pytest
 from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
-from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+from cryptography.x509.oid import ExtendedKeyUsageOID
 
 from secure_ds.errors import ReportError
 from secure_ds.report import PdfSigning, Period, export_report, load_controls
 
+from ._certs import certificate
 from ._records import varied_records, write_log
 from .test_pdf import make_signer
 
@@ -34,18 +35,11 @@ PERIOD = Period(dt.date(2026, 11, 1), dt.date(2026, 11, 2))
 def tsa_material() -> tuple[bytes, bytes]:
     """A self-signed TSA certificate (critical EKU timeStamping) and its PKCS#8 key, DER."""
     key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "secure-ds test TSA")])
-    now = dt.datetime.now(dt.UTC)
-    cert = (
-        x509.CertificateBuilder()
-        .subject_name(name)
-        .issuer_name(name)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - dt.timedelta(days=1))
-        .not_valid_after(now + dt.timedelta(days=30))
-        .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.TIME_STAMPING]), critical=True)
-        .sign(key, hashes.SHA256())
+    cert = certificate(
+        "secure-ds test TSA",
+        key.public_key(),
+        key,
+        extensions=(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.TIME_STAMPING]),),
     )
     key_der = key.private_bytes(
         serialization.Encoding.DER,
