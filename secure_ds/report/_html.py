@@ -10,7 +10,7 @@ from __future__ import annotations
 from html import escape
 from typing import Any
 
-from ._tables import exceptions_table, summary_table
+from ._tables import TALLY_LIMIT, exceptions_table, summary_table, tally_table
 
 __all__ = ["bar_chart_svg", "render_html"]
 
@@ -100,26 +100,10 @@ def _table(headers: list[str], rows: list[list[Any]], numeric: set[int] = frozen
     return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
 
 
-def _tally_rows(rows: list[dict[str, Any]], limit: int = 50) -> str:
-    table = _table(
-        ["name", "calls", "permits", "denials", "failures", "USD", "tokens in", "tokens out"],
-        [
-            [
-                r["name"],
-                r["calls"],
-                r["permits"],
-                r["denials"],
-                r["failures"],
-                r["usd"],
-                r["tokens_input"],
-                r["tokens_output"],
-            ]
-            for r in rows[:limit]
-        ],
-        numeric={1, 2, 3, 4, 5, 6, 7},
-    )
-    more = f"<p>{len(rows) - limit} more in the JSON form.</p>" if len(rows) > limit else ""
-    return table + more
+def _tally_rows(rows: list[dict[str, Any]]) -> str:
+    table = _table(*tally_table(rows), numeric={1, 2, 3, 4, 5, 6, 7})
+    more = len(rows) - TALLY_LIMIT
+    return table + (f"<p>{more} more in the JSON form.</p>" if more > 0 else "")
 
 
 def render_html(model: dict[str, Any]) -> str:

@@ -5,9 +5,11 @@ from __future__ import annotations
 
 from typing import Any
 
-__all__ = ["Table", "exceptions_table", "summary_table"]
+__all__ = ["TALLY_LIMIT", "Table", "exceptions_table", "summary_table", "tally_table"]
 
 Table = tuple[list[str], list[list[Any]]]
+
+TALLY_LIMIT = 50  # rows of a by-principal/team/model table; the JSON form has them all
 
 
 def summary_table(model: dict[str, Any]) -> Table:
@@ -44,3 +46,23 @@ def exceptions_table(model: dict[str, Any]) -> Table:
         for x in model["exceptions"]
     ]
     return headers, rows
+
+
+def tally_table(rows: list[dict[str, Any]]) -> Table:
+    """Calls, outcomes, cost and tokens per principal, team or model: the first
+    ``TALLY_LIMIT`` rows (the model sorts them, busiest first)."""
+    headers = ["name", "calls", "permits", "denials", "failures", "USD", "tokens in", "tokens out"]
+    body = [
+        [
+            r["name"],
+            r["calls"],
+            r["permits"],
+            r["denials"],
+            r["failures"],
+            r["usd"],
+            r["tokens_input"],
+            r["tokens_output"],
+        ]
+        for r in rows[:TALLY_LIMIT]
+    ]
+    return headers, body
