@@ -10,7 +10,7 @@ from __future__ import annotations
 from html import escape
 from typing import Any
 
-from ._tables import TALLY_LIMIT, exceptions_table, summary_table, tally_table
+from ._tables import exceptions_table, summary_table, tally_more, tally_table
 
 __all__ = ["bar_chart_svg", "render_html"]
 
@@ -102,8 +102,8 @@ def _table(headers: list[str], rows: list[list[Any]], numeric: set[int] = frozen
 
 def _tally_rows(rows: list[dict[str, Any]]) -> str:
     table = _table(*tally_table(rows), numeric={1, 2, 3, 4, 5, 6, 7})
-    more = len(rows) - TALLY_LIMIT
-    return table + (f"<p>{more} more in the JSON form.</p>" if more > 0 else "")
+    more = tally_more(rows)
+    return table + (f"<p>{_e(more)}</p>" if more else "")
 
 
 def render_html(model: dict[str, Any]) -> str:

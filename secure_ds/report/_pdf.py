@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import ReportError
-from ._tables import exceptions_table, summary_table, tally_table
+from ._tables import exceptions_table, summary_table, tally_more, tally_table
 
 __all__ = ["PdfSigning", "Pkcs11Key", "check_key_matches_cert", "render_pdf", "sign_pdf"]
 
@@ -215,7 +215,10 @@ def render_pdf(model: dict[str, Any]) -> bytes:
         story.append(p("Days without records: " + ", ".join(period["days_without_records"])))
 
     def tallies(title: str, rows: list[dict[str, Any]]) -> list[Any]:
-        return [p(title, styles["Heading2"]), table(*tally_table(rows))]
+        more = tally_more(rows)  # the table stops at TALLY_LIMIT rows: say so
+        return [p(title, styles["Heading2"]), table(*tally_table(rows))] + (
+            [p(more)] if more else []
+        )
 
     story += tallies("By principal", model["by_principal"])
     story += tallies("By team", model["by_team"])

@@ -5,7 +5,14 @@ from __future__ import annotations
 
 from typing import Any
 
-__all__ = ["TALLY_LIMIT", "Table", "exceptions_table", "summary_table", "tally_table"]
+__all__ = [
+    "TALLY_LIMIT",
+    "Table",
+    "exceptions_table",
+    "summary_table",
+    "tally_more",
+    "tally_table",
+]
 
 Table = tuple[list[str], list[list[Any]]]
 
@@ -66,3 +73,9 @@ def tally_table(rows: list[dict[str, Any]]) -> Table:
         for r in rows[:TALLY_LIMIT]
     ]
     return headers, body
+
+
+def tally_more(rows: list[dict[str, Any]]) -> str | None:
+    """What a tally table leaves out, said under it (None when it shows every row)."""
+    more = len(rows) - TALLY_LIMIT
+    return f"{more} more in the JSON form." if more > 0 else None

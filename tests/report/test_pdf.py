@@ -172,3 +172,24 @@ def test_an_encrypted_signing_key_takes_its_password_from_a_variable(
     monkeypatch.setenv("REPORT_KEY_PASS", "s3cret-report-pass")
     assert main(argv) == 0
     assert validate(out.read_bytes(), cert).bottom_line  # type: ignore[attr-defined]
+
+
+def test_both_renderings_say_when_a_tally_table_is_cut(log: Path) -> None:
+    # the by-principal/team/model tables show 50 rows; the HTML and the PDF both say
+    # how many more the JSON form has (the PDF used to drop them without a word)
+    from pyhanko.pdf_utils.reader import PdfFileReader
+
+    from secure_ds.report import build_report
+    from secure_ds.report._html import render_html
+    from secure_ds.report._pdf import render_pdf
+
+    model = build_report(log, PERIOD, load_controls())
+    row = model["by_principal"][0]
+    model["by_principal"] = [{**row, "name": f"user{i}"} for i in range(62)]
+    assert "<p>12 more in the JSON form.</p>" in render_html(model)
+    reader = PdfFileReader(io.BytesIO(render_pdf(model)))
+    pages = reader.root["/Pages"]["/Kids"]
+    text = b"".join(page.get_object()["/Contents"].get_object().data for page in pages)
+    assert b"12 more in the JSON form." in text
+    assert b"(user49)" in text
+    assert b"(user50)" not in text
