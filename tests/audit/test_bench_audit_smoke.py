@@ -4,23 +4,16 @@ timings on shared machines vary from run to run)."""
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 from pathlib import Path
+
+from tests._bench import run_bench
 
 BENCH = Path(__file__).parents[2] / "bench" / "bench_audit.py"
 
 
 def test_bench_audit_reports_the_floor_appends_and_verification(tmp_path: Path) -> None:
     out = tmp_path / "bench.json"
-    done = subprocess.run(  # noqa: S603 (our own script, fixed arguments)
-        [sys.executable, str(BENCH), "--records", "160", "--processes", "2", "--json", str(out)],
-        capture_output=True,
-        text=True,
-        timeout=300,
-        check=False,
-    )
-    assert done.returncode == 0, done.stdout + done.stderr
+    run_bench(BENCH, "--records", "160", "--processes", "2", "--json", str(out))
     report = json.loads(out.read_text())
     assert len(report["rows"]) == 9
     for row in report["rows"]:

@@ -4,11 +4,11 @@ asserted: timings on shared machines vary from run to run)."""
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
+
+from tests._bench import run_bench
 
 pytestmark = pytest.mark.integration
 
@@ -17,14 +17,7 @@ BENCH = Path(__file__).parents[2] / "bench" / "bench_fhe.py"
 
 def test_bench_fhe_reports_plaintext_naive_and_ours(tmp_path: Path) -> None:
     out = tmp_path / "bench.json"
-    done = subprocess.run(  # noqa: S603 (our own script, fixed arguments)
-        [sys.executable, str(BENCH), "--features", "64", "--quick", "--json", str(out)],
-        capture_output=True,
-        text=True,
-        timeout=300,
-        check=False,
-    )
-    assert done.returncode == 0, done.stdout + done.stderr
+    done = run_bench(BENCH, "--features", "64", "--quick", "--json", str(out))
     result = json.loads(out.read_text())
     rows = result["rows"]
     assert [r["formulation"].split()[0] for r in rows] == [

@@ -4,23 +4,16 @@ asserted: timings on a shared machine vary from run to run)."""
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 from pathlib import Path
+
+from tests._bench import run_bench
 
 BENCH = Path(__file__).parents[2] / "bench" / "bench_signing.py"
 
 
 def test_bench_signing_reports_signing_verification_and_identity_rows(tmp_path: Path) -> None:
     out = tmp_path / "bench.json"
-    done = subprocess.run(  # noqa: S603 (our own script, fixed arguments)
-        [sys.executable, str(BENCH), "--quick", "--json", str(out)],
-        capture_output=True,
-        text=True,
-        timeout=300,
-        check=False,
-    )
-    assert done.returncode == 0, done.stdout + done.stderr
+    done = run_bench(BENCH, "--quick", "--json", str(out))
     report = json.loads(out.read_text())
     rows = report["signing"]
     assert [(r["key"], r["body_bytes"]) for r in rows] == [

@@ -4,12 +4,11 @@
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
+from tests._bench import run_bench
 from tests._services import require_keycloak
 
 pytestmark = pytest.mark.integration
@@ -20,14 +19,7 @@ BENCH = Path(__file__).parents[2] / "bench" / "bench_identity.py"
 def test_bench_identity_reports_cold_miss_and_cached_rows(tmp_path: Path) -> None:
     require_keycloak()
     out = tmp_path / "bench.json"
-    done = subprocess.run(  # noqa: S603 (our own script, fixed arguments)
-        [sys.executable, str(BENCH), "--quick", "--json", str(out)],
-        capture_output=True,
-        text=True,
-        timeout=300,
-        check=False,
-    )
-    assert done.returncode == 0, done.stdout + done.stderr
+    done = run_bench(BENCH, "--quick", "--json", str(out))
     report = json.loads(out.read_text())
     rows = report["client_credentials"]
     assert [r["method"] for r in rows] == ["client_secret", "private_key_jwt", "tls_client_auth"]

@@ -4,23 +4,16 @@ timings on shared machines vary from run to run)."""
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 from pathlib import Path
+
+from tests._bench import run_bench
 
 BENCH = Path(__file__).parents[2] / "bench" / "bench_rotation.py"
 
 
 def test_bench_rotation_reports_each_operation(tmp_path: Path) -> None:
     out = tmp_path / "bench.json"
-    done = subprocess.run(  # noqa: S603 (our own script, fixed arguments)
-        [sys.executable, str(BENCH), "--rounds", "400", "--json", str(out)],
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
-    assert done.returncode == 0, done.stdout + done.stderr
+    run_bench(BENCH, "--rounds", "400", "--json", str(out), timeout=120)
     rows = {row["operation"]: row for row in json.loads(out.read_text())}
     assert set(rows) == {
         "check(), between looks",

@@ -4,11 +4,11 @@ not asserted: timings on shared machines vary from run to run)."""
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
+
+from tests._bench import run_bench
 
 pytestmark = pytest.mark.integration
 
@@ -17,14 +17,7 @@ BENCH = Path(__file__).parents[2] / "bench" / "bench_meter.py"
 
 def test_bench_meter_reports_the_floor_and_each_ledger(tmp_path: Path) -> None:
     out = tmp_path / "bench.json"
-    done = subprocess.run(  # noqa: S603 (our own script, fixed arguments)
-        [sys.executable, str(BENCH), "--calls", "80", "--json", str(out)],
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
-    assert done.returncode == 0, done.stdout + done.stderr
+    run_bench(BENCH, "--calls", "80", "--json", str(out), timeout=120)
     rows = {row["meter"]: row for row in json.loads(out.read_text())}
     assert "dict increment (floor)" in rows
     for name in ("memory", "sqlite"):

@@ -4,11 +4,11 @@ asserted: timings on shared machines vary from run to run)."""
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
+
+from tests._bench import run_bench
 
 pytestmark = pytest.mark.integration
 
@@ -17,14 +17,7 @@ BENCH = Path(__file__).parents[2] / "bench" / "bench_client.py"
 
 def test_bench_client_reports_ratios_for_every_scenario(tmp_path: Path) -> None:
     out = tmp_path / "bench.json"
-    done = subprocess.run(  # noqa: S603 (our own script, fixed arguments)
-        [sys.executable, str(BENCH), "--calls", "40", "--rounds", "2", "--json", str(out)],
-        capture_output=True,
-        text=True,
-        timeout=300,
-        check=False,
-    )
-    assert done.returncode == 0, done.stdout + done.stderr
+    done = run_bench(BENCH, "--calls", "40", "--rounds", "2", "--json", str(out))
     rows = json.loads(out.read_text())
     assert [r["scenario"] for r in rows] == [
         "sync, 1 caller",

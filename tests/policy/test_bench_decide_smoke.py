@@ -4,11 +4,11 @@ timings on shared machines vary from run to run)."""
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
+
+from tests._bench import run_bench
 
 pytestmark = pytest.mark.integration
 
@@ -17,14 +17,7 @@ BENCH = Path(__file__).parents[2] / "bench" / "bench_policy.py"
 
 def test_bench_policy_reports_raw_and_decide_percentiles(tmp_path: Path) -> None:
     out = tmp_path / "bench.json"
-    done = subprocess.run(  # noqa: S603 (our own script, fixed arguments)
-        [sys.executable, str(BENCH), "--rounds", "20", "--json", str(out)],
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
-    assert done.returncode == 0, done.stdout + done.stderr
+    done = run_bench(BENCH, "--rounds", "20", "--json", str(out), timeout=120)
     result = json.loads(out.read_text())
     assert result["decisions"] == 20 * 6
     for key in ("raw_p50_us", "decide_p50_us", "ratio_p50", "ratio_p99"):

@@ -4,11 +4,11 @@ are not asserted: timings on shared machines vary from run to run)."""
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
+
+from tests._bench import run_bench
 
 pytestmark = pytest.mark.integration
 
@@ -17,14 +17,7 @@ BENCH = Path(__file__).parents[2] / "bench" / "bench_policy_review.py"
 
 def test_bench_policy_review_reports_throughput_and_the_naive_ratio(tmp_path: Path) -> None:
     out = tmp_path / "bench.json"
-    done = subprocess.run(  # noqa: S603 (our own script, fixed arguments)
-        [sys.executable, str(BENCH), "--quick", "--json", str(out)],
-        capture_output=True,
-        text=True,
-        timeout=300,
-        check=False,
-    )
-    assert done.returncode == 0, done.stdout + done.stderr
+    done = run_bench(BENCH, "--quick", "--json", str(out))
     result = json.loads(out.read_text())
     assert result["records"] == 5_000
     # the generated log has calls made without a policy engine and torn lines, and

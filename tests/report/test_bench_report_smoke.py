@@ -4,35 +4,27 @@ timings on shared machines vary from run to run)."""
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 from pathlib import Path
+
+from tests._bench import run_bench
 
 BENCH = Path(__file__).parents[2] / "bench" / "bench_report.py"
 
 
 def test_bench_report_measures_each_format_at_two_sizes(tmp_path: Path) -> None:
     out = tmp_path / "bench.json"
-    done = subprocess.run(  # noqa: S603 (our own script, fixed arguments)
-        [
-            sys.executable,
-            str(BENCH),
-            "--sizes",
-            "60",
-            "120",
-            "--jobs",
-            "1",
-            "--cache",
-            str(tmp_path / "cache"),
-            "--json",
-            str(out),
-        ],
-        capture_output=True,
-        text=True,
-        timeout=300,
-        check=False,
+    run_bench(
+        BENCH,
+        "--sizes",
+        "60",
+        "120",
+        "--jobs",
+        "1",
+        "--cache",
+        str(tmp_path / "cache"),
+        "--json",
+        str(out),
     )
-    assert done.returncode == 0, done.stdout + done.stderr
     report = json.loads(out.read_text())
     assert [(r["records"], r["format"]) for r in report["rows"]] == [
         (n, f) for n in (60, 120) for f in ("json", "csv", "html", "pdf", "oscal")
