@@ -10,7 +10,15 @@ from __future__ import annotations
 from html import escape
 from typing import Any
 
-from ._tables import exceptions_table, summary_table, tally_more, tally_table
+from ._tables import (
+    exceptions_table,
+    rotations_table,
+    signing_keys_table,
+    summary_table,
+    tally_more,
+    tally_table,
+    verification_table,
+)
 
 __all__ = ["bar_chart_svg", "render_html"]
 
@@ -225,40 +233,12 @@ def render_html(model: dict[str, Any]) -> str:
     out.append(_table(*exceptions_table(model), {2}))
     integ = model["integrity"]
     out.append("<h2>Appendix: log integrity</h2>")
-    v = integ["verify"]
-    out.append(
-        _table(
-            ["ok", "records", "checkpoints", "first bad index", "reason", "keys pinned", "root"],
-            [
-                [
-                    v["ok"],
-                    v["records"],
-                    v["checkpoints"],
-                    v["first_bad_index"],
-                    v["reason"],
-                    v["keys_pinned"],
-                    v["root"],
-                ]
-            ],
-        )
-    )
+    out.append(_table(*verification_table(model)))
+    out.append(f"<p>Root of the whole log: {_e(integ['verify']['root'])}</p>")
     out.append("<h3>Signing keys</h3>")
-    out.append(
-        _table(
-            ["key id", "alg", "first seen", "last seen"],
-            [[k["key"], k["alg"], k["first_seen"], k.get("last_seen")] for k in integ["keys"]],
-        )
-    )
+    out.append(_table(*signing_keys_table(model)))
     out.append("<h3>Key rotations</h3>")
-    out.append(
-        _table(
-            ["time", "tree size", "new key", "previous key"],
-            [
-                [r["time"], r["tree_size"], r["new_key"], r["previous_key"]]
-                for r in integ["rotations"]
-            ],
-        )
-    )
+    out.append(_table(*rotations_table(model)))
     out.append("<h3>Checkpoint roots (the last of each day)</h3>")
     out.append(
         _table(

@@ -24,7 +24,15 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import ReportError
-from ._tables import exceptions_table, summary_table, tally_more, tally_table
+from ._tables import (
+    exceptions_table,
+    rotations_table,
+    signing_keys_table,
+    summary_table,
+    tally_more,
+    tally_table,
+    verification_table,
+)
 
 __all__ = ["PdfSigning", "Pkcs11Key", "check_key_matches_cert", "render_pdf", "sign_pdf"]
 
@@ -246,36 +254,12 @@ def render_pdf(model: dict[str, Any]) -> bytes:
         table(*exceptions_table(model)),
         PageBreak(),
         p("Appendix: log integrity", styles["Heading1"]),
-        table(
-            ["ok", "records", "checkpoints", "first bad index", "reason", "keys pinned"],
-            [
-                [
-                    v["ok"],
-                    v["records"],
-                    v["checkpoints"],
-                    v["first_bad_index"],
-                    v["reason"],
-                    v["keys_pinned"],
-                ]
-            ],
-        ),
+        table(*verification_table(model)),
         p(f"Root of the whole log: {v['root']}"),
         p("Signing keys", styles["Heading2"]),
-        table(
-            ["key id", "alg", "first seen", "last seen"],
-            [
-                [k["key"], k["alg"], k["first_seen"], k.get("last_seen")]
-                for k in model["integrity"]["keys"]
-            ],
-        ),
+        table(*signing_keys_table(model)),
         p("Key rotations", styles["Heading2"]),
-        table(
-            ["time", "tree size", "new key", "previous key"],
-            [
-                [r["time"], r["tree_size"], r["new_key"], r["previous_key"]]
-                for r in model["integrity"]["rotations"]
-            ],
-        ),
+        table(*rotations_table(model)),
         p("Checkpoint roots (the last of each day)", styles["Heading2"]),
         table(
             ["day", "tree size", "root", "key"],

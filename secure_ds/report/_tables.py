@@ -9,9 +9,12 @@ __all__ = [
     "TALLY_LIMIT",
     "Table",
     "exceptions_table",
+    "rotations_table",
+    "signing_keys_table",
     "summary_table",
     "tally_more",
     "tally_table",
+    "verification_table",
 ]
 
 Table = tuple[list[str], list[list[Any]]]
@@ -79,3 +82,36 @@ def tally_more(rows: list[dict[str, Any]]) -> str | None:
     """What a tally table leaves out, said under it (None when it shows every row)."""
     more = len(rows) - TALLY_LIMIT
     return f"{more} more in the JSON form." if more > 0 else None
+
+
+def verification_table(model: dict[str, Any]) -> Table:
+    """What verifying the log found (its root is printed beside: too wide for a cell)."""
+    v = model["integrity"]["verify"]
+    headers = ["ok", "records", "checkpoints", "first bad index", "reason", "keys pinned"]
+    row = [
+        v["ok"],
+        v["records"],
+        v["checkpoints"],
+        v["first_bad_index"],
+        v["reason"],
+        v["keys_pinned"],
+    ]
+    return headers, [row]
+
+
+def signing_keys_table(model: dict[str, Any]) -> Table:
+    """The keys that signed the log, with when each was first and last seen."""
+    rows = [
+        [k["key"], k["alg"], k["first_seen"], k.get("last_seen")]
+        for k in model["integrity"]["keys"]
+    ]
+    return ["key id", "alg", "first seen", "last seen"], rows
+
+
+def rotations_table(model: dict[str, Any]) -> Table:
+    """The key rotations (new epochs) in the log."""
+    rows = [
+        [r["time"], r["tree_size"], r["new_key"], r["previous_key"]]
+        for r in model["integrity"]["rotations"]
+    ]
+    return ["time", "tree size", "new key", "previous key"], rows
