@@ -6,7 +6,13 @@ STAMP := $(VENV)/.installed-stamp
 
 .PHONY: install demo test lint typecheck unit bench clean
 
-$(STAMP): pyproject.toml
+# The native DLP fast paths (native/, Rust) are compiled by the install with the
+# machine's cargo; their build cache lives outside the checkout, so a clean clone
+# compiles only this crate, not its dependencies.
+export PATH := $(HOME)/.cargo/bin:$(PATH)
+export CARGO_TARGET_DIR ?= $(HOME)/.cache/secure-ds/cargo-target
+
+$(STAMP): pyproject.toml native/Cargo.toml native/Cargo.lock $(wildcard native/src/*.rs)
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet -e '.[dev]'
@@ -38,4 +44,4 @@ bench: install
 	$(BIN)/python bench/bench_client.py
 
 clean:
-	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache
+	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache native/target secure_ds/_native*.so

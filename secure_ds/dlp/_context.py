@@ -27,7 +27,16 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterator
-from typing import AnyStr
+from typing import AnyStr, Protocol
+
+#: a native scanner's row: (kind, or None for a candidate handed back; start; end;
+#: confidence; which keyword or pattern branch a handed-back candidate came from)
+NativeRow = tuple[str | None, int, int, float, int]
+
+
+class NativeScanner(Protocol):
+    def scan(self, text: str) -> list[NativeRow]: ...
+
 
 __all__ = ["Context", "literal_hits"]
 
@@ -62,10 +71,12 @@ _HEADS = bytes(ord("b") if chr(b) in HEAD_FIRST_CHARS else _TOKENS[b] for b in r
 class Context:
     """One scan's text and its lazily built byte views (see the module docstring)."""
 
-    __slots__ = ("_heads", "_low", "_raw", "_skeleton", "_tokens", "text")
+    __slots__ = ("_heads", "_low", "_raw", "_skeleton", "_tokens", "native", "text")
 
-    def __init__(self, text: str) -> None:
+    def __init__(self, text: str, *, native: bool = True) -> None:
         self.text = text
+        #: whether detectors with a native fast path (``secure_ds._native``) may use it
+        self.native = native
         self._raw: bytes | None = None
         self._low: bytes | None = None
         self._skeleton: bytes | None = None
@@ -115,6 +126,18 @@ class Context:
         text with its leading space then serves the two."""
         spaced = b" " + self.raw
         return spaced.translate(_SKELETON), spaced.translate(_HEADS)
+
+    def native_rows(self, scanner: NativeScanner) -> list[NativeRow] | None:
+        """``scanner.scan(text)``, or None where the Python detectors must run: when
+        ``native`` is off, or the text is not valid Unicode (a lone surrogate cannot
+        cross into Rust as UTF-8; such broken input is scanned in Python)."""
+        if not self.native:
+            return None
+        try:
+            return scanner.scan(self.text)
+        except UnicodeEncodeError:
+            self.native = False  # the other detectors need not try again
+            return None
 
     def before(self, pos: int, width: int) -> str:
         """The ``width`` characters before ``pos``, lower-cased (for context words)."""

@@ -20,12 +20,15 @@ secrets (``password = ...``) in :mod:`secure_ds.dlp._secrets`.
 
 from __future__ import annotations
 
+import functools
 import re
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 from ._context import Context
 from ._model import Finding
+from ._native import NumberScanner
+from ._native import available as native_available
 from ._secrets import find_secrets
 from ._tokens import find_private_keys, find_slack_webhooks, find_tokens
 from ._validators import (
@@ -286,10 +289,52 @@ _ID_WORDS = (
     "request", "ticket", "#", "no.", "serial", "sku", "build",
 )  # fmt: skip
 _VERSION_BEFORE = re.compile(r"(?:version|release|build|firmware|\bver|agent|rev)[\s:=#v.]*$")
+if _VERSION_BEFORE.pattern.count("\\s") != _VERSION_BEFORE.pattern.count("[\\s"):
+    raise AssertionError("_native_numbers spells out \\s inside a class only")
 
 
 def find_numbers(ctx: Context) -> Iterator[Finding]:
     """Cards, SSNs, national phone formats and IPv4 addresses: one pass."""
+    native = _native_numbers() if ctx.native else None
+    rows = None if native is None else ctx.native_rows(native)
+    if rows is None:
+        yield from _numbers(ctx)
+        return
+    # the same findings in the same order; the native scanner hands back the
+    # candidates whose context window is not ASCII (Python lower-cases it by Unicode
+    # rules), decided here
+    text = ctx.text
+    for kind, start, end, confidence, branch in rows:
+        if kind is not None:
+            yield Finding(kind, start, end, confidence, kind)
+        else:
+            found = _validate(ctx, _BRANCHES[branch], start, end, text[start:end])
+            if found is not None:
+                yield found
+
+
+# the pattern's branches, in the order secure_ds._native numbers them
+_BRANCHES = ("card", "ssn", "nanp", "ipv4", "ctx", "nat0")
+
+
+@functools.cache
+def _native_numbers() -> NumberScanner | None:
+    """``_numbers`` in Rust, with this module's word lists; None if not built."""
+    if not native_available():
+        return None
+    return NumberScanner(
+        list(_PHONE_WORDS),
+        list(_SSN_WORDS),
+        list(_CARD_WORDS),
+        list(_ID_WORDS),
+        # str.isspace() counts \x1c-\x1f, Unicode's White_Space (the regex crate's
+        # \s) does not; the native side sees ASCII windows only
+        _VERSION_BEFORE.pattern.replace(r"\s", r"\t\n\x0b\x0c\r\x1c-\x1f "),
+    )
+
+
+def _numbers(ctx: Context) -> Iterator[Finding]:
+    """``find_numbers`` in Python: the reference the native scanner follows."""
     text = ctx.text
     resume = 0
     for candidate in _NUMERIC_SKELETON.finditer(ctx.skeleton):
@@ -321,20 +366,24 @@ def find_numbers(ctx: Context) -> Iterator[Finding]:
             end = resume = m.end()
             value = m.group()
             kind = m.lastgroup
-        if kind == "card":
-            found = _card(ctx, start, end, value)
-        elif kind == "ssn":
-            found = _ssn(ctx, start, end, value, dashed=True)
-        elif kind == "nanp":
-            found = _nanp(ctx, start, end, value)
-        elif kind == "ipv4":
-            found = _ipv4(ctx, start, end, value)
-        elif kind == "ctx":
-            found = _needs_context(ctx, start, end, value)
-        else:
-            found = _national_phone(ctx, start, end, value)
+        found = _validate(ctx, kind, start, end, value)
         if found is not None:
             yield found
+
+
+def _validate(ctx: Context, kind: str | None, start: int, end: int, value: str) -> Finding | None:
+    """The checks for the pattern branch ``kind`` that matched ``value``."""
+    if kind == "card":
+        return _card(ctx, start, end, value)
+    if kind == "ssn":
+        return _ssn(ctx, start, end, value, dashed=True)
+    if kind == "nanp":
+        return _nanp(ctx, start, end, value)
+    if kind == "ipv4":
+        return _ipv4(ctx, start, end, value)
+    if kind == "ctx":
+        return _needs_context(ctx, start, end, value)
+    return _national_phone(ctx, start, end, value)
 
 
 def _card(ctx: Context, start: int, end: int, value: str) -> Finding | None:

@@ -38,9 +38,17 @@ class Scanner:
 
     Findings below ``min_confidence`` are dropped before overlaps are resolved.
     A scanner holds only compiled patterns: build it once and share it across threads.
+    ``native=False`` runs every detector's Python code even where the native
+    extension is built (it finds the same; see :mod:`secure_ds.dlp._native`).
     """
 
-    def __init__(self, *, custom: Sequence[CustomRule] = (), min_confidence: float = 0.5) -> None:
+    def __init__(
+        self,
+        *,
+        custom: Sequence[CustomRule] = (),
+        min_confidence: float = 0.5,
+        native: bool = True,
+    ) -> None:
         if not 0.0 <= min_confidence <= 1.0:
             raise DLPConfigError(
                 "min_confidence",
@@ -60,6 +68,7 @@ class Scanner:
             names.add(rule.name)
             compiled.append(compile_rule(rule))
         self.min_confidence = min_confidence
+        self.native = native
         self.custom: tuple[CustomRule, ...] = tuple(custom)
         self._custom = tuple(compiled)
         self._levels: dict[str, Classification] = dict(CLASSIFICATION_OF_KIND)
@@ -75,7 +84,7 @@ class Scanner:
         """Every finding in ``text`` (offsets are into this ``str``) and its level."""
         found: list[Finding] = []
         if text:
-            ctx = Context(text)
+            ctx = Context(text, native=self.native)
             for detector in BUILTIN_DETECTORS:
                 if detector.triggers and not any(t in text for t in detector.triggers):
                     continue

@@ -26,11 +26,14 @@ which is much faster than a case-insensitive regex scan.
 
 from __future__ import annotations
 
+import functools
 import re
 from collections.abc import Iterator
 
-from ._context import Context, literal_hits
+from ._context import Context, NativeRow, literal_hits
 from ._model import Finding
+from ._native import SecretScanner
+from ._native import available as native_available
 from ._validators import char_classes, entropy_at_least
 
 __all__ = ["aws_secret_shape", "find_secrets"]
@@ -109,7 +112,7 @@ _PLACEHOLDER = re.compile(
     r"""(?ix)
     \$\{?[A-Za-z_][A-Za-z0-9_.\-]*\}?
     | \$\(.*\) | %\(.*\)s? | %[A-Za-z_]+% | \{\{.*\}\} | \{[A-Za-z_]+\} | <[^<>]*> | \[[^\[\]]*\]
-    | [*xX.\-_#?•]+ | [0-9]+
+    | [*xX.\-_\#?•]+ | [0-9]+
     | (?:none|null|nil|true|false|yes|no|undefined|empty|unset|required|optional|string
         |changeme|change[_\-]?me|password|passwd|secret|token|redacted|removed|hidden|masked
         |dummy|test|testing|placeholder|todo|tbd|n/a|na|default|example|sample|foo|bar|baz
@@ -207,19 +210,64 @@ def aws_secret_shape(value: str) -> bool:
 
 def find_secrets(ctx: Context) -> Iterator[Finding]:
     """Values assigned to password/secret/token/key names, and URL passwords."""
+    native = _native_scanner() if ctx.native else None
+    rows = None if native is None else ctx.native_rows(native)
+    yield from _key_names(ctx) if rows is None else _key_names_native(ctx, rows)
+    if "://" in ctx.text:
+        yield from _url_credentials(ctx)
+
+
+def _key_names(ctx: Context) -> list[Finding]:
+    """The values assigned to key names: the reference the native scanner follows."""
     low = ctx.low
     heads = ctx.heads
     text = ctx.text
+    found: list[Finding] = []
     for keyword, pattern in _KEYWORDS:
         # Every pattern starts with its keyword: a literal prefix the regex engine
         # finds in C, so finditer is the find-then-match loop without a round trip
         # through Python for each of the thousands of occurrences per MB that fail.
         for m in pattern.finditer(low):
-            found = _assignment(text, low, heads, keyword, m)
-            if found is not None:
-                yield found
-    if "://" in text:
-        yield from _url_credentials(ctx)
+            finding = _assignment(text, low, heads, keyword, m)
+            if finding is not None:
+                found.append(finding)
+    return found
+
+
+@functools.cache
+def _native_scanner() -> SecretScanner | None:
+    """``_key_names`` in Rust, with this module's word lists; None if not built."""
+    if not native_available():
+        return None
+    return SecretScanner(
+        _NAME_BLOCK.pattern,
+        _NAME_BLOCK_SHORT.pattern,
+        _KEY_QUALIFIERS.pattern,
+        _PLACEHOLDER.pattern,
+        list(_GLUED_PREFIXES),
+    )
+
+
+def _key_names_native(ctx: Context, rows: list[NativeRow]) -> list[Finding]:
+    """``_key_names``, the same findings in the same order, from the native scanner.
+
+    It decides every candidate whose decision reads only ASCII characters and hands
+    back the rest (a non-ASCII character near the key name or in the value, whose
+    case or whitespace-ness Python decides by Unicode rules), decided here.
+    """
+    found: list[Finding] = []
+    for kind, start, end, confidence, keyword_index in rows:
+        if kind is not None:
+            found.append(Finding(kind, start, end, confidence, kind))
+            continue
+        keyword, pattern = _KEYWORDS[keyword_index]
+        m = pattern.match(ctx.low, start)
+        if m is None:  # cannot happen unless the two disagree: the reference decides
+            return _key_names(ctx)
+        finding = _assignment(ctx.text, ctx.low, ctx.heads, keyword, m)
+        if finding is not None:
+            found.append(finding)
+    return found
 
 
 def _assignment(

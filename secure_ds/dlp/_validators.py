@@ -12,9 +12,11 @@ of the scanned text.
 from __future__ import annotations
 
 import base64
+import functools
 import ipaddress
 import json
 import math
+import operator
 import re
 from collections import Counter
 
@@ -214,10 +216,12 @@ def shannon_entropy(value: str) -> float:
     if n < 2:
         return 0.0
     counts = Counter(value).values()
+    # added left to right (sum() compensates on Python >= 3.12): the native scanner
+    # adds the same way, so both agree to the last bit at a threshold
     if n < len(_C_LOG_C):
-        total = sum(map(_C_LOG_C.__getitem__, counts))
+        total = functools.reduce(operator.add, map(_C_LOG_C.__getitem__, counts), 0.0)
     else:
-        total = sum(c * math.log2(c) for c in counts)
+        total = functools.reduce(operator.add, (c * math.log2(c) for c in counts), 0.0)
     return math.log2(n) - total / n
 
 

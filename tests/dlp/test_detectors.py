@@ -475,6 +475,7 @@ def test_numbers_shortcuts_agree_with_the_real_pattern(monkeypatch: pytest.Monke
         ).join(groups)
         text += rng.choice(("", ".", "a", " 1", "-7", " 25 4e"))
         expected = _numbers_always_matching_the_real_pattern(text)
-        assert list(_detectors.find_numbers(Context(text))) == expected, text
+        # the Python detector's shortcut (the native one is held to it by test_native)
+        assert list(_detectors.find_numbers(Context(text, native=False))) == expected, text
         found_any += len(expected)
     assert found_any > 1500

@@ -1,0 +1,24 @@
+# Type stubs for the Rust extension built from native/ (see secure_ds/dlp/_native.py).
+
+class SecretScanner:
+    def __init__(
+        self,
+        name_block: str,
+        name_block_short: str,
+        key_qualifiers: str,
+        placeholder: str,
+        glued_prefixes: list[str],
+    ) -> None: ...
+    def scan(self, text: str) -> list[tuple[str | None, int, int, float, int]]: ...
+    def placeholder(self, value: str) -> bool: ...
+
+class NumberScanner:
+    def __init__(
+        self,
+        phone_words: list[str],
+        ssn_words: list[str],
+        card_words: list[str],
+        id_words: list[str],
+        version_before: str,
+    ) -> None: ...
+    def scan(self, text: str) -> list[tuple[str | None, int, int, float, int]]: ...

@@ -1,0 +1,225 @@
+"""The native DLP fast paths find exactly what the Python detectors find.
+
+``secure_ds._native`` (Rust, ``native/``) implements ``find_numbers`` and the key-name
+half of ``find_secrets``; the Python functions stay the reference. These tests run
+both over the evaluation corpus, hand-picked edge cases (the places where Unicode
+rules or regex backtracking could make them differ) and seeded random text, and
+require the same findings in the same order. With ``SECURE_DS_REQUIRE_SERVICES=1``
+(CI) a missing extension fails the run instead of skipping it.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+from collections.abc import Callable, Iterable, Iterator
+from pathlib import Path
+
+import pytest
+
+from secure_ds.dlp import Scanner, _detectors, _native, _secrets
+from secure_ds.dlp._context import Context, NativeRow
+from secure_ds.dlp._model import Finding
+
+from .._services import skip_unless_required
+from ._values import ALNUM, rand
+
+CORPUS = Path(__file__).parent / "corpus"
+Detector = Callable[[Context], Iterable[Finding]]
+DETECTORS: dict[str, Detector] = {
+    "numbers": _detectors.find_numbers,
+    "secrets": _secrets.find_secrets,
+}
+
+
+@pytest.fixture(autouse=True)
+def _native_built() -> None:
+    if not _native.available():
+        skip_unless_required(
+            "secure_ds._native is not built (no Rust toolchain at install time); "
+            "install one (rustup.rs) and run `make install` again"
+        )
+
+
+def _both(detector: Detector, text: str) -> tuple[list[Finding], list[Finding]]:
+    return list(detector(Context(text, native=False))), list(detector(Context(text)))
+
+
+def _assert_same(text: str) -> list[Finding]:
+    found: list[Finding] = []
+    for name, detector in DETECTORS.items():
+        python, native = _both(detector, text)
+        assert native == python, f"{name} differs on {text!r}"
+        found.extend(native)
+    return found
+
+
+def test_the_scanner_uses_the_extension_when_built() -> None:
+    assert _native.available()
+    assert _secrets._native_scanner() is not None
+    assert _detectors._native_numbers() is not None
+
+
+def test_native_false_runs_the_python_detectors(monkeypatch: pytest.MonkeyPatch) -> None:
+    def refuse() -> None:
+        raise AssertionError("the native scanner was used")
+
+    monkeypatch.setattr(_secrets, "_native_scanner", refuse)
+    monkeypatch.setattr(_detectors, "_native_numbers", refuse)
+    text = "password = 'hunter2!x' and card 4111 1111 1111 1111"
+    result = Scanner(native=False).scan(text)
+    assert {f.kind for f in result.findings} == {"secret", "credit_card"}
+
+
+def test_the_corpus_gives_the_same_findings() -> None:
+    with (CORPUS / "labelled.jsonl").open(encoding="utf-8") as fh:
+        docs = [json.loads(line)["text"] for line in fh]
+    clean = (CORPUS / "clean.txt").read_text(encoding="utf-8")
+    whole = "\n\n".join([*docs, clean])
+    found = _assert_same(whole)
+    assert len(found) > 1000  # numbers and secrets of every kind, not an empty agreement
+    for doc in docs:
+        _assert_same(doc)
+    native, python = Scanner(), Scanner(native=False)
+    assert native.scan(whole) == python.scan(whole)
+
+
+# Where Python decides by Unicode rules (case, case folding, whitespace) the native
+# scanner must hand the candidate back; where the regex engine would backtrack, the
+# hand-written matcher must end where ``re`` ends.
+EDGE_CASES = [
+    "épassword = 'Zq7!wLx9#pR2'",  # 'é'.islower(): glued to a word, not a key name
+    "Épassword = 'Zq7!wLx9#pR2'",
+    "token: Ab3dEf5hIj7lMn9pQr1t\u00a0tail",  # NBSP ends a bare value for Python
+    "token: Ab3dEf5hIj7lMn9pQr1t\u2003tail",
+    "token: Ab3dEf5hIj7lMn9pQr1t\x1ctail",  # str.isspace('\x1c'): True
+    "token: 'Ab3dEf5hIj7lMn9pQr1t\u00e9'",
+    "api_key=\u212aAb3dEf5hIj7lMn9pQr1t",  # KELVIN SIGN lower-cases to 'k'
+    "firmware\x1c8.8.8.8",  # \s of a str pattern includes \x1c
+    "version 8.8.8.8",
+    "\u212aard 4111111111111111",
+    "card\u00e9 4111111111111111",
+    "order 4111111111111111",
+    "caf\u00e9 phone 415 555 0132",
+    "SSN\u00a0536-22-8726",
+    "ssn 536 22 8726",
+    "536228726",
+    "tel: 020 7946 0958 and 01 23 45 67 89, fax 030 1234567",
+    "ab 020 7946 0958",  # hex dump before
+    "020 7946 0958 ff",  # hex dump after
+    "1-800-555-0199 1.800.555.0199 1 800 555 0199 call 1 800 555 0199",
+    "415-555-0132 415.555.0132 415-555.0132",
+    "4111-1111-1111-1111-123 4111 1111 1111 1111 12 378282246310005",
+    "3782 822463 10005 3782-822463-10005 3782 822463 1000",
+    "10.1.2.3 1.2.3.4.5 1.2.3.4-5 255.255.255.0 255.255.0.255 0.1.2.3 127.0.0.1 192.168.001.1",
+    "12345678901234567890 1234567890123 v1.2.3.4",
+    "0123/456/789 0123-4567-89 0 12 34 56 78",
+    "Authorization: Bearer Ab3dEf5hIj7lMn9pQr1t",
+    "authorization = 'Bearer Ab3dEf5hIj7lMn9pQr1t'",
+    "Authorization: Basic",
+    "password is hunter22x, passwd=>Zq7!wLx9, pwd := s3cr3tPW",
+    "credentials: Ab3dEf5hIj7lMn9pQr1t credential:Ab3dEf5hIj7lMn9pQr1t",
+    "passwords: Ab3dEf5hIj7lMn9pQr1t tokens: Ab3dEf5hIj7lMn9pQr1t tokenize=Ab3dEf5hIj7lMn9pQr",
+    "password_hash = 'Ab3dEf5hIj7lMn9pQr1t' max_tokens=4096 key_id=Ab3dEf5hIj7lMn9pQr1t",
+    "password=${DB_PASSWORD} secret=<your-key> token=os.environ['T'] pwd=changeme",
+    "secret = xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx secret = xxxxxxxxxxxxxxxxxxxxxxxxxxxxxx1",
+    "token = settings.TOKEN token=get_token() token=Ab3dEf5hIj7lMn9pQr1t).",
+    'db_password"] = "' + "Zq7!wLx9#pR2" + '"',
+    "bypass=Ab3dEf5hIj7lMn9pQr1t compass=Ab3dEf5hIj7lMn9pQr1t dbpass=Ab3dEf5hIj7lMn9pQr1t",
+    "aws_secret_access_key = " + rand(ALNUM + "/+", 40, seed=3),
+    "secret: '" + "x" * 300 + "'",
+    "token=" + rand(ALNUM, 600, seed=4),
+]
+
+
+@pytest.mark.parametrize("text", EDGE_CASES)
+def test_edge_cases_give_the_same_findings(text: str) -> None:
+    _assert_same(text)
+
+
+def test_edge_cases_exercise_findings_and_hand_backs() -> None:
+    """The cases above are not vacuous: they produce findings of every numeric and
+    secret kind, and some of them are handed back to Python."""
+    kinds = {f.kind for text in EDGE_CASES for f in _assert_same(text)}
+    assert kinds >= {"secret", "aws_secret_key", "credit_card", "us_ssn", "phone", "ip_address"}
+    secrets, numbers = _secrets._native_scanner(), _detectors._native_numbers()
+    assert secrets is not None
+    assert numbers is not None
+    handed_back = [
+        text
+        for text in EDGE_CASES
+        if any(row[0] is None for row in [*secrets.scan(text), *numbers.scan(text)])
+    ]
+    assert len(handed_back) >= 6
+
+
+_PIECES = [
+    *" \n\t-./,+:=;'\"`()[]{}<>$%*#@_\\",
+    *["=>", ":=", " is ", "0", "1", "4", "9", "12", "123", "1234", "555", "0123", "07"],
+    *["4111", "1111 ", "4111111111111111", "378282246310005", "078-05-1120", "536-22-8726"],
+    *["192.168.1.1", "10.0.0.", "255.255.255.0", "8.8.8.8", "415-555-0132", "1-800-555-0199"],
+    *["(415) 555-0132", "020 7946 0958", "01 23 45 67 89", "030 1234567", "07700 900123"],
+    *["password", "Password", "PASSWORD", "passwd", "passphrase", "pwd", "secret", "token"],
+    *["tokens", "tokenize", "api_key", "key", "aws_secret_access_key", "credentials", "bypass"],
+    *["Authorization", "Bearer", "basic", "password_hash", "max_tokens", "key_id", "db_"],
+    *["phone", "call", "ssn", "card", "visa", "order", "id", "version", "build", "agent"],
+    *["${X}", "<your-key>", "os.environ", "changeme", "x" * 30, "*" * 8, "null"],
+    *["\u00e9", "\u00c9", "\u00df", "\u0130", "\u212a", "\u00a0", "\u2003", "\x85", "\xb2"],
+    *["\u4e2d\u6587", "\u01c5", "\u00aa", "\x1c", "ab", "ff", "DE"],
+    rand(ALNUM, 20, seed=1),
+    rand(ALNUM + "/+", 40, seed=2),
+    rand(ALNUM + "!#&", 12, seed=5),
+]
+
+
+def _random_texts(seed: int, count: int) -> Iterator[str]:
+    rng = random.Random(seed)
+    for _ in range(count):
+        yield "".join(rng.choice(_PIECES) for _ in range(rng.randint(1, 40)))
+
+
+def test_random_text_gives_the_same_findings() -> None:
+    found = 0
+    for text in _random_texts(seed=2026, count=4000):
+        found += len(_assert_same(text))
+    assert found > 1000  # the text is dense with candidates, not trivially clean
+
+
+def test_a_disagreement_falls_back_to_the_reference() -> None:
+    """If the native scanner ever handed back a key-name match the Python pattern does
+    not make, the reference decides the whole text."""
+
+    confused: list[NativeRow] = [("secret", 0, 3, 0.75, -1), (None, 4, 4, 0.0, 0)]  # no "pass" at 4
+    text = "one two password = 'Zq7!wLx9#pR2'"
+    expected = _secrets._key_names(Context(text))
+    assert expected  # the reference finds the password
+    assert _secrets._key_names_native(Context(text), confused) == expected
+
+
+def test_text_that_is_not_valid_unicode_is_scanned_in_python() -> None:
+    text = "password = 'Zq7!wLx9#pR2' \ud800 card 4111 1111 1111 1111"
+    ctx = Context(text)
+    found = [*_secrets.find_secrets(ctx), *_detectors.find_numbers(ctx)]
+    assert not ctx.native  # the first detector found out; the second did not retry
+    assert found == [
+        *_secrets.find_secrets(Context(text, native=False)),
+        *_detectors.find_numbers(Context(text, native=False)),
+    ]
+    assert {f.kind for f in found} == {"secret", "credit_card"}
+
+
+def test_placeholder_pattern_compiles_to_the_same_language() -> None:
+    """``_PLACEHOLDER`` (a verbose, case-insensitive Python pattern) compiled by the
+    regex crate accepts exactly what ``re`` accepts."""
+    scanner = _secrets._native_scanner()
+    assert scanner is not None
+    values = [
+        "${DB_PASSWORD}", "$DB", "$(cat f)", "%(pw)s", "%PW%", "{{ pw }}", "{pw}", "<key>",
+        "[redacted]", "****", "xXx", "...", "--", "#", "?", "123", "None", "NULL", "Changeme",
+        "change-me", "change_me", "YOUR_API_KEY", "your key", "insert here", "my_example_1",
+        "sample-token", "Redacted", "abc", "hunter2", "s3cr3t", "x1", "#x#", "a#b", "a b",
+        "{{a\nb}}", "$(a\nb)", "<a<b>", "[a[b]", "n/a", "N/A", "tbd", "password123", "foo!",
+    ]  # fmt: skip
+    for value in values:
+        assert scanner.placeholder(value) == bool(_secrets._PLACEHOLDER.fullmatch(value)), value
+    assert sum(scanner.placeholder(v) for v in values) >= 25
