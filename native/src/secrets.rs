@@ -414,7 +414,8 @@ fn long_hint(value: &[u8]) -> bool {
     HINT_WORDS.iter().any(|w| memmem::find(&low, w).is_some())
 }
 
-fn aws_secret_shape(value: &[u8]) -> bool {
+/// `_secrets.aws_secret_shape` for an ASCII value.
+pub fn aws_secret_shape(value: &[u8]) -> bool {
     value.len() == 40
         && value.iter().any(u8::is_ascii_uppercase)
         && value.iter().any(u8::is_ascii_lowercase)

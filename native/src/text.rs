@@ -74,8 +74,20 @@ pub fn is_bytes_space(b: u8) -> bool {
 
 /// `[A-Za-z0-9_.-]`, the token characters of the `heads` and `tokens` views.
 pub fn is_token(b: u8) -> bool {
-    b.is_ascii_alphanumeric() || matches!(b, b'_' | b'.' | b'-')
+    TOKEN[b as usize]
 }
+
+/// `is_token` as a table, for the loops that visit every character.
+pub static TOKEN: [bool; 256] = {
+    let mut table = [false; 256];
+    let mut b = 0;
+    while b < 256 {
+        let c = b as u8;
+        table[b] = c.is_ascii_alphanumeric() || c == b'_' || c == b'.' || c == b'-';
+        b += 1;
+    }
+    table
+};
 
 /// `c * log2(c)` for c = 0..=4096, as `_validators._C_LOG_C` tabulates it.
 fn c_log_c(c: usize) -> f64 {

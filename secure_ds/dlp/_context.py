@@ -27,7 +27,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterator
-from typing import AnyStr, Protocol
+from typing import Any, AnyStr, Protocol
 
 #: a native scanner's row: (kind, or None for a candidate handed back; start; end;
 #: confidence; which keyword or pattern branch a handed-back candidate came from)
@@ -35,7 +35,9 @@ NativeRow = tuple[str | None, int, int, float, int]
 
 
 class NativeScanner(Protocol):
-    def scan(self, text: str) -> list[NativeRow]: ...
+    def scan(self, text: str) -> list[Any]:
+        """The rows, flattened: five items each (see ``native/src/lib.rs``, ``flat``)."""
+        ...
 
 
 __all__ = ["Context", "literal_hits"]
@@ -127,17 +129,19 @@ class Context:
         spaced = b" " + self.raw
         return spaced.translate(_SKELETON), spaced.translate(_HEADS)
 
-    def native_rows(self, scanner: NativeScanner) -> list[NativeRow] | None:
-        """``scanner.scan(text)``, or None where the Python detectors must run: when
-        ``native`` is off, or the text is not valid Unicode (a lone surrogate cannot
-        cross into Rust as UTF-8; such broken input is scanned in Python)."""
+    def native_rows(self, scanner: NativeScanner) -> Iterator[NativeRow] | None:
+        """The rows of ``scanner.scan(text)``, or None where the Python detectors must
+        run: when ``native`` is off, or the text is not valid Unicode (a lone
+        surrogate cannot cross into Rust as UTF-8; such broken input is scanned in
+        Python)."""
         if not self.native:
             return None
         try:
-            return scanner.scan(self.text)
+            flat = iter(scanner.scan(self.text))
         except UnicodeEncodeError:
             self.native = False  # the other detectors need not try again
             return None
+        return zip(flat, flat, flat, flat, flat, strict=True)  # five items per row
 
     def before(self, pos: int, width: int) -> str:
         """The ``width`` characters before ``pos``, lower-cased (for context words)."""

@@ -12,15 +12,15 @@ from __future__ import annotations
 
 from types import ModuleType
 
-__all__ = ["NumberScanner", "SecretScanner", "available", "native_module"]
+__all__ = ["NumberScanner", "SecretScanner", "TokenScanner", "available", "native_module"]
 
 native_module: ModuleType | None
 try:
     from secure_ds import _native as native_module
-    from secure_ds._native import NumberScanner, SecretScanner
+    from secure_ds._native import NumberScanner, SecretScanner, TokenScanner
 except ImportError:  # built without a Rust toolchain: the Python detectors run
     native_module = None
-    NumberScanner = SecretScanner = None  # type: ignore[assignment,misc]
+    NumberScanner = SecretScanner = TokenScanner = None  # type: ignore[assignment,misc]
 
 
 def available() -> bool:

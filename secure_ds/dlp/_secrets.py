@@ -28,7 +28,7 @@ from __future__ import annotations
 
 import functools
 import re
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 
 from ._context import Context, NativeRow, literal_hits
 from ._model import Finding
@@ -248,7 +248,7 @@ def _native_scanner() -> SecretScanner | None:
     )
 
 
-def _key_names_native(ctx: Context, rows: list[NativeRow]) -> list[Finding]:
+def _key_names_native(ctx: Context, rows: Iterable[NativeRow]) -> list[Finding]:
     """``_key_names``, the same findings in the same order, from the native scanner.
 
     It decides every candidate whose decision reads only ASCII characters and hands

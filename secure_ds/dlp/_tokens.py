@@ -22,11 +22,14 @@ Slack webhook URLs are found with ``find`` on their fixed markers.
 
 from __future__ import annotations
 
+import functools
 import re
 from collections.abc import Callable, Iterator
 
 from ._context import HEAD_FIRST_CHARS, Context, literal_hits
 from ._model import Finding
+from ._native import TokenScanner
+from ._native import available as native_available
 from ._secrets import aws_secret_shape
 from ._validators import (
     char_classes,
@@ -200,6 +203,30 @@ _HEAD_RUN = re.compile(rb" b[ab]{19}")
 
 def find_tokens(ctx: Context) -> Iterator[Finding]:
     """Every run of 20+ token characters, dispatched on its first three characters."""
+    native = _native_tokens() if ctx.native else None
+    rows = None if native is None else ctx.native_rows(native)
+    if rows is None:
+        yield from _tokens(ctx)
+        return
+    # the same findings in the same order; JWT candidates come back for _jwt, whose
+    # check decodes the header as JSON
+    for kind, start, end, confidence, _ in rows:
+        if kind is None:
+            yield from _jwt(ctx, start)
+        else:
+            yield Finding(kind, start, end, confidence, kind)
+
+
+@functools.cache
+def _native_tokens() -> TokenScanner | None:
+    """``_tokens`` in Rust, with this module's prefixes; None if not built."""
+    if not native_available():
+        return None
+    return TokenScanner(HEAD_FIRST_CHARS, list(_SK_PREFIXES))
+
+
+def _tokens(ctx: Context) -> Iterator[Finding]:
+    """``find_tokens`` in Python: the reference the native scanner follows."""
     text = ctx.text
     by_head = _BY_HEAD
     for run in _HEAD_RUN.finditer(ctx.heads):

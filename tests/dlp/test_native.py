@@ -1,7 +1,7 @@
 """The native DLP fast paths find exactly what the Python detectors find.
 
-``secure_ds._native`` (Rust, ``native/``) implements ``find_numbers`` and the key-name
-half of ``find_secrets``; the Python functions stay the reference. These tests run
+``secure_ds._native`` (Rust, ``native/``) implements ``find_numbers``, ``find_tokens``
+and the key-name half of ``find_secrets``; the Python functions stay the reference. These tests run
 both over the evaluation corpus, hand-picked edge cases (the places where Unicode
 rules or regex backtracking could make them differ) and seeded random text, and
 require the same findings in the same order. With ``SECURE_DS_REQUIRE_SERVICES=1``
@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from secure_ds.dlp import Scanner, _detectors, _native, _secrets
+from secure_ds.dlp import Scanner, _detectors, _native, _secrets, _tokens
 from secure_ds.dlp._context import Context, NativeRow
 from secure_ds.dlp._model import Finding
 
@@ -29,6 +29,7 @@ Detector = Callable[[Context], Iterable[Finding]]
 DETECTORS: dict[str, Detector] = {
     "numbers": _detectors.find_numbers,
     "secrets": _secrets.find_secrets,
+    "tokens": _tokens.find_tokens,
 }
 
 
@@ -58,6 +59,7 @@ def test_the_scanner_uses_the_extension_when_built() -> None:
     assert _native.available()
     assert _secrets._native_scanner() is not None
     assert _detectors._native_numbers() is not None
+    assert _tokens._native_tokens() is not None
 
 
 def test_native_false_runs_the_python_detectors(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -66,9 +68,19 @@ def test_native_false_runs_the_python_detectors(monkeypatch: pytest.MonkeyPatch)
 
     monkeypatch.setattr(_secrets, "_native_scanner", refuse)
     monkeypatch.setattr(_detectors, "_native_numbers", refuse)
-    text = "password = 'hunter2!x' and card 4111 1111 1111 1111"
+    monkeypatch.setattr(_tokens, "_native_tokens", refuse)
+    text = f"password = 'hunter2!x' and card 4111 1111 1111 1111 and {_npm_token()}"
     result = Scanner(native=False).scan(text)
-    assert {f.kind for f in result.findings} == {"secret", "credit_card"}
+    assert {f.kind for f in result.findings} == {"secret", "credit_card", "api_key"}
+
+
+def _npm_token() -> str:
+    return "npm" + "_" + rand(ALNUM, 36, seed=21)
+
+
+def _jwt_like(seed: int) -> str:
+    """A header that decodes to {"alg":"HS256"}, then random payload and signature."""
+    return "ey" + "JhbGciOiJIUzI1NiJ9." + rand(ALNUM, 30, seed) + "." + rand(ALNUM, 20, seed + 1)
 
 
 def test_the_corpus_gives_the_same_findings() -> None:
@@ -129,6 +141,34 @@ EDGE_CASES = [
     "aws_secret_access_key = " + rand(ALNUM + "/+", 40, seed=3),
     "secret: '" + "x" * 300 + "'",
     "token=" + rand(ALNUM, 600, seed=4),
+    *[
+        "x " + token + tail
+        for token in (
+            "AKIA" + rand("ABCDEFGHIJKLMNOPQRSTUVWXYZ234567", 16, seed=6),
+            "ASIA" + rand("ABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789", 16, seed=7),
+            "gh" + "p_" + rand(ALNUM, 36, seed=8),
+            "gh" + "o_" + rand(ALNUM, 251, seed=9),
+            "github" + "_pat_" + rand(ALNUM + "_", 60, seed=10),
+            "xox" + "b-123456789012-1234567890123-" + rand(ALNUM, 24, seed=11),
+            "xa" + "pp-1-A0123-" + rand(ALNUM, 20, seed=12) + "--",
+            "s" + "k-" + rand(ALNUM, 48, seed=13),
+            "s" + "k-proj-" + rand(ALNUM + "-_", 40, seed=14),
+            "s" + "k-learn-some-module-name-here-too",
+            "s" + "k_live_" + rand(ALNUM, 24, seed=15),
+            "r" + "k_test_" + rand(ALNUM, 30, seed=16),
+            "AI" + "za" + rand(ALNUM + "-_", 35, seed=17),
+            "gl" + "pat-" + rand(ALNUM + "-_", 20, seed=18),
+            "S" + "G." + rand(ALNUM + "-_", 22, seed=19) + "." + rand(ALNUM + "-_", 43, seed=20),
+            _npm_token(),
+            "h" + "f_" + rand("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz", 36, seed=22),
+            "ey"
+            + "JhbGciOiJIUzI1NiJ9."
+            + rand(ALNUM, 30, seed=23)
+            + "."
+            + rand(ALNUM, 20, seed=24),
+        )
+        for tail in ("", "_", "x", "\u00e9", " " + rand(ALNUM + "/+", 40, seed=25), "=")
+    ],
 ]
 
 
@@ -141,14 +181,18 @@ def test_edge_cases_exercise_findings_and_hand_backs() -> None:
     """The cases above are not vacuous: they produce findings of every numeric and
     secret kind, and some of them are handed back to Python."""
     kinds = {f.kind for text in EDGE_CASES for f in _assert_same(text)}
-    assert kinds >= {"secret", "aws_secret_key", "credit_card", "us_ssn", "phone", "ip_address"}
+    assert kinds >= {
+        *("secret", "aws_secret_key", "credit_card", "us_ssn", "phone", "ip_address"),
+        *("aws_access_key", "github_token", "slack_token", "api_key", "jwt"),
+    }
     secrets, numbers = _secrets._native_scanner(), _detectors._native_numbers()
     assert secrets is not None
     assert numbers is not None
     handed_back = [
         text
         for text in EDGE_CASES
-        if any(row[0] is None for row in [*secrets.scan(text), *numbers.scan(text)])
+        # five items per row, the first the kind, None for a candidate handed back
+        if None in [*secrets.scan(text)[::5], *numbers.scan(text)[::5]]
     ]
     assert len(handed_back) >= 6
 
@@ -169,6 +213,13 @@ _PIECES = [
     rand(ALNUM, 20, seed=1),
     rand(ALNUM + "/+", 40, seed=2),
     rand(ALNUM + "!#&", 12, seed=5),
+    "AKIA" + rand("ABCDEFGHIJKLMNOPQRSTUVWXYZ234567", 16, seed=26),
+    "gh" + "p_" + rand(ALNUM, 36, seed=27),
+    "xox" + "b-123456789012-1234567890123-" + rand(ALNUM, 24, seed=28),
+    "s" + "k-" + rand(ALNUM, 48, seed=29),
+    "AI" + "za" + rand(ALNUM + "-_", 35, seed=30),
+    _jwt_like(seed=31),
+    *["AKIA", "gh" + "p_", "s" + "k-", "xox" + "b-", "h" + "f_", "S" + "G.", "ey" + "J"],
 ]
 
 
