@@ -5,11 +5,14 @@
 //! The scanner uses this module when it is built (`pip install` compiles it when a
 //! Rust toolchain is present) and the Python code otherwise.
 
+use std::collections::HashMap;
+
 use pyo3::exceptions::PyValueError;
 use pyo3::prelude::*;
 use pyo3::types::{PyList, PyString};
 use regex::Regex;
 
+mod addresses;
 mod numbers;
 mod secrets;
 mod text;
@@ -38,6 +41,23 @@ fn flat<'py>(py: Python<'py>, rows: impl Iterator<Item = Row>) -> PyResult<Bound
         list.append(tag)?;
     }
     Ok(list)
+}
+
+/// A text prepared once for every native detector of one scan: its Latin-1 view and
+/// where its non-ASCII characters are. Refuses a `str` that is not valid Unicode (a
+/// lone surrogate), which the Python detectors then scan.
+#[pyclass(frozen, module = "secure_ds._native")]
+struct ScanText {
+    text: text::Text<'static>,
+}
+
+#[pymethods]
+impl ScanText {
+    #[new]
+    fn new(py: Python<'_>, text: &str) -> Self {
+        let text = py.detach(|| text::Text::new(text).into_owned());
+        ScanText { text }
+    }
 }
 
 fn compile(name: &str, pattern: &str) -> PyResult<Regex> {
@@ -72,8 +92,13 @@ impl SecretScanner {
     }
 
     /// Findings and deferred keyword matches, in the order Python produces them.
-    fn scan<'py>(&self, py: Python<'py>, text: &str) -> PyResult<Bound<'py, PyList>> {
-        let events = py.detach(|| secrets::find(&text::Text::new(text), &self.rules));
+    fn scan<'py>(
+        &self,
+        py: Python<'py>,
+        text: PyRef<'py, ScanText>,
+    ) -> PyResult<Bound<'py, PyList>> {
+        let text: &text::Text = &text.text;
+        let events = py.detach(|| secrets::find(text, &self.rules));
         let rows = events.into_iter().map(|event| match event {
             secrets::Event::Found {
                 kind,
@@ -126,8 +151,13 @@ impl NumberScanner {
     }
 
     /// Findings and deferred candidates (branch index), in Python's order.
-    fn scan<'py>(&self, py: Python<'py>, text: &str) -> PyResult<Bound<'py, PyList>> {
-        let events = py.detach(|| numbers::find(&text::Text::new(text), &self.rules));
+    fn scan<'py>(
+        &self,
+        py: Python<'py>,
+        text: PyRef<'py, ScanText>,
+    ) -> PyResult<Bound<'py, PyList>> {
+        let text: &text::Text = &text.text;
+        let events = py.detach(|| numbers::find(text, &self.rules));
         let rows = events.into_iter().map(|event| match event {
             numbers::Event::Found {
                 kind,
@@ -162,8 +192,13 @@ impl TokenScanner {
     }
 
     /// Findings, and JWT candidates (kind None) for Python to check, in Python's order.
-    fn scan<'py>(&self, py: Python<'py>, text: &str) -> PyResult<Bound<'py, PyList>> {
-        let events = py.detach(|| tokens::find(&text::Text::new(text), &self.rules));
+    fn scan<'py>(
+        &self,
+        py: Python<'py>,
+        text: PyRef<'py, ScanText>,
+    ) -> PyResult<Bound<'py, PyList>> {
+        let text: &text::Text = &text.text;
+        let events = py.detach(|| tokens::find(text, &self.rules));
         let rows = events.into_iter().map(|event| match event {
             tokens::Event::Found {
                 kind,
@@ -177,10 +212,112 @@ impl TokenScanner {
     }
 }
 
+fn address_rows(events: Vec<addresses::Event>) -> impl Iterator<Item = Row> {
+    events.into_iter().map(|event| match event {
+        addresses::Event::Found {
+            kind,
+            start,
+            end,
+            confidence,
+        } => (Some(kind), start, end, confidence, -1),
+        addresses::Event::Email { at } => (None, at, at, 0.0, 0),
+        addresses::Event::Ipv6 { start, end } => (None, start, end, 0.0, 0),
+    })
+}
+
+/// `_detectors.find_emails`, with `_detectors._NOT_TLDS`.
+#[pyclass(frozen, module = "secure_ds._native")]
+struct EmailScanner {
+    rules: addresses::EmailRules,
+}
+
+#[pymethods]
+impl EmailScanner {
+    #[new]
+    fn new(not_tlds: Vec<String>) -> Self {
+        EmailScanner {
+            rules: addresses::EmailRules {
+                not_tlds: words(not_tlds),
+            },
+        }
+    }
+
+    /// Findings, and (kind None) the `@` of candidates for Python to decide.
+    fn scan<'py>(
+        &self,
+        py: Python<'py>,
+        text: PyRef<'py, ScanText>,
+    ) -> PyResult<Bound<'py, PyList>> {
+        let text: &text::Text = &text.text;
+        let events = py.detach(|| addresses::find_emails(text, &self.rules));
+        flat(py, address_rows(events))
+    }
+}
+
+/// `_detectors.find_ibans`, with the registry's lengths.
+#[pyclass(frozen, module = "secure_ds._native")]
+struct IbanScanner {
+    rules: addresses::IbanRules,
+}
+
+#[pymethods]
+impl IbanScanner {
+    #[new]
+    fn new(lengths: HashMap<String, usize>) -> PyResult<Self> {
+        let mut table = HashMap::new();
+        for (country, length) in lengths {
+            let code: [u8; 2] = country.as_bytes().try_into().map_err(|_| {
+                PyValueError::new_err(format!("country code {country:?} is not two letters"))
+            })?;
+            table.insert(code, length);
+        }
+        Ok(IbanScanner {
+            rules: addresses::IbanRules { lengths: table },
+        })
+    }
+
+    fn scan<'py>(
+        &self,
+        py: Python<'py>,
+        text: PyRef<'py, ScanText>,
+    ) -> PyResult<Bound<'py, PyList>> {
+        let text: &text::Text = &text.text;
+        let events = py.detach(|| addresses::find_ibans(text, &self.rules));
+        flat(py, address_rows(events))
+    }
+}
+
+/// `_detectors.find_ipv6` up to `ipv6_reportable`, which Python applies to each candidate.
+#[pyclass(frozen, module = "secure_ds._native")]
+struct Ipv6Scanner;
+
+#[pymethods]
+impl Ipv6Scanner {
+    #[new]
+    fn new() -> Self {
+        Ipv6Scanner
+    }
+
+    /// Candidates (kind None) for `ipv6_reportable`, in order.
+    fn scan<'py>(
+        &self,
+        py: Python<'py>,
+        text: PyRef<'py, ScanText>,
+    ) -> PyResult<Bound<'py, PyList>> {
+        let text: &text::Text = &text.text;
+        let events = py.detach(|| addresses::find_ipv6(text));
+        flat(py, address_rows(events))
+    }
+}
+
 #[pymodule]
 fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
+    m.add_class::<ScanText>()?;
     m.add_class::<SecretScanner>()?;
     m.add_class::<NumberScanner>()?;
     m.add_class::<TokenScanner>()?;
+    m.add_class::<EmailScanner>()?;
+    m.add_class::<IbanScanner>()?;
+    m.add_class::<Ipv6Scanner>()?;
     Ok(())
 }

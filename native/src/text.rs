@@ -50,6 +50,14 @@ impl<'a> Text<'a> {
         }
     }
 
+    /// The same view, owning its bytes (to be kept across calls).
+    pub fn into_owned(self) -> Text<'static> {
+        Text {
+            raw: Cow::Owned(self.raw.into_owned()),
+            nonascii: self.nonascii,
+        }
+    }
+
     /// Whether characters `lo..hi` are all ASCII.
     pub fn ascii_between(&self, lo: usize, hi: usize) -> bool {
         let first = self.nonascii.partition_point(|&p| p < lo);

@@ -27,7 +27,10 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterator
-from typing import Any, AnyStr, Protocol
+from typing import TYPE_CHECKING, Any, AnyStr, Protocol
+
+if TYPE_CHECKING:
+    from secure_ds._native import ScanText
 
 #: a native scanner's row: (kind, or None for a candidate handed back; start; end;
 #: confidence; which keyword or pattern branch a handed-back candidate came from)
@@ -35,7 +38,7 @@ NativeRow = tuple[str | None, int, int, float, int]
 
 
 class NativeScanner(Protocol):
-    def scan(self, text: str) -> list[Any]:
+    def scan(self, text: ScanText) -> list[Any]:
         """The rows, flattened: five items each (see ``native/src/lib.rs``, ``flat``)."""
         ...
 
@@ -73,12 +76,22 @@ _HEADS = bytes(ord("b") if chr(b) in HEAD_FIRST_CHARS else _TOKENS[b] for b in r
 class Context:
     """One scan's text and its lazily built byte views (see the module docstring)."""
 
-    __slots__ = ("_heads", "_low", "_raw", "_skeleton", "_tokens", "native", "text")
+    __slots__ = (
+        "_heads",
+        "_low",
+        "_native_text",
+        "_raw",
+        "_skeleton",
+        "_tokens",
+        "native",
+        "text",
+    )
 
     def __init__(self, text: str, *, native: bool = True) -> None:
         self.text = text
         #: whether detectors with a native fast path (``secure_ds._native``) may use it
         self.native = native
+        self._native_text: ScanText | None = None
         self._raw: bytes | None = None
         self._low: bytes | None = None
         self._skeleton: bytes | None = None
@@ -130,17 +143,23 @@ class Context:
         return spaced.translate(_SKELETON), spaced.translate(_HEADS)
 
     def native_rows(self, scanner: NativeScanner) -> Iterator[NativeRow] | None:
-        """The rows of ``scanner.scan(text)``, or None where the Python detectors must
-        run: when ``native`` is off, or the text is not valid Unicode (a lone
-        surrogate cannot cross into Rust as UTF-8; such broken input is scanned in
-        Python)."""
+        """The rows of ``scanner.scan``, or None where the Python detectors must run:
+        when ``native`` is off, or the text is not valid Unicode (a lone surrogate
+        cannot cross into Rust as UTF-8; such broken input is scanned in Python).
+
+        The text crosses once per scan: every native detector reads the same
+        ``ScanText`` (its Latin-1 view, built in Rust)."""
         if not self.native:
             return None
-        try:
-            flat = iter(scanner.scan(self.text))
-        except UnicodeEncodeError:
-            self.native = False  # the other detectors need not try again
-            return None
+        if self._native_text is None:
+            from secure_ds._native import ScanText  # only where the extension was built
+
+            try:
+                self._native_text = ScanText(self.text)
+            except UnicodeEncodeError:
+                self.native = False  # the other detectors need not try again
+                return None
+        flat = iter(scanner.scan(self._native_text))
         return zip(flat, flat, flat, flat, flat, strict=True)  # five items per row
 
     def before(self, pos: int, width: int) -> str:

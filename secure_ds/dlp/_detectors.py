@@ -25,9 +25,9 @@ import re
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
-from ._context import Context
+from ._context import Context, NativeScanner
 from ._model import Finding
-from ._native import NumberScanner
+from ._native import EmailScanner, IbanScanner, Ipv6Scanner, NumberScanner
 from ._native import available as native_available
 from ._secrets import find_secrets
 from ._tokens import find_private_keys, find_slack_webhooks, find_tokens
@@ -35,6 +35,7 @@ from ._validators import (
     card_brand,
     country_code_split,
     iban_length,
+    iban_lengths,
     iban_valid,
     ipv4_reportable,
     ipv6_reportable,
@@ -173,40 +174,61 @@ _NOT_TLDS = frozenset(
 
 def find_emails(ctx: Context) -> Iterator[Finding]:
     text = ctx.text
-    for m in _EMAIL_DOMAIN.finditer(text):
-        at = m.start()
-        lm = _LOCAL_REVERSED.match(text[max(0, at - 65) : at][::-1])
-        if lm is None or lm.end() > 64:
+    native = _native_scanner("email") if ctx.native else None
+    rows = None if native is None else ctx.native_rows(native)
+    if rows is None:
+        for m in _EMAIL_DOMAIN.finditer(text):
+            found = _email(text, m)
+            if found is not None:
+                yield found
+        return
+    for kind, start, end, confidence, _ in rows:
+        if kind is not None:
+            yield Finding(kind, start, end, confidence, kind)
             continue
-        start = at - lm.end()
-        while start < at and text[start] in ".-+":
-            start += 1
-        local = text[start:at]
-        if not local or local[-1] == "." or ".." in local:
-            continue
-        # user:password@host inside a URL is a credential, not an address
-        scheme = text.rfind("://", max(0, start - 256), start)
-        if scheme >= 0 and _WHITESPACE.search(text, scheme, start) is None:
-            continue
-        domain = m.group(1)
-        tld = domain.rpartition(".")[2]
-        if not (2 <= len(tld) <= 24 and (tld.isalpha() or tld.startswith("xn--"))):
-            continue
-        # a label that is empty or starts or ends with "-", on the whole domain at once
-        if tld.lower() in _NOT_TLDS or (
-            domain[0] in ".-"
-            or domain[-1] in ".-"
-            or ".." in domain
-            or ".-" in domain
-            or "-." in domain
-        ):
-            continue
-        end = m.end()
-        if end < len(text) and text[end] == ":" and text[end + 1 : end + 2] not in ("", " "):
-            continue  # git@host:org/repo, user@host:/path
-        if end < len(text) and text[end] in _WORD:
-            continue
-        yield Finding("email", start, end, 0.95, "email")
+        # handed back: a URL scheme before it, with non-ASCII text in between
+        again = _EMAIL_DOMAIN.match(text, start)
+        found = None if again is None else _email(text, again)
+        if found is not None:
+            yield found
+
+
+def _email(text: str, m: re.Match[str]) -> Finding | None:
+    """The checks for one domain match: the local part before the ``@``, not a URL's
+    credentials, a real top-level domain, not a path or a longer word."""
+    at = m.start()
+    lm = _LOCAL_REVERSED.match(text[max(0, at - 65) : at][::-1])
+    if lm is None or lm.end() > 64:
+        return None
+    start = at - lm.end()
+    while start < at and text[start] in ".-+":
+        start += 1
+    local = text[start:at]
+    if not local or local[-1] == "." or ".." in local:
+        return None
+    # user:password@host inside a URL is a credential, not an address
+    scheme = text.rfind("://", max(0, start - 256), start)
+    if scheme >= 0 and _WHITESPACE.search(text, scheme, start) is None:
+        return None
+    domain = m.group(1)
+    tld = domain.rpartition(".")[2]
+    if not (2 <= len(tld) <= 24 and (tld.isalpha() or tld.startswith("xn--"))):
+        return None
+    # a label that is empty or starts or ends with "-", on the whole domain at once
+    if tld.lower() in _NOT_TLDS or (
+        domain[0] in ".-"
+        or domain[-1] in ".-"
+        or ".." in domain
+        or ".-" in domain
+        or "-." in domain
+    ):
+        return None
+    end = m.end()
+    if end < len(text) and text[end] == ":" and text[end + 1 : end + 2] not in ("", " "):
+        return None  # git@host:org/repo, user@host:/path
+    if end < len(text) and text[end] in _WORD:
+        return None
+    return Finding("email", start, end, 0.95, "email")
 
 
 # ------------------------------------------------------- numeric formats ---
@@ -522,6 +544,17 @@ _IBAN_OF_LENGTH: dict[int, re.Pattern[str]] = {
 
 
 def find_ibans(ctx: Context) -> Iterator[Finding]:
+    native = _native_scanner("iban") if ctx.native else None
+    rows = None if native is None else ctx.native_rows(native)
+    if rows is None:
+        yield from _ibans(ctx)
+        return
+    for _, start, end, confidence, _ in rows:  # all decided natively
+        yield Finding("iban", start, end, confidence, "iban")
+
+
+def _ibans(ctx: Context) -> Iterator[Finding]:
+    """``find_ibans`` in Python: the reference the native scanner follows."""
     text = ctx.text
     for candidate in _IBAN_SKELETON.finditer(ctx.skeleton):
         m = _IBAN.match(text, candidate.start() - 1)
@@ -551,6 +584,19 @@ _V6_BEFORE = _WORD | {".", ":"}
 
 
 def find_ipv6(ctx: Context) -> Iterator[Finding]:
+    native = _native_scanner("ipv6") if ctx.native else None
+    rows = None if native is None else ctx.native_rows(native)
+    if rows is None:
+        yield from _ipv6(ctx)
+        return
+    text = ctx.text
+    for _, start, end, _, _ in rows:  # candidates: the ipaddress module decides
+        if ipv6_reportable(text[start:end]):
+            yield Finding("ip_address", start, end, 0.9, "ip_address")
+
+
+def _ipv6(ctx: Context) -> Iterator[Finding]:
+    """``find_ipv6`` in Python: the reference the native scanner follows."""
     text = ctx.text
     pos = 0
     while True:
@@ -574,6 +620,18 @@ def find_ipv6(ctx: Context) -> Iterator[Finding]:
             continue  # MAC-style octets
         if ipv6_reportable(candidate):
             yield Finding("ip_address", start, end, 0.9, "ip_address")
+
+
+@functools.cache
+def _native_scanner(name: str) -> NativeScanner | None:
+    """The native ``find_emails``/``find_ibans``/``find_ipv6``; None if not built."""
+    if not native_available():
+        return None
+    if name == "email":
+        return EmailScanner(sorted(_NOT_TLDS))
+    if name == "iban":
+        return IbanScanner(iban_lengths())
+    return Ipv6Scanner()
 
 
 BUILTIN_DETECTORS: tuple[Detector, ...] = (

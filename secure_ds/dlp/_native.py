@@ -12,15 +12,32 @@ from __future__ import annotations
 
 from types import ModuleType
 
-__all__ = ["NumberScanner", "SecretScanner", "TokenScanner", "available", "native_module"]
+__all__ = [
+    "EmailScanner",
+    "IbanScanner",
+    "Ipv6Scanner",
+    "NumberScanner",
+    "SecretScanner",
+    "TokenScanner",
+    "available",
+    "native_module",
+]
 
 native_module: ModuleType | None
 try:
     from secure_ds import _native as native_module
-    from secure_ds._native import NumberScanner, SecretScanner, TokenScanner
+    from secure_ds._native import (
+        EmailScanner,
+        IbanScanner,
+        Ipv6Scanner,
+        NumberScanner,
+        SecretScanner,
+        TokenScanner,
+    )
 except ImportError:  # built without a Rust toolchain: the Python detectors run
     native_module = None
     NumberScanner = SecretScanner = TokenScanner = None  # type: ignore[assignment,misc]
+    EmailScanner = IbanScanner = Ipv6Scanner = None  # type: ignore[assignment,misc]
 
 
 def available() -> bool:

@@ -27,6 +27,7 @@ __all__ = [
     "digit_count",
     "entropy_at_least",
     "iban_length",
+    "iban_lengths",
     "iban_valid",
     "ipv4_reportable",
     "ipv6_reportable",
@@ -105,6 +106,11 @@ _LETTER_VALUES = str.maketrans({chr(c): str(c - 55) for c in range(65, 91)})
 
 def iban_length(country: str) -> int | None:
     return _IBAN_LENGTHS.get(country)
+
+
+def iban_lengths() -> dict[str, int]:
+    """The registry: IBAN length per country code."""
+    return dict(_IBAN_LENGTHS)
 
 
 def iban_valid(compact: str) -> bool:

@@ -1,7 +1,8 @@
 """The native DLP fast paths find exactly what the Python detectors find.
 
-``secure_ds._native`` (Rust, ``native/``) implements ``find_numbers``, ``find_tokens``
-and the key-name half of ``find_secrets``; the Python functions stay the reference. These tests run
+``secure_ds._native`` (Rust, ``native/``) implements ``find_numbers``, ``find_tokens``,
+``find_emails``, ``find_ibans``, the candidate search of ``find_ipv6`` and the key-name
+half of ``find_secrets``; the Python functions stay the reference. These tests run
 both over the evaluation corpus, hand-picked edge cases (the places where Unicode
 rules or regex backtracking could make them differ) and seeded random text, and
 require the same findings in the same order. With ``SECURE_DS_REQUIRE_SERVICES=1``
@@ -30,6 +31,9 @@ DETECTORS: dict[str, Detector] = {
     "numbers": _detectors.find_numbers,
     "secrets": _secrets.find_secrets,
     "tokens": _tokens.find_tokens,
+    "email": _detectors.find_emails,
+    "iban": _detectors.find_ibans,
+    "ipv6": _detectors.find_ipv6,
 }
 
 
@@ -60,6 +64,7 @@ def test_the_scanner_uses_the_extension_when_built() -> None:
     assert _secrets._native_scanner() is not None
     assert _detectors._native_numbers() is not None
     assert _tokens._native_tokens() is not None
+    assert all(_detectors._native_scanner(name) for name in ("email", "iban", "ipv6"))
 
 
 def test_native_false_runs_the_python_detectors(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -69,9 +74,15 @@ def test_native_false_runs_the_python_detectors(monkeypatch: pytest.MonkeyPatch)
     monkeypatch.setattr(_secrets, "_native_scanner", refuse)
     monkeypatch.setattr(_detectors, "_native_numbers", refuse)
     monkeypatch.setattr(_tokens, "_native_tokens", refuse)
-    text = f"password = 'hunter2!x' and card 4111 1111 1111 1111 and {_npm_token()}"
+    monkeypatch.setattr(_detectors, "_native_scanner", refuse)
+    text = (
+        f"password = 'hunter2!x' and card 4111 1111 1111 1111 and {_npm_token()} "
+        "to bob@example.com, IBAN DE89 3704 0044 0532 0130 00 from 2001:db8::1"
+    )
     result = Scanner(native=False).scan(text)
-    assert {f.kind for f in result.findings} == {"secret", "credit_card", "api_key"}
+    assert {f.kind for f in result.findings} == {
+        *("secret", "credit_card", "api_key", "email", "iban", "ip_address")
+    }
 
 
 def _npm_token() -> str:
@@ -141,6 +152,21 @@ EDGE_CASES = [
     "aws_secret_access_key = " + rand(ALNUM + "/+", 40, seed=3),
     "secret: '" + "x" * 300 + "'",
     "token=" + rand(ALNUM, 600, seed=4),
+    # e-mail: local part, URL credentials, TLD and label rules, what follows
+    "mail bob@example.com, .a.b-c+d@mail.co.uk; x..y@a.com a.@b.com -a@b.io",
+    "https://user:pw@host.example.com/ and https://x.org/ bob@example.com",
+    "https://x\u00a0bob@example.com https://x\u2003bob@example.com",
+    "git@github.com:org/repo a@b.png a@b.c a@-b.com a@b-.com a@b..com a@b.xn--p1ai",
+    "user@host.com:/path user@host.com: user@host.comx " + "a" * 70 + "@b.com",
+    "a@" + "b" * 70 + ".com a@b." + "c" * 70 + " a@b.c.d.e.f.g.h.i.j.k.com",
+    # IBAN: grouping, the country's length, the word after it, mod 97
+    "DE89 3704 0044 0532 0130 00 DE89370400440532013000 DE8937040044053201300099",
+    "GB82 WEST 1234 5698 7654 32 GB82WEST12345698765432X NL91ABNA0417164300 XX12 3456 7890",
+    "FR14 2004 1010 0505 0001 3M02 606 FR14 2004 1010 0505 0001 3M02 607 _DE89370400440532013000",
+    # IPv6: compressed, embedded IPv4, MAC-style octets, zones, trailing colons
+    "2001:db8::1 ::1 :: fe80::1%eth0 2001:0db8:85a3:0000:0000:8a2e:0370:7334",
+    "00:1a:2b:3c:4d:5e ::ffff:192.0.2.1 1:2:3:4:5:6:7:8 a:b:c:d: x2001:db8::1 2001:db8::1x",
+    "::1:2:: 1::2::3 " + "1:" * 30 + " :" + "f" * 5 + ":1:2:3:",
     *[
         "x " + token + tail
         for token in (
@@ -183,8 +209,10 @@ def test_edge_cases_exercise_findings_and_hand_backs() -> None:
     kinds = {f.kind for text in EDGE_CASES for f in _assert_same(text)}
     assert kinds >= {
         *("secret", "aws_secret_key", "credit_card", "us_ssn", "phone", "ip_address"),
-        *("aws_access_key", "github_token", "slack_token", "api_key", "jwt"),
+        *("aws_access_key", "github_token", "slack_token", "api_key", "jwt", "email", "iban"),
     }
+    from secure_ds._native import ScanText  # built: the fixture checked
+
     secrets, numbers = _secrets._native_scanner(), _detectors._native_numbers()
     assert secrets is not None
     assert numbers is not None
@@ -192,7 +220,7 @@ def test_edge_cases_exercise_findings_and_hand_backs() -> None:
         text
         for text in EDGE_CASES
         # five items per row, the first the kind, None for a candidate handed back
-        if None in [*secrets.scan(text)[::5], *numbers.scan(text)[::5]]
+        if None in [*secrets.scan(ScanText(text))[::5], *numbers.scan(ScanText(text))[::5]]
     ]
     assert len(handed_back) >= 6
 
@@ -220,6 +248,9 @@ _PIECES = [
     "AI" + "za" + rand(ALNUM + "-_", 35, seed=30),
     _jwt_like(seed=31),
     *["AKIA", "gh" + "p_", "s" + "k-", "xox" + "b-", "h" + "f_", "S" + "G.", "ey" + "J"],
+    *["bob@example.com", "a.b@mail.co.uk", "@", "x@y", "https://", "://", "a@b.png"],
+    *["DE89 3704 0044 0532 0130 00", "GB82WEST12345698765432", "NL91ABNA0417164300", "AB12"],
+    *["2001:db8::1", "::1", "::", "fe80::1", "00:1a:2b:3c:4d:5e", "::ffff:192.0.2.1", "a:b:c:d:"],
 ]
 
 
