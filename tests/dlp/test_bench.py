@@ -21,7 +21,9 @@ def test_bench_dlp_runs_and_writes_its_report(tmp_path: Path) -> None:
     assert set(report["throughput"]) == {"corpus", "labelled documents", "clean text"}
     for row in report["throughput"].values():
         assert row["ours_mb_s"] > 0
+        assert row["python_mb_s"] > 0  # the Python-only scanner, timed in the same run
         assert row["floor_mb_s"] > 0
+        assert row["native_speedup"] == row["ours_mb_s"] / row["python_mb_s"]
     assert all(row["f1"] >= 0.95 for row in report["quality"].values())
     assert report["clean_fp_per_100kb"] <= 1.0
     chat = report["conversation"]
