@@ -26,7 +26,7 @@ one copy of the text with its leading space), with C-speed ``bytes`` methods.
 from __future__ import annotations
 
 import re
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING, Any, AnyStr, Protocol
 
 if TYPE_CHECKING:
@@ -142,14 +142,21 @@ class Context:
         spaced = b" " + self.raw
         return spaced.translate(_SKELETON), spaced.translate(_HEADS)
 
-    def native_rows(self, scanner: NativeScanner) -> Iterator[NativeRow] | None:
-        """The rows of ``scanner.scan``, or None where the Python detectors must run:
-        when ``native`` is off, or the text is not valid Unicode (a lone surrogate
-        cannot cross into Rust as UTF-8; such broken input is scanned in Python).
+    def native_rows(
+        self, scanner_of: Callable[[], NativeScanner | None]
+    ) -> Iterator[NativeRow] | None:
+        """The rows of the native scanner ``scanner_of()`` gives, or None where the
+        detector's Python code must run: when ``native`` is off, the extension is not
+        built (``scanner_of()`` is None), or the text is not valid Unicode (a lone
+        surrogate cannot cross into Rust as UTF-8; such broken input is scanned in
+        Python).
 
         The text crosses once per scan: every native detector reads the same
         ``ScanText`` (its Latin-1 view, built in Rust)."""
         if not self.native:
+            return None
+        scanner = scanner_of()
+        if scanner is None:
             return None
         if self._native_text is None:
             from secure_ds._native import ScanText  # only where the extension was built

@@ -25,7 +25,7 @@ import re
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
-from ._context import Context, NativeScanner
+from ._context import Context
 from ._model import Finding
 from ._native import EmailScanner, IbanScanner, Ipv6Scanner, NumberScanner
 from ._native import available as native_available
@@ -174,8 +174,7 @@ _NOT_TLDS = frozenset(
 
 def find_emails(ctx: Context) -> Iterator[Finding]:
     text = ctx.text
-    native = _native_scanner("email") if ctx.native else None
-    rows = None if native is None else ctx.native_rows(native)
+    rows = ctx.native_rows(_native_email)
     if rows is None:
         for m in _EMAIL_DOMAIN.finditer(text):
             found = _email(text, m)
@@ -317,8 +316,7 @@ if _VERSION_BEFORE.pattern.count("\\s") != _VERSION_BEFORE.pattern.count("[\\s")
 
 def find_numbers(ctx: Context) -> Iterator[Finding]:
     """Cards, SSNs, national phone formats and IPv4 addresses: one pass."""
-    native = _native_numbers() if ctx.native else None
-    rows = None if native is None else ctx.native_rows(native)
+    rows = ctx.native_rows(_native_numbers)
     if rows is None:
         yield from _numbers(ctx)
         return
@@ -544,8 +542,7 @@ _IBAN_OF_LENGTH: dict[int, re.Pattern[str]] = {
 
 
 def find_ibans(ctx: Context) -> Iterator[Finding]:
-    native = _native_scanner("iban") if ctx.native else None
-    rows = None if native is None else ctx.native_rows(native)
+    rows = ctx.native_rows(_native_iban)
     if rows is None:
         yield from _ibans(ctx)
         return
@@ -584,8 +581,7 @@ _V6_BEFORE = _WORD | {".", ":"}
 
 
 def find_ipv6(ctx: Context) -> Iterator[Finding]:
-    native = _native_scanner("ipv6") if ctx.native else None
-    rows = None if native is None else ctx.native_rows(native)
+    rows = ctx.native_rows(_native_ipv6)
     if rows is None:
         yield from _ipv6(ctx)
         return
@@ -623,15 +619,21 @@ def _ipv6(ctx: Context) -> Iterator[Finding]:
 
 
 @functools.cache
-def _native_scanner(name: str) -> NativeScanner | None:
-    """The native ``find_emails``/``find_ibans``/``find_ipv6``; None if not built."""
-    if not native_available():
-        return None
-    if name == "email":
-        return EmailScanner(sorted(_NOT_TLDS))
-    if name == "iban":
-        return IbanScanner(iban_lengths())
-    return Ipv6Scanner()
+def _native_email() -> EmailScanner | None:
+    """``find_emails`` in Rust, with ``_NOT_TLDS``; None if not built."""
+    return EmailScanner(sorted(_NOT_TLDS)) if native_available() else None
+
+
+@functools.cache
+def _native_iban() -> IbanScanner | None:
+    """``_ibans`` in Rust, with the registry's lengths; None if not built."""
+    return IbanScanner(iban_lengths()) if native_available() else None
+
+
+@functools.cache
+def _native_ipv6() -> Ipv6Scanner | None:
+    """``_ipv6``'s candidate search in Rust; None if not built."""
+    return Ipv6Scanner() if native_available() else None
 
 
 BUILTIN_DETECTORS: tuple[Detector, ...] = (

@@ -210,8 +210,7 @@ def aws_secret_shape(value: str) -> bool:
 
 def find_secrets(ctx: Context) -> Iterator[Finding]:
     """Values assigned to password/secret/token/key names, and URL passwords."""
-    native = _native_scanner() if ctx.native else None
-    rows = None if native is None else ctx.native_rows(native)
+    rows = ctx.native_rows(_native_secrets)
     yield from _key_names(ctx) if rows is None else _key_names_native(ctx, rows)
     if "://" in ctx.text:
         yield from _url_credentials(ctx)
@@ -235,7 +234,7 @@ def _key_names(ctx: Context) -> list[Finding]:
 
 
 @functools.cache
-def _native_scanner() -> SecretScanner | None:
+def _native_secrets() -> SecretScanner | None:
     """``_key_names`` in Rust, with this module's word lists; None if not built."""
     if not native_available():
         return None

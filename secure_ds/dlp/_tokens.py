@@ -203,8 +203,7 @@ _HEAD_RUN = re.compile(rb" b[ab]{19}")
 
 def find_tokens(ctx: Context) -> Iterator[Finding]:
     """Every run of 20+ token characters, dispatched on its first three characters."""
-    native = _native_tokens() if ctx.native else None
-    rows = None if native is None else ctx.native_rows(native)
+    rows = ctx.native_rows(_native_tokens)
     if rows is None:
         yield from _tokens(ctx)
         return

@@ -61,20 +61,23 @@ def _assert_same(text: str) -> list[Finding]:
 
 def test_the_scanner_uses_the_extension_when_built() -> None:
     assert _native.available()
-    assert _secrets._native_scanner() is not None
+    assert _secrets._native_secrets() is not None
     assert _detectors._native_numbers() is not None
     assert _tokens._native_tokens() is not None
-    assert all(_detectors._native_scanner(name) for name in ("email", "iban", "ipv6"))
+    assert _detectors._native_email() is not None
+    assert _detectors._native_iban() is not None
+    assert _detectors._native_ipv6() is not None
 
 
 def test_native_false_runs_the_python_detectors(monkeypatch: pytest.MonkeyPatch) -> None:
     def refuse() -> None:
         raise AssertionError("the native scanner was used")
 
-    monkeypatch.setattr(_secrets, "_native_scanner", refuse)
+    monkeypatch.setattr(_secrets, "_native_secrets", refuse)
     monkeypatch.setattr(_detectors, "_native_numbers", refuse)
     monkeypatch.setattr(_tokens, "_native_tokens", refuse)
-    monkeypatch.setattr(_detectors, "_native_scanner", refuse)
+    for name in ("_native_email", "_native_iban", "_native_ipv6"):
+        monkeypatch.setattr(_detectors, name, refuse)
     text = (
         f"password = 'hunter2!x' and card 4111 1111 1111 1111 and {_npm_token()} "
         "to bob@example.com, IBAN DE89 3704 0044 0532 0130 00 from 2001:db8::1"
@@ -213,7 +216,7 @@ def test_edge_cases_exercise_findings_and_hand_backs() -> None:
     }
     from secure_ds._native import ScanText  # built: the fixture checked
 
-    secrets, numbers = _secrets._native_scanner(), _detectors._native_numbers()
+    secrets, numbers = _secrets._native_secrets(), _detectors._native_numbers()
     assert secrets is not None
     assert numbers is not None
     handed_back = [
@@ -293,7 +296,7 @@ def test_text_that_is_not_valid_unicode_is_scanned_in_python() -> None:
 def test_placeholder_pattern_compiles_to_the_same_language() -> None:
     """``_PLACEHOLDER`` (a verbose, case-insensitive Python pattern) compiled by the
     regex crate accepts exactly what ``re`` accepts."""
-    scanner = _secrets._native_scanner()
+    scanner = _secrets._native_secrets()
     assert scanner is not None
     values = [
         "${DB_PASSWORD}", "$DB", "$(cat f)", "%(pw)s", "%PW%", "{{ pw }}", "{pw}", "<key>",
