@@ -2,6 +2,9 @@
 
 from typing import Any
 
+def has_non_finite(value: Any) -> bool: ...
+def orjson_agrees(out: bytes) -> bool: ...
+
 class ScanText:
     def __init__(self, text: str) -> None: ...
 

@@ -1,4 +1,5 @@
-//! `secure_ds._native`: native fast paths for the DLP scanner.
+//! `secure_ds._native`: native fast paths for the DLP scanner and for the audit log's
+//! canonical JSON.
 //!
 //! Each function here has a Python reference in `secure_ds.dlp`, which stays the
 //! definition of what is found: the tests run both and require identical findings.
@@ -13,13 +14,14 @@ use pyo3::types::{PyList, PyString};
 use regex::Regex;
 
 mod addresses;
+mod jcs;
 mod numbers;
 mod secrets;
 mod text;
 mod tokens;
 
-/// One result row for Python: (kind or None when deferred, start, end, confidence,
-/// keyword index of a deferred candidate or -1).
+/// One result row for Python: (kind, or None for a candidate handed back; start; end;
+/// confidence; which keyword or pattern branch a handed-back candidate came from).
 type Row = (Option<&'static str>, usize, usize, f64, i64);
 
 /// The rows as one flat list, five items per row, with the kinds interned.
@@ -310,8 +312,22 @@ impl Ipv6Scanner {
     }
 }
 
+/// `_jcs._has_non_finite`: a NaN or an infinity among the value's floats.
+#[pyfunction]
+fn has_non_finite(value: &Bound<'_, PyAny>) -> bool {
+    jcs::has_non_finite(value)
+}
+
+/// `_jcs._orjson_and_ecmascript_agree`: orjson's bytes are already RFC 8785's.
+#[pyfunction]
+fn orjson_agrees(out: &[u8]) -> bool {
+    jcs::orjson_agrees(out)
+}
+
 #[pymodule]
 fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
+    m.add_function(wrap_pyfunction!(has_non_finite, m)?)?;
+    m.add_function(wrap_pyfunction!(orjson_agrees, m)?)?;
     m.add_class::<ScanText>()?;
     m.add_class::<SecretScanner>()?;
     m.add_class::<NumberScanner>()?;

@@ -17,6 +17,8 @@ import rfc8785
 
 from secure_ds.audit._jcs import canonicalize, es6_number
 
+from .._services import skip_unless_required
+
 # RFC 8785 Appendix B: IEEE 754 bit patterns and their canonical text.
 APPENDIX_B = [
     ("0000000000000000", "0"),
@@ -260,3 +262,52 @@ def test_an_audit_record_takes_the_fast_path(monkeypatch: pytest.MonkeyPatch) ->
         "error": None,
     }
     assert canonicalize(record) == rfc8785.dumps(record)
+
+
+def _native_checks() -> tuple[Any, Any]:
+    try:
+        from secure_ds._native import has_non_finite, orjson_agrees
+    except ImportError:
+        skip_unless_required("secure_ds._native is not built (no Rust toolchain at install)")
+    return has_non_finite, orjson_agrees
+
+
+def test_the_native_checks_are_the_ones_canonicalize_uses() -> None:
+    from secure_ds.audit import _jcs
+
+    has_non_finite, orjson_agrees = _native_checks()
+    assert _jcs._non_finite is has_non_finite
+    assert _jcs._agree is orjson_agrees
+
+
+def test_the_native_checks_answer_as_the_python_ones() -> None:
+    """secure_ds._native's two checks on orjson's output give the Python functions'
+    answers: on random values (with non-finite floats and subclasses mixed in) and on
+    byte strings built from the tokens the checks look for."""
+    import orjson
+
+    from secure_ds.audit import _jcs
+
+    has_non_finite, orjson_agrees = _native_checks()
+    rng = random.Random(2026)
+    odd = [float("nan"), float("inf"), -float("inf"), _Amount(float("inf")), (1.0, None)]
+    answers: set[tuple[bool, bool]] = set()
+    for _ in range(3000):
+        value = _random_value(rng)
+        if rng.random() < 0.3:
+            value = [value, rng.choice(odd)] if rng.random() < 0.5 else {"k": value, "x": odd[0]}
+        expected = _jcs._has_non_finite(value)
+        assert has_non_finite(value) == expected, value
+        try:
+            out = orjson.dumps(value, option=_jcs._OPTIONS)
+        except TypeError:  # a float subclass: canonicalize takes the exact path
+            continue
+        agree = _jcs._orjson_and_ecmascript_agree(out)
+        assert orjson_agrees(out) == agree, out
+        answers.add((expected, agree))
+    assert answers == {(False, False), (False, True), (True, False), (True, True)}
+    pieces = [b"1", b"0", b".0", b".", b"-", b"e+", b"e-", b"e", b":", b",", b"[", b"]", b"}"]
+    pieces += [b'"', b"a", b"\xf0\x9f\x98\x80", b"\xc3\xa9", b" "]
+    for _ in range(20_000):
+        out = b"".join(rng.choice(pieces) for _ in range(rng.randrange(12)))
+        assert orjson_agrees(out) == _jcs._orjson_and_ecmascript_agree(out), out
