@@ -88,6 +88,28 @@ def test_native_false_runs_the_python_detectors(monkeypatch: pytest.MonkeyPatch)
     }
 
 
+def test_short_texts_are_scanned_in_python(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Below NATIVE_MIN_CHARS the native detectors' fixed cost outweighs their gain;
+    from it on they run."""
+    from secure_ds.dlp import _scanner
+
+    used: list[int] = []
+    real = _secrets._native_secrets
+
+    def counting() -> object:
+        used.append(1)
+        return real()
+
+    monkeypatch.setattr(_secrets, "_native_secrets", counting)
+    short = "password = 'Zq7!wLx9#pR2'"
+    assert len(short) < _scanner.NATIVE_MIN_CHARS
+    assert Scanner().scan(short).counts() == {"secret": 1}
+    assert used == []
+    long = short + " " * (_scanner.NATIVE_MIN_CHARS - len(short))
+    assert Scanner().scan(long).counts() == {"secret": 1}
+    assert used == [1]
+
+
 def _npm_token() -> str:
     return "npm" + "_" + rand(ALNUM, 36, seed=21)
 
