@@ -10,43 +10,11 @@ use std::collections::HashMap;
 
 use memchr::memchr_iter;
 
-use crate::text::{is_str_space, Text};
-
-pub enum Event {
-    Found {
-        kind: &'static str,
-        start: usize,
-        end: usize,
-        confidence: f64,
-    },
-    /// an e-mail candidate for Python: the position of its `@`
-    Email { at: usize },
-    /// an IPv6 candidate for Python's `ipv6_reportable`
-    Ipv6 { start: usize, end: usize },
-}
+use crate::text::{is_str_space, run, run_back, Event, Text};
 
 /// `[A-Za-z0-9_]`
 fn word(b: u8) -> bool {
     b.is_ascii_alphanumeric() || b == b'_'
-}
-
-/// How many (at most `max`) characters from `i` satisfy `accept`.
-fn run(raw: &[u8], i: usize, max: usize, accept: impl Fn(u8) -> bool) -> usize {
-    raw[i.min(raw.len())..]
-        .iter()
-        .take(max)
-        .take_while(|&&b| accept(b))
-        .count()
-}
-
-/// How many (at most `max`) characters before `i` satisfy `accept`.
-fn run_back(raw: &[u8], i: usize, max: usize, accept: impl Fn(u8) -> bool) -> usize {
-    raw[..i]
-        .iter()
-        .rev()
-        .take(max)
-        .take_while(|&&b| accept(b))
-        .count()
 }
 
 // ----------------------------------------------------------------- email ---
@@ -96,7 +64,11 @@ pub fn find_emails(text: &Text, rules: &EmailRules) -> Vec<Event> {
                 end,
                 confidence: 0.95,
             }),
-            Check::Python => events.push(Event::Email { at }),
+            Check::Python => events.push(Event::HandBack {
+                start: at,
+                end: at,
+                tag: 0,
+            }),
             Check::No => {}
         }
     }
@@ -346,7 +318,7 @@ pub fn find_ipv6(text: &Text) -> Vec<Event> {
             continue; // MAC-style octets
         }
         if candidate.iter().any(u8::is_ascii_digit) {
-            events.push(Event::Ipv6 { start, end }); // ipv6_reportable decides
+            events.push(Event::HandBack { start, end, tag: 0 }); // ipv6_reportable decides
         }
     }
     events

@@ -20,29 +20,52 @@ mod secrets;
 mod text;
 mod tokens;
 
-/// One result row for Python: (kind, or None for a candidate handed back; start; end;
-/// confidence; which keyword or pattern branch a handed-back candidate came from).
-type Row = (Option<&'static str>, usize, usize, f64, i64);
+use text::Event;
 
-/// The rows as one flat list, five items per row, with the kinds interned.
+/// The events as one flat list for Python, five items per event: kind (None for a
+/// candidate handed back), start, end, confidence, tag (-1 for a finding), kinds
+/// interned.
 ///
 /// Not a list of tuples: a text dense with findings makes tens of thousands of rows,
 /// and that many tuples (each tracked by Python's cycle collector) made the
 /// collector's full passes grow the scan super-linearly (1 MB took 6x the time of
 /// 250 KB). Ints, floats and interned strings are not tracked.
-fn flat<'py>(py: Python<'py>, rows: impl Iterator<Item = Row>) -> PyResult<Bound<'py, PyList>> {
+fn flat<'py>(py: Python<'py>, events: Vec<Event>) -> PyResult<Bound<'py, PyList>> {
     let list = PyList::empty(py);
-    for (kind, start, end, confidence, tag) in rows {
-        match kind {
-            Some(kind) => list.append(PyString::intern(py, kind))?,
-            None => list.append(py.None())?,
-        }
+    for event in events {
+        let (start, end, confidence, tag) = match event {
+            Event::Found {
+                kind,
+                start,
+                end,
+                confidence,
+            } => {
+                list.append(PyString::intern(py, kind))?;
+                (start, end, confidence, -1)
+            }
+            Event::HandBack { start, end, tag } => {
+                list.append(py.None())?;
+                (start, end, 0.0, tag)
+            }
+        };
         list.append(start)?;
         list.append(end)?;
         list.append(confidence)?;
         list.append(tag)?;
     }
     Ok(list)
+}
+
+/// Runs a detector on the text without the interpreter lock, and hands its events
+/// to Python.
+fn detect<'py>(
+    py: Python<'py>,
+    text: &ScanText,
+    find: impl FnOnce(&text::Text) -> Vec<Event> + Send,
+) -> PyResult<Bound<'py, PyList>> {
+    let text = &text.text;
+    let events = py.detach(|| find(text));
+    flat(py, events)
 }
 
 /// A text prepared once for every native detector of one scan: its Latin-1 view and
@@ -99,20 +122,7 @@ impl SecretScanner {
         py: Python<'py>,
         text: PyRef<'py, ScanText>,
     ) -> PyResult<Bound<'py, PyList>> {
-        let text: &text::Text = &text.text;
-        let events = py.detach(|| secrets::find(text, &self.rules));
-        let rows = events.into_iter().map(|event| match event {
-            secrets::Event::Found {
-                kind,
-                start,
-                end,
-                confidence,
-            } => (Some(kind), start, end, confidence, -1),
-            secrets::Event::Deferred { keyword, start } => {
-                (None, start, start, 0.0, keyword as i64)
-            }
-        });
-        flat(py, rows)
+        detect(py, &text, |text| secrets::find(text, &self.rules))
     }
 
     /// `_PLACEHOLDER.fullmatch` as compiled here (for the equivalence tests).
@@ -158,20 +168,7 @@ impl NumberScanner {
         py: Python<'py>,
         text: PyRef<'py, ScanText>,
     ) -> PyResult<Bound<'py, PyList>> {
-        let text: &text::Text = &text.text;
-        let events = py.detach(|| numbers::find(text, &self.rules));
-        let rows = events.into_iter().map(|event| match event {
-            numbers::Event::Found {
-                kind,
-                start,
-                end,
-                confidence,
-            } => (Some(kind), start, end, confidence, -1),
-            numbers::Event::Deferred { branch, start, end } => {
-                (None, start, end, 0.0, branch.index())
-            }
-        });
-        flat(py, rows)
+        detect(py, &text, |text| numbers::find(text, &self.rules))
     }
 }
 
@@ -199,32 +196,8 @@ impl TokenScanner {
         py: Python<'py>,
         text: PyRef<'py, ScanText>,
     ) -> PyResult<Bound<'py, PyList>> {
-        let text: &text::Text = &text.text;
-        let events = py.detach(|| tokens::find(text, &self.rules));
-        let rows = events.into_iter().map(|event| match event {
-            tokens::Event::Found {
-                kind,
-                start,
-                end,
-                confidence,
-            } => (Some(kind), start, end, confidence, -1),
-            tokens::Event::Jwt { start } => (None, start, start, 0.0, 0),
-        });
-        flat(py, rows)
+        detect(py, &text, |text| tokens::find(text, &self.rules))
     }
-}
-
-fn address_rows(events: Vec<addresses::Event>) -> impl Iterator<Item = Row> {
-    events.into_iter().map(|event| match event {
-        addresses::Event::Found {
-            kind,
-            start,
-            end,
-            confidence,
-        } => (Some(kind), start, end, confidence, -1),
-        addresses::Event::Email { at } => (None, at, at, 0.0, 0),
-        addresses::Event::Ipv6 { start, end } => (None, start, end, 0.0, 0),
-    })
 }
 
 /// `_detectors.find_emails`, with `_detectors._NOT_TLDS`.
@@ -250,9 +223,7 @@ impl EmailScanner {
         py: Python<'py>,
         text: PyRef<'py, ScanText>,
     ) -> PyResult<Bound<'py, PyList>> {
-        let text: &text::Text = &text.text;
-        let events = py.detach(|| addresses::find_emails(text, &self.rules));
-        flat(py, address_rows(events))
+        detect(py, &text, |text| addresses::find_emails(text, &self.rules))
     }
 }
 
@@ -283,9 +254,7 @@ impl IbanScanner {
         py: Python<'py>,
         text: PyRef<'py, ScanText>,
     ) -> PyResult<Bound<'py, PyList>> {
-        let text: &text::Text = &text.text;
-        let events = py.detach(|| addresses::find_ibans(text, &self.rules));
-        flat(py, address_rows(events))
+        detect(py, &text, |text| addresses::find_ibans(text, &self.rules))
     }
 }
 
@@ -306,9 +275,7 @@ impl Ipv6Scanner {
         py: Python<'py>,
         text: PyRef<'py, ScanText>,
     ) -> PyResult<Bound<'py, PyList>> {
-        let text: &text::Text = &text.text;
-        let events = py.detach(|| addresses::find_ipv6(text));
-        flat(py, address_rows(events))
+        detect(py, &text, addresses::find_ipv6)
     }
 }
 

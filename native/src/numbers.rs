@@ -15,7 +15,7 @@
 use memchr::memmem;
 use regex::Regex;
 
-use crate::text::Text;
+use crate::text::{Event, Text};
 
 pub struct Rules {
     pub phone_words: Vec<Vec<u8>>,
@@ -38,7 +38,7 @@ pub enum Branch {
 }
 
 impl Branch {
-    /// The group name, as `lastgroup` gives it and `_detectors._NUMBER_KINDS` lists it.
+    /// Its place in `_detectors._BRANCHES`, the tag of a candidate handed back.
     pub fn index(self) -> i64 {
         match self {
             Branch::Card { .. } => 0,
@@ -49,20 +49,6 @@ impl Branch {
             Branch::Nat0 => 5,
         }
     }
-}
-
-pub enum Event {
-    Found {
-        kind: &'static str,
-        start: usize,
-        end: usize,
-        confidence: f64,
-    },
-    Deferred {
-        branch: Branch,
-        start: usize,
-        end: usize,
-    },
 }
 
 /// The text (`real`) or the skeleton view, with the character classes the pattern
@@ -387,7 +373,7 @@ fn validate(text: &Text, rules: &Rules, branch: Branch, start: usize, end: usize
             confidence,
         })
     };
-    let deferred = Some(Event::Deferred { branch, start, end });
+    let deferred = hand_back(branch, start, end);
     let digits: Vec<u8> = value.iter().copied().filter(u8::is_ascii_digit).collect();
     match branch {
         Branch::Card { .. } => {
@@ -466,6 +452,15 @@ fn validate(text: &Text, rules: &Rules, branch: Branch, start: usize, end: usize
     }
 }
 
+/// A candidate for Python to decide (its context window is not ASCII).
+fn hand_back(branch: Branch, start: usize, end: usize) -> Option<Event> {
+    Some(Event::HandBack {
+        start,
+        end,
+        tag: branch.index(),
+    })
+}
+
 fn ssn(
     text: &Text,
     rules: &Rules,
@@ -479,7 +474,7 @@ fn ssn(
         return None;
     }
     let Some(window) = before(text, start, 40) else {
-        return Some(Event::Deferred { branch, start, end });
+        return hand_back(branch, start, end);
     };
     let context = has_any(&rules.ssn_words, &window);
     if !dashed && !context {
@@ -542,7 +537,7 @@ fn national_phone(
         return None;
     }
     let Some(window) = before(text, start, 40) else {
-        return Some(Event::Deferred { branch, start, end });
+        return hand_back(branch, start, end);
     };
     let context = has_any(&rules.phone_words, &window);
     Some(Event::Found {

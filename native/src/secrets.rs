@@ -15,7 +15,7 @@ use regex::Regex;
 
 use crate::text::{
     ascii_lower, char_classes, distinct, entropy_at_least, is_bytes_space, is_str_space, is_token,
-    Text,
+    run, Event, Text,
 };
 
 /// The keywords in `_KEYWORDS` order (findings come out in Python's order).
@@ -63,20 +63,6 @@ pub struct Rules {
     pub glued_prefixes: Vec<Vec<u8>>,
 }
 
-/// One outcome, in Python's order: a finding, or a keyword match for Python to decide.
-pub enum Event {
-    Found {
-        kind: &'static str,
-        start: usize,
-        end: usize,
-        confidence: f64,
-    },
-    Deferred {
-        keyword: usize,
-        start: usize,
-    },
-}
-
 pub fn find(text: &Text, rules: &Rules) -> Vec<Event> {
     let raw: &[u8] = &text.raw;
     let low = ascii_lower(raw);
@@ -95,9 +81,11 @@ pub fn find(text: &Text, rules: &Rules) -> Vec<Event> {
                     let outcome =
                         assignment(raw, &low, rules, *keyword, start, rest_end, end, &mut read);
                     if !text.ascii_between(read.lo, read.hi) {
-                        events.push(Event::Deferred {
-                            keyword: index,
+                        // the keyword's index: Python matches its pattern again
+                        events.push(Event::HandBack {
                             start,
+                            end: start,
+                            tag: index as i64,
                         });
                     } else if let Some(event) = outcome {
                         events.push(event);
@@ -173,16 +161,6 @@ fn match_keyword(low: &[u8], i: usize, keyword: Keyword) -> Option<(usize, usize
         Keyword::Key => tail(low, i + 3),
         Keyword::Authorization => tail(low, i + 13),
     }
-}
-
-/// How many of the (at most `max`) bytes from `j` satisfy `accept`: a possessive
-/// repetition.
-fn run(bytes: &[u8], j: usize, max: usize, accept: impl Fn(u8) -> bool) -> usize {
-    bytes[j.min(bytes.len())..]
-        .iter()
-        .take(max)
-        .take_while(|&&b| accept(b))
-        .count()
 }
 
 /// `_TAIL`: the rest of the identifier, closing quotes, the operator, spaces, and the

@@ -177,3 +177,36 @@ pub fn char_classes(value: &[u8]) -> u32 {
     let other = value.iter().any(|b| !b.is_ascii_alphanumeric());
     lower as u32 + upper as u32 + digit as u32 + other as u32
 }
+
+/// One outcome of a native detector, in the order Python produces its findings.
+pub enum Event {
+    /// decided here: a finding
+    Found {
+        kind: &'static str,
+        start: usize,
+        end: usize,
+        confidence: f64,
+    },
+    /// a candidate handed back for the Python code to decide; `tag` says which
+    /// keyword or pattern branch it came from (0 where there is one kind)
+    HandBack { start: usize, end: usize, tag: i64 },
+}
+
+/// How many (at most `max`) bytes from `i` satisfy `accept`: a possessive repetition.
+pub fn run(raw: &[u8], i: usize, max: usize, accept: impl Fn(u8) -> bool) -> usize {
+    raw[i.min(raw.len())..]
+        .iter()
+        .take(max)
+        .take_while(|&&b| accept(b))
+        .count()
+}
+
+/// How many (at most `max`) bytes before `i` satisfy `accept`.
+pub fn run_back(raw: &[u8], i: usize, max: usize, accept: impl Fn(u8) -> bool) -> usize {
+    raw[..i]
+        .iter()
+        .rev()
+        .take(max)
+        .take_while(|&&b| accept(b))
+        .count()
+}

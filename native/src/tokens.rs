@@ -8,19 +8,7 @@
 //! depends on Unicode rules; JWT candidates are handed back whole, because their
 //! check decodes base64 JSON (Python's `json` decides what a header is).
 
-use crate::text::{char_classes, entropy_at_least, Text, TOKEN};
-
-pub enum Event {
-    Found {
-        kind: &'static str,
-        start: usize,
-        end: usize,
-        confidence: f64,
-    },
-    Jwt {
-        start: usize,
-    },
-}
+use crate::text::{char_classes, entropy_at_least, run, Event, Text, TOKEN};
 
 /// What stays defined in Python: `_context.HEAD_FIRST_CHARS` and `_tokens._SK_PREFIXES`.
 pub struct Rules {
@@ -34,15 +22,6 @@ fn alnum(b: u8) -> bool {
 /// `[A-Za-z0-9_\-]`
 fn url_safe(b: u8) -> bool {
     b.is_ascii_alphanumeric() || b == b'_' || b == b'-'
-}
-
-/// How many (at most `max`) characters from `i` satisfy `accept`.
-fn run(raw: &[u8], i: usize, max: usize, accept: impl Fn(u8) -> bool) -> usize {
-    raw[i.min(raw.len())..]
-        .iter()
-        .take(max)
-        .take_while(|&&b| accept(b))
-        .count()
 }
 
 /// `(?!class)` at `i`
@@ -84,7 +63,11 @@ fn dispatch(raw: &[u8], start: usize, rules: &Rules, events: &mut Vec<Event>) {
         confidence,
     };
     let event = match &raw[start..start + 3] {
-        b"eyJ" => Some(Event::Jwt { start }),
+        b"eyJ" => Some(Event::HandBack {
+            start,
+            end: start,
+            tag: 0,
+        }),
         b"AKI" | b"ASI" => return aws(raw, start, events),
         b"ghp" | b"gho" | b"ghu" | b"ghs" | b"ghr" | b"git" => {
             github(raw, start).map(|(end, c)| found("github_token", end, c))
