@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import random
+import threading
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 
@@ -290,6 +291,27 @@ def test_random_text_gives_the_same_findings() -> None:
     for text in _random_texts(seed=2026, count=4000):
         found += len(_assert_same(text))
     assert found > 1000  # the text is dense with candidates, not trivially clean
+
+
+def test_threads_sharing_the_native_scanners_get_the_same_findings() -> None:
+    """The scanner is shared by every thread of a client and the native part runs
+    without the interpreter lock: eight threads scanning at once find what one does."""
+    texts = [" ".join(EDGE_CASES[i::5]) for i in range(5)]
+    expected = [Scanner(native=False).scan(text) for text in texts]
+    scanner = Scanner()
+    results: list[list[bool]] = []
+
+    def work() -> None:
+        pairs = list(zip(texts, expected, strict=True))
+        results.append([scanner.scan(text) == want for _ in range(20) for text, want in pairs])
+
+    threads = [threading.Thread(target=work) for _ in range(8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert len(results) == 8
+    assert all(all(row) for row in results)
 
 
 def test_a_disagreement_falls_back_to_the_reference() -> None:
