@@ -96,7 +96,52 @@ pub fn find(text: &Text, rules: &Rules) -> Vec<Event> {
             }
         }
     }
+    url_credentials(text, rules, &mut events);
     events
+}
+
+/// The tag of a URL-credential candidate handed back (after the keywords' indexes).
+const URL_TAG: i64 = KEYWORDS.len() as i64;
+
+/// `_url_credentials`: `://user:password@` with a password worth reporting.
+/// `_URL_CREDENTIAL` is `://(?P<user>[A-Za-z0-9._%~!$&*+=\-]{0,64}+):(?P<pw>[^\s:/@"'<>]{1,128}+)@`;
+/// neither group can hold `/`, so the next `://` is searched from the next character
+/// whether this one matched or not (as `literal_hits` does).
+fn url_credentials(text: &Text, rules: &Rules, events: &mut Vec<Event>) {
+    let raw: &[u8] = &text.raw;
+    let user_char = |b: u8| b.is_ascii_alphanumeric() || b"._%~!$&*+=-".contains(&b);
+    let pw_char = |b: u8| !(is_str_space(b) || b":/@\"'<>".contains(&b));
+    for at in memmem::find_iter(raw, b"://") {
+        let user = at + 3 + run(raw, at + 3, 64, user_char);
+        if raw.get(user) != Some(&b':') {
+            continue;
+        }
+        let pw_start = user + 1;
+        let pw_end = pw_start + run(raw, pw_start, 128, pw_char);
+        // a non-ASCII character may be Unicode whitespace, which ends the password
+        if !text.ascii_between(pw_start, pw_end + 1) {
+            events.push(Event::HandBack {
+                start: at,
+                end: at,
+                tag: URL_TAG,
+            });
+            continue;
+        }
+        if pw_end == pw_start || raw.get(pw_end) != Some(&b'@') {
+            continue;
+        }
+        let Ok(value) = std::str::from_utf8(&raw[pw_start..pw_end]) else {
+            continue; // not reached: the range is ASCII
+        };
+        if !rules.placeholder.is_match(value) && password_value(value.as_bytes()) {
+            events.push(Event::Found {
+                kind: "secret",
+                start: pw_start,
+                end: pw_end,
+                confidence: 0.8,
+            });
+        }
+    }
 }
 
 // ------------------------------------------------------------ key names ---

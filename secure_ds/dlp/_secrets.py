@@ -211,9 +211,15 @@ def aws_secret_shape(value: str) -> bool:
 def find_secrets(ctx: Context) -> Iterator[Finding]:
     """Values assigned to password/secret/token/key names, and URL passwords."""
     rows = ctx.native_rows(_native_secrets)
-    yield from _key_names(ctx) if rows is None else _key_names_native(ctx, rows)
+    yield from _secrets(ctx) if rows is None else _secrets_native(ctx, rows)
+
+
+def _secrets(ctx: Context) -> list[Finding]:
+    """``find_secrets`` in Python: the reference the native scanner follows."""
+    found = _key_names(ctx)
     if "://" in ctx.text:
-        yield from _url_credentials(ctx)
+        found.extend(_url_credentials(ctx))
+    return found
 
 
 def _key_names(ctx: Context) -> list[Finding]:
@@ -247,23 +253,29 @@ def _native_secrets() -> SecretScanner | None:
     )
 
 
-def _key_names_native(ctx: Context, rows: Iterable[NativeRow]) -> list[Finding]:
-    """``_key_names``, the same findings in the same order, from the native scanner.
+def _secrets_native(ctx: Context, rows: Iterable[NativeRow]) -> list[Finding]:
+    """``_secrets``, the same findings in the same order, from the native scanner.
 
     It decides every candidate whose decision reads only ASCII characters and hands
-    back the rest (a non-ASCII character near the key name or in the value, whose
-    case or whitespace-ness Python decides by Unicode rules), decided here.
+    back the rest (a non-ASCII character near the key name, in the value or in a URL's
+    password, whose case or whitespace-ness Python decides by Unicode rules), decided
+    here with the Python code.
     """
+    text = ctx.text
     found: list[Finding] = []
-    for kind, start, end, confidence, keyword_index in rows:
+    for kind, start, end, confidence, tag in rows:
         if kind is not None:
             found.append(Finding(kind, start, end, confidence, kind))
             continue
-        keyword, pattern = _KEYWORDS[keyword_index]
-        m = pattern.match(ctx.low, start)
-        if m is None:  # cannot happen unless the two disagree: the reference decides
-            return _key_names(ctx)
-        finding = _assignment(ctx.text, ctx.low, ctx.heads, keyword, m)
+        if tag == len(_KEYWORDS):  # a URL's credentials
+            url = _URL_CREDENTIAL.match(text, start)
+            finding = None if url is None else _url_credential(url)
+        else:
+            keyword, pattern = _KEYWORDS[tag]
+            m = pattern.match(ctx.low, start)
+            if m is None:  # cannot happen unless the two disagree: the reference decides
+                return _secrets(ctx)
+            finding = _assignment(text, ctx.low, ctx.heads, keyword, m)
         if finding is not None:
             found.append(finding)
     return found
@@ -371,7 +383,13 @@ _URL_CREDENTIAL = re.compile(
 
 def _url_credentials(ctx: Context) -> Iterator[Finding]:
     for m in literal_hits(ctx.text, "://", _URL_CREDENTIAL):
-        value = m.group("pw")
-        if _PLACEHOLDER.fullmatch(value) or not _password_value(value):
-            continue
-        yield Finding("secret", m.start("pw"), m.end("pw"), 0.8, "secret")
+        finding = _url_credential(m)
+        if finding is not None:
+            yield finding
+
+
+def _url_credential(m: re.Match[str]) -> Finding | None:
+    value = m.group("pw")
+    if _PLACEHOLDER.fullmatch(value) or not _password_value(value):
+        return None
+    return Finding("secret", m.start("pw"), m.end("pw"), 0.8, "secret")

@@ -1,8 +1,8 @@
 """The native DLP fast paths find exactly what the Python detectors find.
 
 ``secure_ds._native`` (Rust, ``native/``) implements ``find_numbers``, ``find_tokens``,
-``find_emails``, ``find_ibans``, the candidate search of ``find_ipv6`` and the key-name
-half of ``find_secrets``; the Python functions stay the reference. These tests run
+``find_emails``, ``find_ibans``, ``find_secrets`` and the candidate search of
+``find_ipv6``; the Python functions stay the reference. These tests run
 both over the evaluation corpus, hand-picked edge cases (the places where Unicode
 rules or regex backtracking could make them differ) and seeded random text, and
 require the same findings in the same order. With ``SECURE_DS_REQUIRE_SERVICES=1``
@@ -178,6 +178,11 @@ EDGE_CASES = [
     "aws_secret_access_key = " + rand(ALNUM + "/+", 40, seed=3),
     "secret: '" + "x" * 300 + "'",
     "token=" + rand(ALNUM, 600, seed=4),
+    # URL credentials: the password's characters and length, placeholders, Unicode
+    "postgres://app:Zq7!wLx9#pR2@db.internal:5432/x https://user:hunter2@host/",
+    "https://admin:changeme@h https://u:${PW}@h https://u:<pw>@h https://:s3cr3tPW99@h",
+    "https://u:" + "x1" * 70 + "@h https://u:pw@@h https://u:p/w@h ftp://u:p w@h",
+    "https://u:s3cr3t\u00e9PW@h https://u:s3cr3t\u00a0PW@h https://\u00fc:s3cr3tPW@h",
     # e-mail: local part, URL credentials, TLD and label rules, what follows
     "mail bob@example.com, .a.b-c+d@mail.co.uk; x..y@a.com a.@b.com -a@b.io",
     "https://user:pw@host.example.com/ and https://x.org/ bob@example.com",
@@ -275,6 +280,7 @@ _PIECES = [
     _jwt_like(seed=31),
     *["AKIA", "gh" + "p_", "s" + "k-", "xox" + "b-", "h" + "f_", "S" + "G.", "ey" + "J"],
     *["bob@example.com", "a.b@mail.co.uk", "@", "x@y", "https://", "://", "a@b.png"],
+    *["user:", "Zq7!wLx9#pR2@", "s3cr3t99@db.example.com", "changeme@", "${PW}@", "p@ss"],
     *["DE89 3704 0044 0532 0130 00", "GB82WEST12345698765432", "NL91ABNA0417164300", "AB12"],
     *["2001:db8::1", "::1", "::", "fe80::1", "00:1a:2b:3c:4d:5e", "::ffff:192.0.2.1", "a:b:c:d:"],
 ]
@@ -320,9 +326,9 @@ def test_a_disagreement_falls_back_to_the_reference() -> None:
 
     confused: list[NativeRow] = [("secret", 0, 3, 0.75, -1), (None, 4, 4, 0.0, 0)]  # no "pass" at 4
     text = "one two password = 'Zq7!wLx9#pR2'"
-    expected = _secrets._key_names(Context(text))
+    expected = _secrets._secrets(Context(text))
     assert expected  # the reference finds the password
-    assert _secrets._key_names_native(Context(text), confused) == expected
+    assert _secrets._secrets_native(Context(text), confused) == expected
 
 
 def test_text_that_is_not_valid_unicode_is_scanned_in_python() -> None:
