@@ -89,7 +89,7 @@ fn compile(name: &str, pattern: &str) -> PyResult<Regex> {
     Regex::new(pattern).map_err(|e| PyValueError::new_err(format!("{name}: {e}")))
 }
 
-/// The key-name half of `_secrets.find_secrets`, with `_secrets`'s word lists.
+/// `_secrets.find_secrets` (key names and URL passwords), with `_secrets`'s word lists.
 #[pyclass(frozen, module = "secure_ds._native")]
 struct SecretScanner {
     rules: secrets::Rules,

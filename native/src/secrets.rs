@@ -1,4 +1,4 @@
-//! `secure_ds.dlp._secrets.find_secrets`'s key-name search, natively.
+//! `secure_ds.dlp._secrets.find_secrets`, natively: key names and URL passwords.
 //!
 //! The Python module is the reference: this file follows `_KEYWORDS`/`_TAIL`
 //! (hand-written here, because they need look-arounds and possessive repetitions the
