@@ -85,10 +85,24 @@ def test_a_good_configuration_passes(sandbox_env: dict[str, str]) -> None:
         "clock": "pass",
         "audit": "pass",
         "policy": "skip",
+        "dlp": "pass",
     }, report.checks
     assert report.ok
     assert "bound to the client certificate" in report.get("token").detail
     assert "TLSv1.3" in report.get("endpoint").detail
+
+
+def test_a_scanner_without_its_native_part_warns(
+    sandbox_env: dict[str, str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from secure_ds.dlp import _native
+
+    monkeypatch.setattr(_native, "native_module", None)  # as if built without Rust
+    report = diagnose(sandbox_env)
+    assert report.status_of("dlp") == "warn"
+    assert "rustup.rs" in report.get("dlp").fix
+    assert report.ok  # a warning: the Python detectors find the same
+    assert diagnose({**sandbox_env, "SECURE_DS_DLP": "off"}).status_of("dlp") == "skip"
 
 
 def test_the_policy_folder_is_loaded(sandbox_env: dict[str, str]) -> None:
