@@ -112,27 +112,34 @@ fn aws(raw: &[u8], start: usize, events: &mut Vec<Event>) {
         end,
         confidence: if base32 { 0.95 } else { 0.75 },
     });
-    // search(text, end, min(len, end + 160)): the look-behind sees before `end`, the
-    // look-ahead nothing at or after the search's end
+    // search(text, end, min(len, end + 160)) for
+    // (?<![A-Za-z0-9/+])[A-Za-z0-9/+]{40}(?![A-Za-z0-9/+=]): the look-behind sees before
+    // `end`, the look-ahead nothing at or after the search's end. So a match is a run of
+    // exactly 40 such characters (cut at the search's end) not followed by "=": one
+    // pass over the runs, the leftmost that fits.
     let limit = raw.len().min(end + 160);
     let b64 = |b: u8| b.is_ascii_alphanumeric() || b == b'/' || b == b'+';
     let mut p = end;
-    while p + 40 <= limit {
-        let ok = !b64(raw[p - 1])
-            && raw[p..p + 40].iter().all(|&b| b64(b))
-            && (p + 40 == limit || !(b64(raw[p + 40]) || raw[p + 40] == b'='));
-        if ok {
-            if crate::secrets::aws_secret_shape(&raw[p..p + 40]) {
+    while p < limit {
+        let length = run(raw, p, limit - p, b64);
+        if length == 0 {
+            p += 1;
+            continue;
+        }
+        let starts_run = !b64(raw[p - 1]);
+        let tail = p + length;
+        if starts_run && length == 40 && (tail == limit || raw[tail] != b'=') {
+            if crate::secrets::aws_secret_shape(&raw[p..tail]) {
                 events.push(Event::Found {
                     kind: "aws_secret_key",
                     start: p,
-                    end: p + 40,
+                    end: tail,
                     confidence: 0.85,
                 });
             }
             return;
         }
-        p += 1;
+        p = tail;
     }
 }
 
