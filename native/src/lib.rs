@@ -116,7 +116,8 @@ impl SecretScanner {
         })
     }
 
-    /// Findings and deferred keyword matches, in the order Python produces them.
+    /// Findings and candidates handed back (tag: the keyword, or the URL tag), in the
+    /// order Python produces them.
     fn scan<'py>(
         &self,
         py: Python<'py>,
@@ -162,7 +163,7 @@ impl NumberScanner {
         })
     }
 
-    /// Findings and deferred candidates (branch index), in Python's order.
+    /// Findings and candidates handed back (tag: the pattern branch), in Python's order.
     fn scan<'py>(
         &self,
         py: Python<'py>,

@@ -10,7 +10,7 @@
 //! and `_VERSION_BEFORE` come from the Python module.
 //!
 //! A candidate whose validation would read a context window that is not ASCII is
-//! returned as deferred, and Python decides it.
+//! handed back, and Python decides it.
 
 use memchr::memmem;
 use regex::Regex;
@@ -373,7 +373,7 @@ fn validate(text: &Text, rules: &Rules, branch: Branch, start: usize, end: usize
             confidence,
         })
     };
-    let deferred = hand_back(branch, start, end);
+    let back = hand_back(branch, start, end);
     let digits: Vec<u8> = value.iter().copied().filter(u8::is_ascii_digit).collect();
     match branch {
         Branch::Card { .. } => {
@@ -385,7 +385,7 @@ fn validate(text: &Text, rules: &Rules, branch: Branch, start: usize, end: usize
             }
             // no separators: could be any long identifier, so look at the words before it
             let Some(window) = before(text, start, 32) else {
-                return deferred;
+                return back;
             };
             let card_word = has_any(&rules.card_words, &window);
             if !card_word && has_any(&rules.id_words, &window) {
@@ -405,7 +405,7 @@ fn validate(text: &Text, rules: &Rules, branch: Branch, start: usize, end: usize
             }
             if value.contains(&b' ') {
                 let Some(window) = before(text, start, 40) else {
-                    return deferred;
+                    return back;
                 };
                 if !has_any(&rules.phone_words, &window) {
                     return None;
@@ -418,7 +418,7 @@ fn validate(text: &Text, rules: &Rules, branch: Branch, start: usize, end: usize
                 return None;
             }
             let Some(window) = before(text, start, 24) else {
-                return deferred;
+                return back;
             };
             let hint = ["ver", "re", "build", "agent"]
                 .iter()
@@ -440,7 +440,7 @@ fn validate(text: &Text, rules: &Rules, branch: Branch, start: usize, end: usize
             }
             if digits.len() == 10 && nanp_valid(&digits) {
                 let Some(window) = before(text, start, 40) else {
-                    return deferred;
+                    return back;
                 };
                 if has_any(&rules.phone_words, &window) {
                     return found("phone", 0.8);

@@ -7,8 +7,8 @@
 //! lists (`_NAME_BLOCK` ...) and the placeholder pattern come from the Python module
 //! at start-up, so they exist once.
 //!
-//! A candidate whose decision would read a non-ASCII character is returned as
-//! deferred, and Python decides it.
+//! A candidate whose decision would read a non-ASCII character is handed back, and
+//! Python decides it.
 
 use memchr::memmem;
 use regex::Regex;
@@ -309,7 +309,7 @@ fn assignment(
         }
     }
     // a character before the keyword that is not ASCII may be a lower-case letter
-    // for Python: `read.lo` covers it, and the caller defers
+    // for Python: `read.lo` covers it, and the caller hands it back
     let floor = kw_start.saturating_sub(40);
     let ident_start = (floor + 1..=kw_start)
         .rev()
