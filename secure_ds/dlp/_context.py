@@ -27,10 +27,9 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable, Iterator
-from typing import TYPE_CHECKING, Any, AnyStr, Protocol
+from typing import Any, AnyStr, Protocol
 
-if TYPE_CHECKING:
-    from secure_ds._native import ScanText
+from ._native import ScanText
 
 #: a native scanner's row: (kind, or None for a candidate handed back; start; end;
 #: confidence; which keyword or pattern branch a handed-back candidate came from)
@@ -159,8 +158,6 @@ class Context:
         if scanner is None:
             return None
         if self._native_text is None:
-            from secure_ds._native import ScanText  # only where the extension was built
-
             try:
                 self._native_text = ScanText(self.text)
             except UnicodeEncodeError:

@@ -17,6 +17,7 @@ __all__ = [
     "IbanScanner",
     "Ipv6Scanner",
     "NumberScanner",
+    "ScanText",
     "SecretScanner",
     "TokenScanner",
     "available",
@@ -31,12 +32,13 @@ try:
         IbanScanner,
         Ipv6Scanner,
         NumberScanner,
+        ScanText,
         SecretScanner,
         TokenScanner,
     )
 except ImportError:  # built without a Rust toolchain: the Python detectors run
     native_module = None
-    NumberScanner = SecretScanner = TokenScanner = None  # type: ignore[assignment,misc]
+    NumberScanner = SecretScanner = TokenScanner = ScanText = None  # type: ignore[assignment,misc]
     EmailScanner = IbanScanner = Ipv6Scanner = None  # type: ignore[assignment,misc]
 
 
