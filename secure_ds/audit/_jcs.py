@@ -19,7 +19,8 @@ before) and keeps a pure-Python encoder for values where the two could differ:
   that *could* be one of those (``\\d.0`` followed by a delimiter, ``\\de[+-]``, a
   non-BMP character), even inside a string, the slow path runs instead. And orjson
   writes NaN and infinities as ``null`` where JCS refuses them, so a value whose
-  output holds ``null`` is searched for a non-finite float (~10 µs for an audit record);
+  output holds ``null`` is searched for a non-finite float (~12 µs for an audit record
+  in Python, ~1 µs in Rust: both checks run in ``secure_ds._native`` when it is built);
 * slow path: a recursive encoder that formats numbers with ECMAScript's algorithm.
 
 What the two paths accept is the same: JSON values built from dict, list, tuple, str,

@@ -108,6 +108,9 @@ _GLUED_PREFIXES = (
     "app", "master", "admin", "root", "service", "bot", "github", "slack", "npm",
     "session", "csrf", "refresh", "id", "mysql", "redis", "smtp", "mail", "ldap", "keystore",
 )  # fmt: skip
+# Compiled by the regex crate too (secure_ds._native): hence ``\#`` in the class, which
+# Python reads as "#" and the regex crate's verbose mode would otherwise take for a
+# comment.
 _PLACEHOLDER = re.compile(
     r"""(?ix)
     \$\{?[A-Za-z_][A-Za-z0-9_.\-]*\}?
