@@ -21,8 +21,9 @@ What it holds, and why that is safe to keep in memory:
 A hit returns the result the scanner gave for an identical text (identical up to a
 BLAKE2b collision); the tests hold the cached and the uncached stage to the same
 records and the same redactions. A lookup costs ~3 µs here, a scan ~30 µs for a few
-words and ~80 µs for 1 KB of dense text (with the native fast paths); texts under ``min_chars`` (a word or two:
-"ok", "thanks") are scanned every time rather than fill the cache. The cache keeps the
+words and ~80 µs for 1 KB of dense text (with the native fast paths); texts under
+``min_chars`` (a word or two: "ok", "thanks") are scanned every time rather than fill
+the cache. The cache keeps the
 most recently used ``max_entries`` results (LRU), and at most ``max_findings`` findings
 in all (~80 bytes each: 200,000 are ~16 MB), so pasted logs full of addresses cannot
 grow it without bound; a result with more findings than that is not kept.
