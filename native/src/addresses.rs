@@ -10,11 +10,11 @@ use std::collections::HashMap;
 
 use memchr::memchr_iter;
 
-use crate::text::{is_str_space, run, run_back, Event, Text};
+use crate::text::{is_str_space, run, run_back, Event, Text, WORD};
 
 /// `[A-Za-z0-9_]`
 fn word(b: u8) -> bool {
-    b.is_ascii_alphanumeric() || b == b'_'
+    WORD[b as usize]
 }
 
 // ----------------------------------------------------------------- email ---
@@ -210,18 +210,6 @@ pub fn find_ibans(text: &Text, rules: &IbanRules) -> Vec<Event> {
     }
     events
 }
-
-/// `word` as a table, for the loops that visit every character.
-static WORD: [bool; 256] = {
-    let mut table = [false; 256];
-    let mut b = 0;
-    while b < 256 {
-        let c = b as u8;
-        table[b] = c.is_ascii_alphanumeric() || c == b'_';
-        b += 1;
-    }
-    table
-};
 
 /// The country's exact length from the match, the word boundary, and mod 97.
 #[inline(never)] // out of the loop over every character (see tokens::dispatch)

@@ -92,7 +92,7 @@ impl View<'_> {
         if self.skeleton {
             matches!(c, b'1' | b'a' | b'A')
         } else {
-            c.is_ascii_alphanumeric() || c == b'_'
+            crate::text::WORD[c as usize]
         }
     }
     fn digits(&self, i: usize, n: usize) -> bool {

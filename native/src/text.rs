@@ -97,6 +97,18 @@ pub static TOKEN: [bool; 256] = {
     table
 };
 
+/// `[A-Za-z0-9_]` (a regex `W`, `_WORD` in Python) as a table.
+pub static WORD: [bool; 256] = {
+    let mut table = [false; 256];
+    let mut b = 0;
+    while b < 256 {
+        let c = b as u8;
+        table[b] = c.is_ascii_alphanumeric() || c == b'_';
+        b += 1;
+    }
+    table
+};
+
 /// `c * log2(c)` for c = 0..=4096, as `_validators._C_LOG_C` tabulates it.
 fn c_log_c(c: usize) -> f64 {
     if c == 0 {
