@@ -7,16 +7,22 @@
 //! Rust toolchain is present) and the Python code otherwise.
 
 use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
 
-use pyo3::exceptions::PyValueError;
+use pyo3::exceptions::{PyOSError, PyValueError};
 use pyo3::prelude::*;
-use pyo3::types::{PyList, PyString};
+use pyo3::pybacked::PyBackedBytes;
+use pyo3::types::{PyBytes, PyList, PyString};
 use regex::Regex;
 
 mod addresses;
+mod audit;
+mod committer;
 mod jcs;
 mod numbers;
 mod secrets;
+mod sync;
 mod text;
 mod tokens;
 
@@ -292,6 +298,327 @@ fn orjson_agrees(out: &[u8]) -> bool {
     jcs::orjson_agrees(out)
 }
 
+/// An Ed25519 key that signs audit records: `_signing.SoftwareSigner`'s key, whose
+/// signatures these are byte for byte (Ed25519 is deterministic).
+#[pyclass(frozen, module = "secure_ds._native")]
+struct RecordSigner {
+    key: Arc<audit::RecordKey>,
+}
+
+#[pymethods]
+impl RecordSigner {
+    /// From the key's 32-byte seed (RFC 8032 private key).
+    #[new]
+    fn new(seed: &[u8]) -> PyResult<Self> {
+        let key = audit::RecordKey::from_seed(seed)
+            .ok_or_else(|| PyValueError::new_err("an Ed25519 seed is 32 bytes"))?;
+        Ok(RecordSigner { key: Arc::new(key) })
+    }
+
+    /// The raw 32-byte public key.
+    fn public_key<'py>(&self, py: Python<'py>) -> Bound<'py, PyBytes> {
+        PyBytes::new(py, &self.key.public_key())
+    }
+
+    fn sign<'py>(&self, py: Python<'py>, message: &[u8]) -> Bound<'py, PyBytes> {
+        PyBytes::new(py, &self.key.sign(message))
+    }
+
+    /// `_log.AuditLog._commit`'s loop over a batch: the lines of `bodies` as records
+    /// `index`, `index + 1`, ... chained from `prev`, and their leaf hashes (32 bytes
+    /// each, concatenated). Runs without the interpreter lock.
+    fn commit<'py>(
+        &self,
+        py: Python<'py>,
+        key_id: &str,
+        index: u64,
+        prev: &[u8],
+        bodies: Vec<PyBackedBytes>,
+    ) -> PyResult<(Bound<'py, PyBytes>, Bound<'py, PyBytes>)> {
+        let prev = check_batch(key_id, prev, &bodies)?;
+        let batch = py.detach(|| {
+            let slices: Vec<&[u8]> = bodies.iter().map(|b| &b[..]).collect();
+            audit::commit(&self.key, "ed25519", key_id, index, &prev, &slices)
+        });
+        Ok((
+            PyBytes::new(py, &batch.lines),
+            PyBytes::new(py, &batch.hashes),
+        ))
+    }
+}
+
+/// The arguments' shape, checked before any byte is signed: the key id as records
+/// carry it, a 32-byte leaf hash, canonical JSON objects.
+fn check_batch(key_id: &str, prev: &[u8], bodies: &[PyBackedBytes]) -> PyResult<[u8; 32]> {
+    if key_id.len() != 16
+        || !key_id
+            .bytes()
+            .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+    {
+        return Err(PyValueError::new_err("a key id is 16 lowercase hex digits"));
+    }
+    for body in bodies {
+        if body.len() < 2 || body[0] != b'{' || body[body.len() - 1] != b'}' {
+            return Err(PyValueError::new_err(
+                "a record body is a canonical JSON object",
+            ));
+        }
+    }
+    prev.try_into()
+        .map_err(|_| PyValueError::new_err("prev is a 32-byte leaf hash"))
+}
+
+/// `_log.AuditLog`'s group commit (`fsync="always"`): a thread of its own fsyncs the
+/// log back to back while written bytes are unsynced (`sync.rs`).
+#[pyclass(frozen, module = "secure_ds._native")]
+struct GroupSync {
+    syncer: Arc<sync::Syncer>,
+    thread: Mutex<Option<JoinHandle<()>>>,
+}
+
+#[pymethods]
+impl GroupSync {
+    /// Starts the thread. `fd`: the log (owned by the caller, open until `close`);
+    /// `side_fd`: the side file `<log>.synced` (owned from now on), with the log's
+    /// device and inode numbers.
+    #[new]
+    #[pyo3(signature = (fd, side_fd, dev, ino))]
+    fn new(fd: i32, side_fd: Option<i32>, dev: u64, ino: u64) -> PyResult<Self> {
+        let syncer = Arc::new(sync::Syncer::new(fd, side_fd, dev, ino));
+        let thread = sync::spawn(syncer.clone())?;
+        Ok(GroupSync {
+            syncer,
+            thread: Mutex::new(Some(thread)),
+        })
+    }
+
+    /// Returns once the log's bytes below `end` (written, whole lines) are fsynced;
+    /// OSError when an fsync failed (this one or an earlier one). Waits without the
+    /// interpreter lock.
+    fn wait(&self, py: Python<'_>, end: u64) -> PyResult<()> {
+        py.detach(|| self.syncer.wait(end))
+            .map_err(os_error)
+    }
+
+    /// (fsyncs this process ran (others' covered the rest), seconds spent in them,
+    /// seconds spent gathering records before them)
+    fn stats(&self) -> (u64, f64, f64) {
+        self.syncer.stats()
+    }
+
+    /// Stops and joins the thread (once what was written is synced) and closes the
+    /// side file; a later `wait` beyond the synced bytes gets ECANCELED.
+    fn close(&self, py: Python<'_>) {
+        self.syncer.stop();
+        let thread = self.thread.lock().unwrap_or_else(|e| e.into_inner()).take();
+        if let Some(thread) = thread {
+            py.detach(|| {
+                let _ = thread.join();
+            });
+        }
+        self.syncer.close_side();
+    }
+}
+
+impl Drop for GroupSync {
+    fn drop(&mut self) {
+        self.syncer.stop(); // the thread ends on its own; close() also joins it
+    }
+}
+
+/// `OSError(errno, strerror)`, as `os` functions raise it (the errno's subclass, and
+/// `.errno`/`.strerror` set, which the log's error messages name).
+fn os_error(errno: i32) -> PyErr {
+    // strerror's text for the errno, as Python's os.strerror gives it
+    let text = unsafe { std::ffi::CStr::from_ptr(libc::strerror(errno)) }
+        .to_string_lossy()
+        .into_owned();
+    PyOSError::new_err((errno, text))
+}
+
+fn outcome(py: Python<'_>, seq: u64, outcome: committer::Outcome) -> PyResult<Option<u64>> {
+    let _ = py;
+    match outcome {
+        committer::Outcome::Done => Ok(None),
+        committer::Outcome::HandBack => Ok(Some(seq)),
+        committer::Outcome::Failed(committer::Failure::Os(e)) => {
+            Err(os_error(e))
+        }
+        committer::Outcome::Failed(committer::Failure::Python) | committer::Outcome::Closed => {
+            Err(os_error(libc::ECANCELED))
+        }
+    }
+}
+
+/// `_log.AuditLog`'s append path with a software Ed25519 key: a committer thread
+/// chains, signs and writes queued records without the interpreter lock, and hands
+/// the rare batch back to Python (`committer.rs`).
+#[pyclass(frozen, module = "secure_ds._native")]
+struct Committer {
+    inner: Arc<committer::Committer>,
+    thread: Mutex<Option<JoinHandle<()>>>,
+}
+
+#[pymethods]
+impl Committer {
+    /// Starts the thread, continuing the chain (`index`, `prev`, `end`: the tree size,
+    /// the newest leaf hash and the file size this writer has read; `sealed`: the newest
+    /// checkpoint's tree size). `fd` stays the caller's, open until `close`.
+    #[new]
+    #[allow(clippy::too_many_arguments)]
+    #[pyo3(signature = (fd, signer, key_id, checkpoint_every, index, prev, end, sealed, group))]
+    fn new(
+        fd: i32,
+        signer: PyRef<'_, RecordSigner>,
+        key_id: &str,
+        checkpoint_every: u64,
+        index: u64,
+        prev: &[u8],
+        end: u64,
+        sealed: u64,
+        group: Option<PyRef<'_, GroupSync>>,
+    ) -> PyResult<Self> {
+        let prev = check_batch(key_id, prev, &[])?;
+        let inner = Arc::new(committer::Committer::new(
+            fd,
+            signer.key.clone(),
+            key_id.to_owned(),
+            checkpoint_every.max(1),
+            committer::Chain {
+                index,
+                prev,
+                end,
+                sealed,
+            },
+            group.map(|g| g.syncer.clone()),
+        ));
+        let runner = inner.clone();
+        let thread = std::thread::Builder::new()
+            .name("secure-ds-audit-commit".into())
+            .spawn(move || runner.run())?;
+        Ok(Committer {
+            inner,
+            thread: Mutex::new(Some(thread)),
+        })
+    }
+
+    /// Queues `body` (a canonical JSON object) and waits, without the interpreter
+    /// lock, until it is written (and synced, with a group): None. Or the record's
+    /// number, when Python must commit the queue first (`pause(True)`, `_commit`,
+    /// `resume`), then `wait` for it. OSError: the log failed or closed.
+    fn append(&self, py: Python<'_>, body: &[u8]) -> PyResult<Option<u64>> {
+        if body.len() < 2 || body[0] != b'{' || body[body.len() - 1] != b'}' {
+            return Err(PyValueError::new_err(
+                "a record body is a canonical JSON object",
+            ));
+        }
+        let body = body.to_vec();
+        let (seq, result) = py.detach(|| self.inner.append(body));
+        outcome(py, seq, result)
+    }
+
+    /// `append`'s wait, again, after a hand-back.
+    fn wait(&self, py: Python<'_>, seq: u64) -> PyResult<Option<u64>> {
+        let result = py.detach(|| self.inner.wait(seq));
+        outcome(py, seq, result)
+    }
+
+    /// Stops the committer between batches: (tree size, newest leaf hash, file size,
+    /// leaf hashes written since the last pause, the queued bodies if `take`, the
+    /// last of their numbers).
+    #[allow(clippy::type_complexity)]
+    fn pause<'py>(
+        &self,
+        py: Python<'py>,
+        take: bool,
+    ) -> (
+        u64,
+        Bound<'py, PyBytes>,
+        u64,
+        Bound<'py, PyBytes>,
+        Vec<Bound<'py, PyBytes>>,
+        Option<u64>,
+    ) {
+        let paused = py.detach(|| self.inner.pause(take));
+        (
+            paused.chain.index,
+            PyBytes::new(py, &paused.chain.prev),
+            paused.chain.end,
+            PyBytes::new(py, &paused.new_hashes),
+            paused.bodies.iter().map(|b| PyBytes::new(py, b)).collect(),
+            paused.last_seq,
+        )
+    }
+
+    /// Continues from the chain Python leaves; `written_through`: the last record of a
+    /// taken queue (now in the file).
+    #[pyo3(signature = (index, prev, end, sealed, written_through=None))]
+    fn resume(
+        &self,
+        index: u64,
+        prev: &[u8],
+        end: u64,
+        sealed: u64,
+        written_through: Option<u64>,
+    ) -> PyResult<()> {
+        let prev: [u8; 32] = prev
+            .try_into()
+            .map_err(|_| PyValueError::new_err("prev is a 32-byte leaf hash"))?;
+        self.inner.resume(
+            committer::Chain {
+                index,
+                prev,
+                end,
+                sealed,
+            },
+            written_through,
+        );
+        Ok(())
+    }
+
+    /// Signs with `signer` (key id `key_id`) from now on, or hands every batch back
+    /// (None); while paused.
+    #[pyo3(signature = (signer, key_id))]
+    fn set_signer(&self, signer: Option<PyRef<'_, RecordSigner>>, key_id: &str) -> PyResult<()> {
+        check_batch(key_id, &[0; 32], &[])?;
+        self.inner
+            .set_key(signer.map(|s| (s.key.clone(), key_id.to_owned())));
+        Ok(())
+    }
+
+    /// Python failed the log: every waiting and later append fails.
+    fn fail(&self) {
+        self.inner.fail();
+    }
+
+    /// Seconds since the oldest record written here that no checkpoint covers, or None.
+    fn unsealed_age(&self) -> Option<f64> {
+        self.inner.unsealed_age()
+    }
+
+    /// The tree size as far as this writer has written or read.
+    fn size(&self) -> u64 {
+        self.inner.size()
+    }
+
+    /// Stops and joins the thread; appends not yet written fail.
+    fn close(&self, py: Python<'_>) {
+        self.inner.stop();
+        let thread = self.thread.lock().unwrap_or_else(|e| e.into_inner()).take();
+        if let Some(thread) = thread {
+            py.detach(|| {
+                let _ = thread.join();
+            });
+        }
+    }
+}
+
+impl Drop for Committer {
+    fn drop(&mut self) {
+        self.inner.stop();
+    }
+}
+
 #[pymodule]
 fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(has_non_finite, m)?)?;
@@ -303,5 +630,8 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<EmailScanner>()?;
     m.add_class::<IbanScanner>()?;
     m.add_class::<Ipv6Scanner>()?;
+    m.add_class::<RecordSigner>()?;
+    m.add_class::<GroupSync>()?;
+    m.add_class::<Committer>()?;
     Ok(())
 }

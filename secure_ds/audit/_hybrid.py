@@ -27,9 +27,13 @@ SPKI's algorithm identifier keeps the two apart).
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from ..errors import AuditError
 from ._signing import HAVE_MLDSA, Signer, generate_key_file, load_signer
+
+if TYPE_CHECKING:
+    from .._native import RecordSigner
 
 __all__ = ["HybridSigner", "load_pq_signer"]
 
@@ -53,6 +57,9 @@ class HybridSigner(Signer):
 
     def _sign(self, message: bytes) -> bytes:  # pragma: no cover - sign() delegates
         return self.classical.sign(message)
+
+    def native_records(self) -> RecordSigner | None:
+        return self.classical.native_records()
 
     def note_signers(self) -> tuple[Signer, ...]:
         return (self.classical, self.pq)

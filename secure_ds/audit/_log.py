@@ -73,7 +73,7 @@ import secrets
 import struct
 import threading
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -92,6 +92,11 @@ from ._entry import (
 from ._jcs import canonicalize
 from ._signing import PublicKey, Signer, default_signer, load_signer
 from .merkle import CompactTree
+
+try:  # the Rust extension (native/): the append path on threads without the GIL
+    from .._native import Committer, GroupSync
+except ImportError:  # pragma: no cover - a build without the extension
+    Committer = GroupSync = None  # type: ignore[assignment,misc]
 
 if TYPE_CHECKING:
     from ..config import Settings
@@ -121,6 +126,7 @@ class AuditLog:
         checkpoint_interval: float = 10.0,
         max_record_bytes: int = 1 << 20,
         origin: str | None = None,
+        native: bool = True,
     ) -> None:
         if fsync not in ("always", "background", "never"):
             raise ValueError(f"unknown fsync policy {fsync!r}")
@@ -159,6 +165,8 @@ class AuditLog:
         self._closing = False
         self._origin = origin or f"secure-ds.audit/{secrets.token_hex(8)}"
         self._owned_signer: Signer | None = None
+        self._core: Committer | None = None  # the native append path, when built
+        self._pid = os.getpid()
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
             created = not self.path.exists()
@@ -177,12 +185,35 @@ class AuditLog:
             self._signer = _record_signer(signer if signer is not None else default_signer())
             self._alg = self._signer.alg
             self._key_id = self._signer.key_id
+            self._native = native
+            self._native_signer = self._signer.native_records() if native else None
             self._open_chain()
         except BaseException:
             if self._shared is not None:
                 self._shared.close()
             os.close(self._fd)
             raise
+        # fsync="always" with the extension built: a native thread runs the fsyncs
+        # (_native.GroupSync; _sync_through and _SharedSync are the same protocol in
+        # Python, used without it)
+        self._group: GroupSync | None = None
+        if self._native_signer is not None and Committer is not None:
+            if self._shared is not None:
+                st = os.fstat(self._fd)
+                side = self._shared.handover()
+                self._shared = None
+                self._group = GroupSync(self._fd, side, st.st_dev, st.st_ino)
+            self._core = Committer(
+                self._fd,
+                self._native_signer,
+                self._key_id,
+                self.checkpoint_every,
+                self._tree.size,
+                self._prev,
+                self._end,
+                max(self._sealed, 0),
+                self._group,
+            )
         self._flusher: threading.Thread | None = None
         if fsync == "background":
             self._flusher = threading.Thread(
@@ -251,7 +282,7 @@ class AuditLog:
     @property
     def size(self) -> int:
         """Records in the file's tree, as far as this writer has read it."""
-        return self._tree.size
+        return self._core.size() if self._core is not None else self._tree.size
 
     # ------------------------------------------------------------------ health
 
@@ -289,6 +320,27 @@ class AuditLog:
         """Sign, chain and write one record (see the module invariants for when it is
         durable)."""
         body = self._canonical(record)
+        core = self._core
+        if core is not None:
+            self.check()
+            if os.getpid() != self._pid:
+                raise AuditError(
+                    f"The audit log {self.path} was opened before this process was forked; "
+                    "its writer threads did not come along.",
+                    hint="Create the client (and its audit log) in each process after forking.",
+                )
+            try:
+                seq = core.append(body)
+                while seq is not None:  # a batch Python must commit (module docstring)
+                    self._take_back()
+                    seq = core.wait(seq)
+            except OSError as exc:
+                if self._failure is not None or self._closed:
+                    self.check()
+                self._fail(exc)
+            if self._flusher is not None and not self._dirty.is_set():
+                self._dirty.set()
+            return
         with self._queue_lock:
             self.check()
             seq = self._next_seq
@@ -307,6 +359,46 @@ class AuditLog:
             self._sync_through(seq)
         elif self._flusher is not None and not self._dirty.is_set():
             self._dirty.set()
+
+    def _take_back(self) -> None:
+        """Commit, in Python, the queue the native committer handed back (a checkpoint
+        is due, or another writer appended)."""
+        with self._io_lock, self._paused(take=True) as bodies:
+            if bodies:
+                self._commit(bodies)
+
+    @contextlib.contextmanager
+    def _paused(self, *, take: bool = False) -> Iterator[list[bytes]]:
+        """The native committer stopped between batches (io_lock held), with this
+        object's chain state (tree, ``_prev``, ``_end``) brought up to the file as the
+        committer left it; with ``take``, the queued records, for :meth:`_commit`. On
+        leaving, the committer continues from the chain as Python leaves it, or fails
+        with the log."""
+        core = self._core
+        if core is None:
+            yield []
+            return
+        index, prev, end, hashes, bodies, last = core.pause(take)
+        for at in range(0, len(hashes), 32):
+            self._tree.append_hash(hashes[at : at + 32])
+        self._prev, self._end = prev, end
+        committed = False
+        try:
+            if self._tree.size != index:  # pragma: no cover - a bug, not a disk fault
+                raise self._broken(
+                    f"has {index} records as written natively but {self._tree.size} in "
+                    "the tree (a bug in secure-ds)",
+                    "Report it; the log itself is intact.",
+                )
+            yield bodies
+            committed = True
+        finally:
+            if take and bodies and not committed and self._failure is None:
+                self._failure = "a batch of records could not be committed"
+            if self._failure is not None:
+                core.fail()
+            else:
+                core.resume(self._tree.size, self._prev, self._end, self._sealed, last)
 
     def _sync_through(self, seq: int) -> None:
         """Return once record ``seq`` is fsynced. The fsync runs outside the io_lock, so
@@ -353,7 +445,7 @@ class AuditLog:
         this file the new key too (a writer still holding the old key fails closed).
         """
         new_signer = _record_signer(new_signer)
-        with self._io_lock:
+        with self._io_lock, self._paused():
             self.check()
             old = self._signer
             if new_signer.key_id == old.key_id:
@@ -375,6 +467,9 @@ class AuditLog:
                 self._signer = new_signer
                 self._alg = new_signer.alg
                 self._key_id = new_signer.key_id
+                self._native_signer = new_signer.native_records() if self._native else None
+                if self._core is not None:  # without a native key: every batch in Python
+                    self._core.set_signer(self._native_signer, self._key_id)
             finally:
                 self._unlock_file()
             if self.fsync != "never":
@@ -384,7 +479,7 @@ class AuditLog:
     def checkpoint(self) -> dict[str, Any]:
         """Write a signed checkpoint of the tree now (even if one was just written) and
         return its JSON object."""
-        with self._io_lock:
+        with self._io_lock, self._paused():
             self.check()
             return self._seal(force=True)
 
@@ -421,24 +516,32 @@ class AuditLog:
             self._catch_up()
             tree, prev = self._tree.copy(), self._prev
             out = []
-            sign, alg, key = self._signer.sign, self._alg, self._key_id
-            for body in bodies:
-                index = self._tree.size
-                data = leaf_data(alg, index, key, self._prev, body)
-                h = leaf_hash_of(data)
-                out.append(
-                    render_line(
-                        body,
-                        alg=alg,
-                        leaf_hash=h,
-                        index=index,
-                        key=key,
-                        prev=self._prev,
-                        sig=sign(data),
+            native = self._native_signer
+            if native is not None:  # the same lines, signed without the GIL
+                lines, hashes = native.commit(self._key_id, self._tree.size, self._prev, bodies)
+                out.append(lines)
+                for at in range(0, len(hashes), 32):
+                    self._tree.append_hash(hashes[at : at + 32])
+                self._prev = hashes[-32:]
+            else:
+                sign, alg, key = self._signer.sign, self._alg, self._key_id
+                for body in bodies:
+                    index = self._tree.size
+                    data = leaf_data(alg, index, key, self._prev, body)
+                    h = leaf_hash_of(data)
+                    out.append(
+                        render_line(
+                            body,
+                            alg=alg,
+                            leaf_hash=h,
+                            index=index,
+                            key=key,
+                            prev=self._prev,
+                            sig=sign(data),
+                        )
                     )
-                )
-                self._tree.append_hash(h)
-                self._prev = h
+                    self._tree.append_hash(h)
+                    self._prev = h
             if self._tree.size - self._sealed >= self.checkpoint_every:
                 out.append(self._checkpoint_bytes())
             elif self._unsealed_since == 0.0:
@@ -563,25 +666,38 @@ class AuditLog:
 
     def _seal_loop(self) -> None:
         """Write a checkpoint at most ``checkpoint_interval`` s after an unsealed record."""
+        # The native committer cannot wake this thread (it never takes the GIL): it is
+        # asked a few times per interval whether it wrote unsealed records.
+        poll = None if self._core is None else min(self.checkpoint_interval / 4, 1.0)
         while not self._closing:
-            self._seal_wakeup.wait()
-            self._seal_wakeup.clear()
-            while not self._closing and self._unsealed_since:
-                delay = self._unsealed_since + self.checkpoint_interval - time.monotonic()
-                if delay > 0:
-                    self._seal_wakeup.wait(delay)
-                    self._seal_wakeup.clear()
-                    continue
-                with self._io_lock:
-                    if self._closed or self._failure is not None:
-                        return
-                    try:
+            delay = self._seal_due_in()
+            if delay is None or delay > 0:
+                self._seal_wakeup.wait(poll if delay is None else delay)
+                self._seal_wakeup.clear()
+                continue
+            with self._io_lock:
+                if self._closed or self._failure is not None:
+                    return
+                try:
+                    with self._paused():
                         self._seal(force=False)
-                    except AuditError:
-                        return  # recorded in _failure: the next check() refuses
+                except AuditError:
+                    return  # recorded in _failure: the next check() refuses
+
+    def _seal_due_in(self) -> float | None:
+        """Seconds until a checkpoint is due (the oldest unsealed record is
+        ``checkpoint_interval`` old), or None while every record is sealed."""
+        now = time.monotonic()
+        since = self._unsealed_since or None
+        age = self._core.unsealed_age() if self._core is not None else None
+        if age is not None:
+            since = now - age if since is None else min(since, now - age)
+        return None if since is None else since + self.checkpoint_interval - now
 
     def _fail(self, exc: OSError) -> None:
         self._failure = exc.strerror or type(exc).__name__
+        if self._core is not None:
+            self._core.fail()  # every waiting append fails too
         raise AuditError(
             f"Writing the audit log {self.path} failed ({self._failure}).",
             hint="Free disk space or fix permissions; secure-ds sends no call until it can "
@@ -754,6 +870,8 @@ class AuditLog:
 
     def _broken(self, problem: str, fix: str) -> AuditError:
         self._failure = f"the log {problem}"
+        if self._core is not None:
+            self._core.fail()
         return AuditError(f"The audit log {self.path} {problem}.", hint=fix)
 
     # ------------------------------------------------------------------ closing
@@ -766,7 +884,9 @@ class AuditLog:
             self._sealer.join()
         with self._io_lock:
             if not self._closed and self._failure is None:
-                with contextlib.suppress(AuditError):
+                with contextlib.suppress(AuditError), self._paused(take=True) as bodies:
+                    if bodies:  # appends racing the close
+                        self._commit(bodies)
                     self._seal(force=False)
         if self._flusher is not None:
             self._stop = True
@@ -777,6 +897,10 @@ class AuditLog:
             if self._closed:
                 return
             self._closed = True
+            if self._core is not None:
+                self._core.close()  # appends racing the close fail
+            if self._group is not None:
+                self._group.close()  # after syncing what was written
             if self.fsync != "never" and self._failure is None:
                 with contextlib.suppress(OSError):
                     os.fsync(self._fd)
@@ -905,9 +1029,16 @@ class _SharedSync:
             with contextlib.suppress(OSError):
                 fcntl.flock(self._fd, fcntl.LOCK_UN)
 
+    def handover(self) -> int | None:
+        """The side file's descriptor, for :class:`secure_ds._native.GroupSync` to own
+        (this object is done with it), or None if it cannot be passed on."""
+        fd, self._fd = self._fd, -1
+        return fd if fd >= 0 else None
+
     def close(self) -> None:
-        with contextlib.suppress(OSError):
-            os.close(self._fd)
+        if self._fd >= 0:
+            with contextlib.suppress(OSError):
+                os.close(self._fd)
 
 
 def synced_path(log_path: Path) -> Path:

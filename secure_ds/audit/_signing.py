@@ -45,6 +45,11 @@ from cryptography.hazmat.primitives.asymmetric import ec, ed25519
 
 from ..errors import AuditError
 
+try:  # the Rust extension (native/): signs a batch of records without the GIL
+    from .._native import RecordSigner as _NativeRecordSigner
+except ImportError:  # pragma: no cover - a build without the extension: cryptography signs
+    _NativeRecordSigner = None  # type: ignore[assignment,misc]
+
 try:  # a cryptography with ML-DSA (only hybrid checkpoints need it; tested with 50.0)
     from cryptography.hazmat.primitives.asymmetric.mldsa import (
         MLDSA65PrivateKey,
@@ -120,6 +125,13 @@ class Signer(abc.ABC):
     def close(self) -> None:  # noqa: B027 - optional: only signers holding a session close
         """Release what the signer holds (an HSM session); nothing for a software key."""
 
+    def native_records(self) -> _NativeRecordSigner | None:
+        """The same key in ``secure_ds._native``, which chains, signs and renders a batch
+        of records without the GIL (:meth:`._log.AuditLog._commit`), or None: only a
+        software Ed25519 key has one (its signatures are the same bytes: Ed25519 is
+        deterministic); other keys sign through :meth:`sign`."""
+        return None
+
     def note_signers(self) -> tuple[Signer, ...]:
         """The signers of a checkpoint note: this one (a hybrid signer adds its
         post-quantum key, :class:`._hybrid.HybridSigner`)."""
@@ -150,6 +162,26 @@ class SoftwareSigner(Signer):
         self._key = key
         self.public_key_der = _spki(key.public_key())
         self.key_id = key_id_of(self.public_key_der)
+        self._native: _NativeRecordSigner | None = None
+
+    def native_records(self) -> _NativeRecordSigner | None:
+        key = self._key
+        if (
+            self._native is None
+            and _NativeRecordSigner is not None
+            and isinstance(key, ed25519.Ed25519PrivateKey)
+        ):
+            seed = key.private_bytes(
+                serialization.Encoding.Raw,
+                serialization.PrivateFormat.Raw,
+                serialization.NoEncryption(),
+            )
+            native = _NativeRecordSigner(seed)
+            raw = serialization.Encoding.Raw, serialization.PublicFormat.Raw
+            # the same key, or cryptography keeps signing
+            if native.public_key() == key.public_key().public_bytes(*raw):
+                self._native = native
+        return self._native
 
     def _sign(self, message: bytes) -> bytes:
         if isinstance(self._key, ed25519.Ed25519PrivateKey | MLDSA65PrivateKey):

@@ -3,7 +3,11 @@ writer skip its fsync when one that began after its lines were written has retur
 and it never claims bytes no successful fsync covered.
 
 Two ``AuditLog`` objects on one file in one process hold separate open file
-descriptions, so their ``flock``s exclude each other exactly as two processes' do."""
+descriptions, so their ``flock``s exclude each other exactly as two processes' do.
+
+The tests that count or break ``os.fsync`` run the Python protocol (``native=False``,
+:class:`secure_ds.audit._log._SharedSync`); the native syncer follows the same
+protocol with real system calls, tested in ``test_native_append.py``."""
 
 from __future__ import annotations
 
@@ -45,7 +49,7 @@ def test_a_writer_whose_lines_another_fsync_covered_skips_its_own(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     path = tmp_path / "audit.jsonl"
-    logs = [AuditLog(path, fsync="always") for _ in range(3)]
+    logs = [AuditLog(path, fsync="always", native=False) for _ in range(3)]
     real_fsync = os.fsync
     calls: list[int] = []
     release = threading.Event()
@@ -97,7 +101,7 @@ def test_concurrent_writers_of_one_file_share_fsyncs(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     path = tmp_path / "audit.jsonl"
-    logs = [AuditLog(path, fsync="always") for _ in range(2)]
+    logs = [AuditLog(path, fsync="always", native=False) for _ in range(2)]
     real_fsync = os.fsync
     calls = 0
 
@@ -130,7 +134,8 @@ def test_a_failed_fsync_is_not_counted_and_the_next_writer_syncs_itself(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     path = tmp_path / "audit.jsonl"
-    failing, other = AuditLog(path, fsync="always"), AuditLog(path, fsync="always")
+    failing = AuditLog(path, fsync="always", native=False)
+    other = AuditLog(path, fsync="always", native=False)
     before = _count(path)
     real_fsync = os.fsync
 
@@ -200,7 +205,7 @@ def test_a_side_file_that_is_a_symlink_is_not_followed(
         calls += 1
         real_fsync(fd)
 
-    with AuditLog(path, fsync="always") as log:
+    with AuditLog(path, fsync="always", native=False) as log:
         monkeypatch.setattr(os, "fsync", counting)
         for i in range(3):
             log.append(_record(i))
@@ -216,7 +221,7 @@ def test_the_synced_claim_never_waits_for_a_writer_mid_batch(tmp_path: Path) -> 
     import fcntl
 
     path = tmp_path / "audit.jsonl"
-    log = AuditLog(path, fsync="always")
+    log = AuditLog(path, fsync="always", native=False)
     log.append(_record(0))
     own_end = path.stat().st_size
     with path.open("ab") as other:  # another open file description: another process

@@ -83,7 +83,8 @@ def test_group_commit_uses_fewer_fsyncs_than_records(
         real_fsync(fd)
 
     monkeypatch.setattr(os, "fsync", counting_fsync)
-    log = AuditLog(tmp_path / "audit.jsonl", fsync="always")
+    # the Python path (the native one's fsyncs are counted in test_native_append.py)
+    log = AuditLog(tmp_path / "audit.jsonl", fsync="always", native=False)
     calls = 0
 
     async def many() -> None:
@@ -107,7 +108,7 @@ def test_always_policy_syncs_before_returning(
         synced.append(len(path.read_bytes()))
 
     monkeypatch.setattr(os, "fsync", recording_fsync)
-    log = AuditLog(path, fsync="always")
+    log = AuditLog(path, fsync="always", native=False)  # native: test_native_append.py
     synced.clear()
     log.append({"i": 1})
     assert synced == [len(path.read_bytes())]  # the sync covered the new line
@@ -159,7 +160,7 @@ def test_write_failure_truncates_and_fails_closed(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     path = tmp_path / "audit.jsonl"
-    log = AuditLog(path)
+    log = AuditLog(path, native=False)  # native writes fail for real in test_native_append.py
     log.append({"ok": 1})
     before = path.read_text()
     real_write = os.write
@@ -190,7 +191,7 @@ def test_a_batch_lost_to_an_unexpected_error_fails_the_log_closed(
     from secure_ds.audit import _log
 
     path = tmp_path / "audit.jsonl"
-    log = AuditLog(path, fsync="never")
+    log = AuditLog(path, fsync="never", native=False)  # renders in Python
     log.append({"ok": 1})
     before = path.read_text()
     real_render = _log.render_line

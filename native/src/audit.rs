@@ -1,0 +1,193 @@
+//! The audit log's per-record work, natively: chain, leaf hash, Ed25519 signature and
+//! the rendered line, for a batch of canonical record bodies.
+//!
+//! `secure_ds.audit._entry` (`leaf_data`, `leaf_hash_of`, `render_line`) and the
+//! software Ed25519 signer (`cryptography`) are the reference; the lines written here
+//! are byte for byte what they produce (Ed25519 is deterministic, RFC 8032), and the
+//! tests compare both. The batch runs without the interpreter lock, so the threads
+//! that canonicalise the next records run on the other core meanwhile.
+
+use base64::engine::general_purpose::STANDARD;
+use base64::Engine;
+use ed25519_dalek::{Signer, SigningKey};
+use sha2::{Digest, Sha256};
+
+/// An Ed25519 private key (its 32-byte seed); the key's bytes are zeroed when it is
+/// dropped (ed25519-dalek's `ZeroizeOnDrop`).
+pub struct RecordKey {
+    key: SigningKey,
+}
+
+impl RecordKey {
+    pub fn from_seed(seed: &[u8]) -> Option<Self> {
+        let seed: [u8; 32] = seed.try_into().ok()?;
+        Some(Self {
+            key: SigningKey::from_bytes(&seed),
+        })
+    }
+
+    pub fn public_key(&self) -> [u8; 32] {
+        self.key.verifying_key().to_bytes()
+    }
+
+    pub fn sign(&self, message: &[u8]) -> [u8; 64] {
+        self.key.sign(message).to_bytes()
+    }
+}
+
+const HEX: &[u8; 16] = b"0123456789abcdef";
+
+fn push_hex(out: &mut Vec<u8>, bytes: &[u8]) {
+    for b in bytes {
+        out.push(HEX[(b >> 4) as usize]);
+        out.push(HEX[(b & 15) as usize]);
+    }
+}
+
+/// What a batch produced: the lines, one after the other (each ending in a newline),
+/// and the leaf hashes, 32 bytes per record, in order.
+pub struct Batch {
+    pub lines: Vec<u8>,
+    pub hashes: Vec<u8>,
+}
+
+/// Chains, hashes, signs and renders `bodies` (canonical JSON objects) as records
+/// `index`, `index + 1`, ..., the first one chained to `prev`.
+///
+/// Per record, as `_entry.leaf_data` / `leaf_hash_of` / `render_line` do:
+/// leaf data `{"alg":A,"index":I,"key":K,"prev":P,"record":BODY}`, leaf hash
+/// SHA-256(0x00 ‖ leaf data), signature over the leaf data, and the line: the body
+/// without its closing brace, a comma unless the body is `{}`, then
+/// `"integrity":{"alg","hash","index","key","prev","sig"}` and `}\n`.
+pub fn commit(
+    key: &RecordKey,
+    alg: &str,
+    key_id: &str,
+    index: u64,
+    prev: &[u8; 32],
+    bodies: &[&[u8]],
+) -> Batch {
+    let mut lines = Vec::with_capacity(bodies.iter().map(|b| b.len() + 400).sum());
+    let mut hashes = Vec::with_capacity(32 * bodies.len());
+    let mut prev = *prev;
+    let mut data = Vec::new();
+    for (offset, body) in bodies.iter().enumerate() {
+        let index = (index + offset as u64).to_string();
+        data.clear();
+        data.extend_from_slice(b"{\"alg\":\"");
+        data.extend_from_slice(alg.as_bytes());
+        data.extend_from_slice(b"\",\"index\":");
+        data.extend_from_slice(index.as_bytes());
+        data.extend_from_slice(b",\"key\":\"");
+        data.extend_from_slice(key_id.as_bytes());
+        data.extend_from_slice(b"\",\"prev\":\"");
+        push_hex(&mut data, &prev);
+        data.extend_from_slice(b"\",\"record\":");
+        data.extend_from_slice(body);
+        data.push(b'}');
+        let mut sha = Sha256::new();
+        sha.update([0u8]);
+        sha.update(&data);
+        let hash: [u8; 32] = sha.finalize().into();
+        let sig = key.sign(&data);
+
+        lines.extend_from_slice(&body[..body.len() - 1]);
+        if body.len() > 2 {
+            lines.push(b',');
+        }
+        lines.extend_from_slice(b"\"integrity\":{\"alg\":\"");
+        lines.extend_from_slice(alg.as_bytes());
+        lines.extend_from_slice(b"\",\"hash\":\"");
+        push_hex(&mut lines, &hash);
+        lines.extend_from_slice(b"\",\"index\":");
+        lines.extend_from_slice(index.as_bytes());
+        lines.extend_from_slice(b",\"key\":\"");
+        lines.extend_from_slice(key_id.as_bytes());
+        lines.extend_from_slice(b"\",\"prev\":\"");
+        push_hex(&mut lines, &prev);
+        lines.extend_from_slice(b"\",\"sig\":\"");
+        lines.extend_from_slice(STANDARD.encode(sig).as_bytes());
+        lines.extend_from_slice(b"\"}}\n");
+
+        hashes.extend_from_slice(&hash);
+        prev = hash;
+    }
+    Batch { lines, hashes }
+}
+
+/// How `write_batch` ended.
+pub enum Written {
+    /// The lines are in the file: how many bytes, and the batch's leaf hashes.
+    Done(usize, Vec<u8>),
+    /// The file is not `end` bytes long: another writer appended (or it changed);
+    /// nothing was written, and the caller takes the other lines in first.
+    Moved,
+    /// A system call failed (errno); the file is as it was (a partial write is cut
+    /// back under the lock).
+    Failed(i32),
+}
+
+fn errno() -> i32 {
+    std::io::Error::last_os_error()
+        .raw_os_error()
+        .unwrap_or(libc::EIO)
+}
+
+/// `_log.AuditLog._commit` for a batch that needs nothing from Python: under the
+/// log's `flock`, check that the file still ends at `end` (no other writer appended),
+/// sign and render the batch, write it with `write(2)` until all of it is in, and
+/// unlock. A write that fails part-way is truncated back to `end` before the lock is
+/// released, so no other process ever reads half a line.
+#[allow(clippy::too_many_arguments)]
+pub fn write_batch(
+    fd: i32,
+    end: u64,
+    key: &RecordKey,
+    alg: &str,
+    key_id: &str,
+    index: u64,
+    prev: &[u8; 32],
+    bodies: &[&[u8]],
+) -> Written {
+    if unsafe { libc::flock(fd, libc::LOCK_EX) } != 0 {
+        return Written::Failed(errno());
+    }
+    let outcome = write_locked(fd, end, key, alg, key_id, index, prev, bodies);
+    unsafe { libc::flock(fd, libc::LOCK_UN) };
+    outcome
+}
+
+#[allow(clippy::too_many_arguments)]
+fn write_locked(
+    fd: i32,
+    end: u64,
+    key: &RecordKey,
+    alg: &str,
+    key_id: &str,
+    index: u64,
+    prev: &[u8; 32],
+    bodies: &[&[u8]],
+) -> Written {
+    let mut st: libc::stat = unsafe { std::mem::zeroed() };
+    if unsafe { libc::fstat(fd, &mut st) } != 0 {
+        return Written::Failed(errno());
+    }
+    if st.st_size as u64 != end {
+        return Written::Moved;
+    }
+    let batch = commit(key, alg, key_id, index, prev, bodies);
+    let mut rest: &[u8] = &batch.lines;
+    while !rest.is_empty() {
+        let n = unsafe { libc::write(fd, rest.as_ptr().cast(), rest.len()) };
+        if n < 0 {
+            let e = errno();
+            if e == libc::EINTR {
+                continue;
+            }
+            unsafe { libc::ftruncate(fd, end as libc::off_t) };
+            return Written::Failed(e);
+        }
+        rest = &rest[n as usize..];
+    }
+    Written::Done(batch.lines.len(), batch.hashes)
+}
