@@ -44,6 +44,72 @@ fn push_hex(out: &mut Vec<u8>, bytes: &[u8]) {
     }
 }
 
+/// A record placed in the chain: its leaf data (what is signed) and leaf hash.
+pub struct Leaf {
+    pub index: u64,
+    pub prev: [u8; 32],
+    pub data: Vec<u8>,
+    pub hash: [u8; 32],
+}
+
+/// The leaf data `{"alg":A,"index":I,"key":K,"prev":P,"record":BODY}` of `body` as
+/// record `index` chained to `prev`, and its leaf hash SHA-256(0x00 ‖ leaf data), as
+/// `_entry.leaf_data` and `leaf_hash_of` make them.
+pub fn leaf(alg: &str, key_id: &str, index: u64, prev: &[u8; 32], body: &[u8]) -> Leaf {
+    let mut data = Vec::with_capacity(body.len() + 160);
+    data.extend_from_slice(b"{\"alg\":\"");
+    data.extend_from_slice(alg.as_bytes());
+    data.extend_from_slice(b"\",\"index\":");
+    data.extend_from_slice(index.to_string().as_bytes());
+    data.extend_from_slice(b",\"key\":\"");
+    data.extend_from_slice(key_id.as_bytes());
+    data.extend_from_slice(b"\",\"prev\":\"");
+    push_hex(&mut data, prev);
+    data.extend_from_slice(b"\",\"record\":");
+    data.extend_from_slice(body);
+    data.push(b'}');
+    let mut sha = Sha256::new();
+    sha.update([0u8]);
+    sha.update(&data);
+    Leaf {
+        index,
+        prev: *prev,
+        hash: sha.finalize().into(),
+        data,
+    }
+}
+
+/// Signs the leaf and appends the record's line to `out`, as `_entry.render_line`
+/// writes it: the body without its closing brace, a comma unless the body is `{}`,
+/// then `"integrity":{"alg","hash","index","key","prev","sig"}` and `}\n`.
+pub fn sign_line(
+    out: &mut Vec<u8>,
+    key: &RecordKey,
+    alg: &str,
+    key_id: &str,
+    leaf: &Leaf,
+    body: &[u8],
+) {
+    let sig = key.sign(&leaf.data);
+    out.extend_from_slice(&body[..body.len() - 1]);
+    if body.len() > 2 {
+        out.push(b',');
+    }
+    out.extend_from_slice(b"\"integrity\":{\"alg\":\"");
+    out.extend_from_slice(alg.as_bytes());
+    out.extend_from_slice(b"\",\"hash\":\"");
+    push_hex(out, &leaf.hash);
+    out.extend_from_slice(b"\",\"index\":");
+    out.extend_from_slice(leaf.index.to_string().as_bytes());
+    out.extend_from_slice(b",\"key\":\"");
+    out.extend_from_slice(key_id.as_bytes());
+    out.extend_from_slice(b"\",\"prev\":\"");
+    push_hex(out, &leaf.prev);
+    out.extend_from_slice(b"\",\"sig\":\"");
+    out.extend_from_slice(STANDARD.encode(sig).as_bytes());
+    out.extend_from_slice(b"\"}}\n");
+}
+
 /// What a batch produced: the lines, one after the other (each ending in a newline),
 /// and the leaf hashes, 32 bytes per record, in order.
 pub struct Batch {
@@ -51,14 +117,8 @@ pub struct Batch {
     pub hashes: Vec<u8>,
 }
 
-/// Chains, hashes, signs and renders `bodies` (canonical JSON objects) as records
-/// `index`, `index + 1`, ..., the first one chained to `prev`.
-///
-/// Per record, as `_entry.leaf_data` / `leaf_hash_of` / `render_line` do:
-/// leaf data `{"alg":A,"index":I,"key":K,"prev":P,"record":BODY}`, leaf hash
-/// SHA-256(0x00 ‖ leaf data), signature over the leaf data, and the line: the body
-/// without its closing brace, a comma unless the body is `{}`, then
-/// `"integrity":{"alg","hash","index","key","prev","sig"}` and `}\n`.
+/// Chains, signs and renders `bodies` (canonical JSON objects) as records `index`,
+/// `index + 1`, ..., the first one chained to `prev` (`leaf`, then `sign_line`).
 pub fn commit(
     key: &RecordKey,
     alg: &str,
@@ -70,55 +130,19 @@ pub fn commit(
     let mut lines = Vec::with_capacity(bodies.iter().map(|b| b.len() + 400).sum());
     let mut hashes = Vec::with_capacity(32 * bodies.len());
     let mut prev = *prev;
-    let mut data = Vec::new();
     for (offset, body) in bodies.iter().enumerate() {
-        let index = (index + offset as u64).to_string();
-        data.clear();
-        data.extend_from_slice(b"{\"alg\":\"");
-        data.extend_from_slice(alg.as_bytes());
-        data.extend_from_slice(b"\",\"index\":");
-        data.extend_from_slice(index.as_bytes());
-        data.extend_from_slice(b",\"key\":\"");
-        data.extend_from_slice(key_id.as_bytes());
-        data.extend_from_slice(b"\",\"prev\":\"");
-        push_hex(&mut data, &prev);
-        data.extend_from_slice(b"\",\"record\":");
-        data.extend_from_slice(body);
-        data.push(b'}');
-        let mut sha = Sha256::new();
-        sha.update([0u8]);
-        sha.update(&data);
-        let hash: [u8; 32] = sha.finalize().into();
-        let sig = key.sign(&data);
-
-        lines.extend_from_slice(&body[..body.len() - 1]);
-        if body.len() > 2 {
-            lines.push(b',');
-        }
-        lines.extend_from_slice(b"\"integrity\":{\"alg\":\"");
-        lines.extend_from_slice(alg.as_bytes());
-        lines.extend_from_slice(b"\",\"hash\":\"");
-        push_hex(&mut lines, &hash);
-        lines.extend_from_slice(b"\",\"index\":");
-        lines.extend_from_slice(index.as_bytes());
-        lines.extend_from_slice(b",\"key\":\"");
-        lines.extend_from_slice(key_id.as_bytes());
-        lines.extend_from_slice(b"\",\"prev\":\"");
-        push_hex(&mut lines, &prev);
-        lines.extend_from_slice(b"\",\"sig\":\"");
-        lines.extend_from_slice(STANDARD.encode(sig).as_bytes());
-        lines.extend_from_slice(b"\"}}\n");
-
-        hashes.extend_from_slice(&hash);
-        prev = hash;
+        let leaf = leaf(alg, key_id, index + offset as u64, &prev, body);
+        sign_line(&mut lines, key, alg, key_id, &leaf, body);
+        hashes.extend_from_slice(&leaf.hash);
+        prev = leaf.hash;
     }
     Batch { lines, hashes }
 }
 
-/// How `write_batch` ended.
+/// How `write_lines` ended.
 pub enum Written {
-    /// The lines are in the file: how many bytes, and the batch's leaf hashes.
-    Done(usize, Vec<u8>),
+    /// The lines are in the file (this many bytes).
+    Done(usize),
     /// The file is not `end` bytes long: another writer appended (or it changed);
     /// nothing was written, and the caller takes the other lines in first.
     Moved,
@@ -133,41 +157,20 @@ fn errno() -> i32 {
         .unwrap_or(libc::EIO)
 }
 
-/// `_log.AuditLog._commit` for a batch that needs nothing from Python: under the
-/// log's `flock`, check that the file still ends at `end` (no other writer appended),
-/// sign and render the batch, write it with `write(2)` until all of it is in, and
-/// unlock. A write that fails part-way is truncated back to `end` before the lock is
+/// Appends `lines` to the log `fd` (opened with O_APPEND) under its `flock`, if the
+/// file still ends at `end` (no other writer appended since this one last wrote or
+/// read); a write that fails part-way is truncated back to `end` before the lock is
 /// released, so no other process ever reads half a line.
-#[allow(clippy::too_many_arguments)]
-pub fn write_batch(
-    fd: i32,
-    end: u64,
-    key: &RecordKey,
-    alg: &str,
-    key_id: &str,
-    index: u64,
-    prev: &[u8; 32],
-    bodies: &[&[u8]],
-) -> Written {
+pub fn write_lines(fd: i32, end: u64, lines: &[u8]) -> Written {
     if unsafe { libc::flock(fd, libc::LOCK_EX) } != 0 {
         return Written::Failed(errno());
     }
-    let outcome = write_locked(fd, end, key, alg, key_id, index, prev, bodies);
+    let outcome = write_locked(fd, end, lines);
     unsafe { libc::flock(fd, libc::LOCK_UN) };
     outcome
 }
 
-#[allow(clippy::too_many_arguments)]
-fn write_locked(
-    fd: i32,
-    end: u64,
-    key: &RecordKey,
-    alg: &str,
-    key_id: &str,
-    index: u64,
-    prev: &[u8; 32],
-    bodies: &[&[u8]],
-) -> Written {
+fn write_locked(fd: i32, end: u64, lines: &[u8]) -> Written {
     let mut st: libc::stat = unsafe { std::mem::zeroed() };
     if unsafe { libc::fstat(fd, &mut st) } != 0 {
         return Written::Failed(errno());
@@ -175,8 +178,7 @@ fn write_locked(
     if st.st_size as u64 != end {
         return Written::Moved;
     }
-    let batch = commit(key, alg, key_id, index, prev, bodies);
-    let mut rest: &[u8] = &batch.lines;
+    let mut rest = lines;
     while !rest.is_empty() {
         let n = unsafe { libc::write(fd, rest.as_ptr().cast(), rest.len()) };
         if n < 0 {
@@ -189,5 +191,5 @@ fn write_locked(
         }
         rest = &rest[n as usize..];
     }
-    Written::Done(batch.lines.len(), batch.hashes)
+    Written::Done(lines.len())
 }

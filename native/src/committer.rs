@@ -1,34 +1,48 @@
-//! The audit log's append path on a thread that never needs the interpreter lock.
+//! The audit log's append path on threads that never need the interpreter lock.
 //!
-//! `_log.AuditLog.append` canonicalises a record (Python) and hands its bytes here;
-//! the calling thread then waits, without the interpreter lock, until the record is
-//! written (and, with a syncer, fsynced). The committer thread takes every queued
-//! record as one batch: under the log's `flock` it checks that no other writer
-//! appended, chains, signs and writes the batch (`audit::write_batch`), and tells
-//! the syncer how far the file is written. With 8 writer threads in Python each append
-//! used to hand the interpreter lock on four or five times (queue, io lock, flock,
-//! write, fsync); now once.
+//! `_log.AuditLog.append` canonicalises a record (Python) and hands its bytes here.
+//! Without the interpreter lock, the calling thread then
 //!
-//! Python stays the reference and keeps every rare case: a batch that needs a
+//! 1. *sequences* the record under this object's mutex: gives it the next index and
+//!    chains it to the record before it (leaf data and leaf hash, a few µs);
+//! 2. signs it and renders its line outside the mutex, so the appending threads sign
+//!    on both cores at once (an Ed25519 signature is most of a record's cost);
+//! 3. waits until the committer thread has written it (and, with a syncer, until it
+//!    is fsynced).
+//!
+//! The committer thread writes the signed lines in index order, as many as are ready,
+//! with one `write(2)` under the log's `flock` after checking that no other writer
+//! appended (`audit::write_lines`), and tells the syncer how far the file is written.
+//!
+//! Python stays the reference and keeps every rare case. A batch that needs a
 //! checkpoint, or finds lines of another writer in the file, is *handed back*: one
-//! waiting appender returns to Python, pauses the committer, takes the queue and
-//! commits it with `_log.AuditLog._commit` (catch-up, checkpoint), then resumes the
-//! committer with the chain as it left it. Checkpoints on a timer, key rotation and
-//! closing pause it the same way. Python's Merkle tree takes the leaf hashes written
-//! here whenever it pauses the committer.
+//! waiting appender returns to Python, pauses the committer and takes every record not
+//! yet written (`pause(take=True)`; their signatures, made for a chain position that
+//! may no longer hold, are dropped), commits them with `_log.AuditLog._commit`
+//! (catch-up, checkpoint), and resumes the committer with the chain as it left it.
+//! Checkpoints on a timer, key rotation and closing pause it the same way. Python's
+//! Merkle tree takes the leaf hashes written here whenever it pauses the committer.
 //!
-//! Invariants (as `_log`'s): a record's append returns only after its line is in the
-//! file (and synced when there is a syncer); the chain state here (`index`, `prev`,
-//! `end`) is the file's as of this writer's last write while the committer runs, and
-//! Python's while it is paused; a failed write or a failure Python reports fails
-//! every waiting and later append (fail closed).
+//! Invariants:
+//! * `chain` is the file as this writer last wrote or read it (tree size `index`,
+//!   newest leaf hash `prev`, size `end`); `entries[i]` is record `chain.index + i`,
+//!   chained to `entries[i - 1]` (or to `chain.prev`); numbers (`seq`) rise with the
+//!   index, so "every record below `written_seq` is written" holds;
+//! * an entry's line, once set, was signed for exactly that position and key; when the
+//!   position or key may have changed (another writer, Python's commit, rotation), all
+//!   entries go back to `unsequenced` (`epoch` moves on, so a signature still being made
+//!   for the old position is dropped) and are chained again;
+//! * while Python has the committer paused, only Python writes; a failed write or a
+//!   failure Python reports fails every waiting and later append (fail closed).
 
 use std::collections::VecDeque;
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::time::Instant;
 
-use crate::audit::{self, RecordKey, Written};
+use crate::audit::{self, Leaf, RecordKey, Written};
 use crate::sync::Syncer;
+
+const ALG: &str = "ed25519"; // the only algorithm RecordKey signs
 
 /// Why appends fail once the committer failed.
 #[derive(Clone, Copy)]
@@ -43,13 +57,14 @@ pub enum Failure {
 pub enum Outcome {
     /// The record is written (and synced, with a syncer).
     Done,
-    /// Python must commit the queue (`pause(take=True)`); then wait again.
+    /// Python must commit the records not yet written (`pause(take=True)`); then wait.
     HandBack,
     Failed(Failure),
     /// The committer was closed before the record was written.
     Closed,
 }
 
+#[derive(Clone, Copy, PartialEq, Eq)]
 pub struct Chain {
     pub index: u64,
     pub prev: [u8; 32],
@@ -57,22 +72,76 @@ pub struct Chain {
     pub sealed: u64,
 }
 
+struct Entry {
+    seq: u64,
+    body: Vec<u8>,
+    leaf: Leaf,
+    line: Option<Vec<u8>>,
+    // signed by the committer thread (an entry chained again after a hand-back, or
+    // while no appender thread is signing it)
+    by_committer: bool,
+}
+
+type Key = (Arc<RecordKey>, String); // and its key id
+
 struct State {
     chain: Chain,
-    queue: VecDeque<(u64, Vec<u8>)>,
+    entries: VecDeque<Entry>,
+    unsequenced: VecDeque<(u64, Vec<u8>)>, // waiting to be chained, in number order
+    epoch: u64,
+    sequencing: bool, // false while Python holds the records (a hand-back or a pause)
     next_seq: u64,
     written_seq: u64, // every record numbered below this is in the file ...
     written_end: u64, // ... which ends here
     new_hashes: Vec<u8>,
     unsealed_since: Option<Instant>,
-    key: Option<(Arc<RecordKey>, String)>, // and its key id; None: every batch handed back
+    key: Option<Key>, // None: every batch is handed back
     busy: bool,
     paused: bool,
-    hand_back: bool, // the queue's first batch waits for Python
+    hand_back: bool, // records wait for Python
     handed_to: bool, // ... and an appender has been sent to do it
     failure: Option<Failure>,
     stop: bool,
     exited: bool,
+}
+
+impl State {
+    fn next_prev(&self) -> [u8; 32] {
+        self.entries.back().map_or(self.chain.prev, |e| e.leaf.hash)
+    }
+
+    /// Chains `body` after the newest entry; its index.
+    fn sequence(&mut self, key_id: &str, seq: u64, body: Vec<u8>, by_committer: bool) -> u64 {
+        let index = self.chain.index + self.entries.len() as u64;
+        let leaf = audit::leaf(ALG, key_id, index, &self.next_prev(), &body);
+        self.entries.push_back(Entry {
+            seq,
+            body,
+            leaf,
+            line: None,
+            by_committer,
+        });
+        index
+    }
+
+    /// Every entry back to `unsequenced` (before the records that came later): their
+    /// position is no longer known to hold.
+    fn unchain(&mut self) {
+        self.epoch += 1;
+        while let Some(entry) = self.entries.pop_back() {
+            self.unsequenced.push_front((entry.seq, entry.body));
+        }
+    }
+
+    /// Chains the records waiting in `unsequenced`, for the committer to sign.
+    fn sequence_waiting(&mut self) {
+        let Some((_, key_id)) = self.key.clone() else {
+            return;
+        };
+        while let Some((seq, body)) = self.unsequenced.pop_front() {
+            self.sequence(&key_id, seq, body, true);
+        }
+    }
 }
 
 pub struct Committer {
@@ -85,6 +154,7 @@ pub struct Committer {
 }
 
 fn lock(m: &Mutex<State>) -> MutexGuard<'_, State> {
+    // a poisoned lock still guards consistent state: nothing panics mid-update
     m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
@@ -93,7 +163,8 @@ fn wait<'a>(cv: &Condvar, guard: MutexGuard<'a, State>) -> MutexGuard<'a, State>
 }
 
 /// What Python gets when it pauses the committer: the chain as the file holds it,
-/// the leaf hashes written since the last pause, and (`take`) the queued records.
+/// the leaf hashes written since the last pause, and (`take`) the records not yet
+/// written, in order, with the number of the last one.
 pub struct Paused {
     pub chain: Chain,
     pub new_hashes: Vec<u8>,
@@ -110,17 +181,19 @@ impl Committer {
         chain: Chain,
         syncer: Option<Arc<Syncer>>,
     ) -> Self {
-        let end = chain.end;
         Committer {
             fd,
             every,
             syncer,
             state: Mutex::new(State {
                 chain,
-                queue: VecDeque::new(),
+                entries: VecDeque::new(),
+                unsequenced: VecDeque::new(),
+                epoch: 0,
+                sequencing: true,
                 next_seq: 0,
                 written_seq: 0,
-                written_end: end,
+                written_end: chain.end,
                 new_hashes: Vec::new(),
                 unsealed_since: None,
                 key: Some((key, key_id)),
@@ -137,20 +210,53 @@ impl Committer {
         }
     }
 
-    /// Queues `body` and waits for it: see `Outcome`. The record's number comes back
-    /// for a later `wait` after a hand-back.
+    /// Chains, signs and queues `body`, then waits for it: see `Outcome`. The
+    /// record's number comes back for a later `wait` after a hand-back.
     pub fn append(&self, body: Vec<u8>) -> (u64, Outcome) {
         let mut state = lock(&self.state);
         if let Some(f) = state.failure {
             return (0, Outcome::Failed(f));
         }
-        if state.stop {
+        if state.stop || state.exited {
             return (0, Outcome::Closed);
         }
         let seq = state.next_seq;
         state.next_seq += 1;
-        state.queue.push_back((seq, body));
-        self.work.notify_one();
+        let key = match &state.key {
+            Some(key) if state.sequencing && state.unsequenced.is_empty() => key.clone(),
+            _ => {
+                // Python holds the chain, or records wait to be chained before this one
+                state.unsequenced.push_back((seq, body));
+                self.work.notify_one();
+                return (seq, self.wait_locked(state, seq));
+            }
+        };
+        let index = state.sequence(&key.1, seq, body, false);
+        let epoch = state.epoch;
+        let (leaf, body) = {
+            let entry = &state.entries[(index - state.chain.index) as usize];
+            // copies (~2 KB) so the signature is made without the mutex
+            (
+                Leaf {
+                    index: entry.leaf.index,
+                    prev: entry.leaf.prev,
+                    data: entry.leaf.data.clone(),
+                    hash: entry.leaf.hash,
+                },
+                entry.body.clone(),
+            )
+        };
+        drop(state);
+        let mut line = Vec::with_capacity(body.len() + 400);
+        audit::sign_line(&mut line, &key.0, ALG, &key.1, &leaf, &body);
+        let mut state = lock(&self.state);
+        if state.epoch == epoch {
+            // still at that position (entries leave only once written, or all at once
+            // with the epoch moving on)
+            let at = (index - state.chain.index) as usize;
+            state.entries[at].line = Some(line);
+            self.work.notify_one();
+        }
         (seq, self.wait_locked(state, seq))
     }
 
@@ -200,60 +306,84 @@ impl Committer {
         let mut state = lock(&self.state);
         loop {
             if state.failure.is_some() || state.stop {
-                break; // records still queued are not written: their appends fail
+                break; // records not yet written stay so: their appends fail
             }
-            if state.paused || state.hand_back || state.queue.is_empty() {
+            if state.paused || state.hand_back {
                 state = wait(&self.work, state);
                 continue;
             }
-            let count = state.queue.len() as u64;
-            let (key, key_id) = match &state.key {
-                Some(key) if state.chain.index + count - state.chain.sealed < self.every => {
-                    key.clone()
-                }
-                _ => {
-                    // a checkpoint is due (Python writes it), or no native key
-                    state.hand_back = true;
-                    self.done.notify_all();
-                    continue;
-                }
-            };
-            let batch: Vec<(u64, Vec<u8>)> = state.queue.drain(..).collect();
-            let (index, prev, end) = (state.chain.index, state.chain.prev, state.chain.end);
+            if state.key.is_none() && (!state.unsequenced.is_empty() || !state.entries.is_empty()) {
+                state.hand_back = true; // no native key (rotated to one Python signs)
+                self.done.notify_all();
+                continue;
+            }
+            if state.sequencing {
+                state.sequence_waiting();
+            }
+            // the records chained for the committer to sign, at the front
+            let unsigned: Vec<usize> = state
+                .entries
+                .iter()
+                .enumerate()
+                .take_while(|(_, e)| e.line.is_some() || e.by_committer)
+                .filter(|(_, e)| e.line.is_none())
+                .map(|(i, _)| i)
+                .collect();
+            if !unsigned.is_empty() {
+                self.sign_here(state, &unsigned);
+                state = lock(&self.state);
+                continue;
+            }
+            let ready = state
+                .entries
+                .iter()
+                .take_while(|e| e.line.is_some())
+                .count();
+            if ready == 0 {
+                state = wait(&self.work, state);
+                continue;
+            }
+            if state.chain.index + ready as u64 - state.chain.sealed >= self.every {
+                state.hand_back = true; // a checkpoint is due: Python writes it
+                self.done.notify_all();
+                continue;
+            }
+            let mut lines = Vec::new();
+            for entry in state.entries.iter().take(ready) {
+                lines.extend_from_slice(entry.line.as_deref().unwrap_or_default());
+            }
+            let end = state.chain.end;
             state.busy = true;
             drop(state);
 
-            let bodies: Vec<&[u8]> = batch.iter().map(|(_, b)| &b[..]).collect();
-            let written = audit::write_batch(
-                self.fd, end, &key, "ed25519", &key_id, index, &prev, &bodies,
-            );
+            let written = audit::write_lines(self.fd, end, &lines);
 
             state = lock(&self.state);
             state.busy = false;
             match written {
-                Written::Done(n, hashes) => {
-                    let last = batch.last().map_or(0, |(seq, _)| *seq);
-                    state.chain.index += count;
-                    state
-                        .chain
-                        .prev
-                        .copy_from_slice(&hashes[hashes.len() - 32..]);
+                Written::Done(n) => {
+                    let mut last = 0;
+                    for _ in 0..ready {
+                        let entry = state.entries.pop_front().expect("ready entries");
+                        state.new_hashes.extend_from_slice(&entry.leaf.hash);
+                        state.chain.prev = entry.leaf.hash;
+                        last = entry.seq;
+                    }
+                    state.chain.index += ready as u64;
                     state.chain.end += n as u64;
-                    state.new_hashes.extend_from_slice(&hashes);
                     state.written_seq = state.written_seq.max(last + 1);
                     state.written_end = state.chain.end;
                     if state.unsealed_since.is_none() {
                         state.unsealed_since = Some(Instant::now());
                     }
                     if let Some(syncer) = &self.syncer {
-                        syncer.mark_written(state.chain.end, count);
+                        syncer.mark_written(state.chain.end, ready as u64);
                     }
                 }
                 Written::Moved => {
                     // another writer appended: Python takes its lines in first
-                    for item in batch.into_iter().rev() {
-                        state.queue.push_front(item);
-                    }
+                    state.unchain();
+                    state.sequencing = false;
                     state.hand_back = true;
                 }
                 Written::Failed(e) => state.failure = Some(Failure::Os(e)),
@@ -262,8 +392,45 @@ impl Committer {
         }
     }
 
+    /// Signs the entries at `positions` (chained for the committer) outside the mutex.
+    fn sign_here(&self, state: MutexGuard<'_, State>, positions: &[usize]) {
+        let Some(key) = state.key.clone() else {
+            return;
+        };
+        let epoch = state.epoch;
+        let jobs: Vec<(usize, Leaf, Vec<u8>)> = positions
+            .iter()
+            .map(|&i| {
+                let e = &state.entries[i];
+                let leaf = Leaf {
+                    index: e.leaf.index,
+                    prev: e.leaf.prev,
+                    data: e.leaf.data.clone(),
+                    hash: e.leaf.hash,
+                };
+                (i, leaf, e.body.clone())
+            })
+            .collect();
+        drop(state);
+        let lines: Vec<(usize, Vec<u8>)> = jobs
+            .into_iter()
+            .map(|(i, leaf, body)| {
+                let mut line = Vec::with_capacity(body.len() + 400);
+                audit::sign_line(&mut line, &key.0, ALG, &key.1, &leaf, &body);
+                (i, line)
+            })
+            .collect();
+        let mut state = lock(&self.state);
+        if state.epoch == epoch {
+            for (i, line) in lines {
+                state.entries[i].line = Some(line);
+            }
+        }
+    }
+
     /// Stops the committer between batches and returns the chain as the file holds
-    /// it; with `take`, also the queued records, which Python commits before `resume`.
+    /// it; with `take`, also every record not yet written, which Python commits
+    /// before `resume` (and nothing is chained meanwhile).
     pub fn pause(&self, take: bool) -> Paused {
         let mut state = lock(&self.state);
         state.paused = true;
@@ -273,7 +440,9 @@ impl Committer {
         let mut bodies = Vec::new();
         let mut last_seq = None;
         if take {
-            for (seq, body) in state.queue.drain(..) {
+            state.unchain();
+            state.sequencing = false;
+            for (seq, body) in state.unsequenced.drain(..) {
                 last_seq = Some(seq);
                 bodies.push(body);
             }
@@ -281,42 +450,48 @@ impl Committer {
             state.handed_to = false;
         }
         Paused {
-            chain: Chain {
-                index: state.chain.index,
-                prev: state.chain.prev,
-                end: state.chain.end,
-                sealed: state.chain.sealed,
-            },
+            chain: state.chain,
             new_hashes: std::mem::take(&mut state.new_hashes),
             bodies,
             last_seq,
         }
     }
 
-    /// Continues from the chain Python leaves (it may have written, and read other
-    /// writers' lines); `written_through`: the last record of a taken queue, now in
-    /// the file.
+    /// Continues from the chain Python leaves (it may have written records and
+    /// checkpoints, and read other writers' lines); `written_through`: the last record
+    /// Python took, now in the file.
     pub fn resume(&self, chain: Chain, written_through: Option<u64>) {
         let mut state = lock(&self.state);
+        if (chain.index, chain.prev) != (state.chain.index, state.chain.prev) {
+            state.unchain(); // chained to a position that no longer holds
+        }
         if chain.sealed >= chain.index {
             state.unsealed_since = None;
         }
-        let end = chain.end;
         state.chain = chain;
         if let Some(seq) = written_through {
             state.written_seq = state.written_seq.max(seq + 1);
         }
-        state.written_end = end;
+        state.written_end = chain.end;
+        state.sequencing = true;
         // a hand-back no appender has taken yet is retried with the new chain
         if !state.handed_to {
             state.hand_back = false;
         }
         state.paused = false;
         if let Some(syncer) = &self.syncer {
-            syncer.mark_written(end, 0);
+            syncer.mark_written(chain.end, 0);
         }
         self.work.notify_one();
         self.done.notify_all();
+    }
+
+    /// Signs with `key` from now on (None: every record is handed back to Python);
+    /// call while paused. Records chained for the old key are chained again.
+    pub fn set_key(&self, key: Option<Key>) {
+        let mut state = lock(&self.state);
+        state.unchain();
+        state.key = key;
     }
 
     /// Fails every waiting and later append (Python failed the log).
@@ -335,12 +510,6 @@ impl Committer {
         state.paused = false;
         self.work.notify_one();
         self.done.notify_all();
-    }
-
-    /// Signs with `key` from now on (None: every batch is handed back to Python);
-    /// call while paused.
-    pub fn set_key(&self, key: Option<(Arc<RecordKey>, String)>) {
-        lock(&self.state).key = key;
     }
 
     /// Seconds since the oldest record written here that no checkpoint covers yet.

@@ -396,8 +396,7 @@ impl GroupSync {
     /// OSError when an fsync failed (this one or an earlier one). Waits without the
     /// interpreter lock.
     fn wait(&self, py: Python<'_>, end: u64) -> PyResult<()> {
-        py.detach(|| self.syncer.wait(end))
-            .map_err(os_error)
+        py.detach(|| self.syncer.wait(end)).map_err(os_error)
     }
 
     /// (fsyncs this process ran (others' covered the rest), seconds spent in them,
@@ -441,9 +440,7 @@ fn outcome(py: Python<'_>, seq: u64, outcome: committer::Outcome) -> PyResult<Op
     match outcome {
         committer::Outcome::Done => Ok(None),
         committer::Outcome::HandBack => Ok(Some(seq)),
-        committer::Outcome::Failed(committer::Failure::Os(e)) => {
-            Err(os_error(e))
-        }
+        committer::Outcome::Failed(committer::Failure::Os(e)) => Err(os_error(e)),
         committer::Outcome::Failed(committer::Failure::Python) | committer::Outcome::Closed => {
             Err(os_error(libc::ECANCELED))
         }

@@ -448,3 +448,22 @@ def test_a_log_opened_before_a_fork_refuses_appends_in_the_child(tmp_path: Path)
     log.append({"i": 2})  # the parent goes on
     log.close()
     assert [r["i"] for r in read_records(path)] == [0, 2]
+
+
+def test_coroutines_appending_at_once_share_fsyncs(tmp_path: Path) -> None:
+    import asyncio
+
+    path = tmp_path / "audit.jsonl"
+    with AuditLog(path, fsync="always") as log:
+        assert log._group is not None
+
+        async def many() -> None:
+            await asyncio.gather(*(log.append_async({"i": i}) for i in range(128)))
+
+        asyncio.run(many())
+        fsyncs = log._group.stats()[0]
+        # the log's own 32 waiting threads, not the loop's default executor (6 here)
+        assert log._pool is not None
+        assert log._pool._max_workers == 32
+    assert 1 <= fsyncs < 128
+    assert sorted(r["i"] for r in read_records(path)) == list(range(128))
