@@ -41,6 +41,7 @@ use std::time::Instant;
 
 use crate::audit::{self, Leaf, RecordKey, Written};
 use crate::sync::Syncer;
+use crate::worker::OnExit;
 
 const ALG: &str = "ed25519"; // the only algorithm RecordKey signs
 
@@ -294,15 +295,10 @@ impl Committer {
 
     /// The committer thread's loop.
     pub fn run(&self) {
-        // However the loop ends (a panic included), waiters stop waiting.
-        struct Exit<'a>(&'a Committer);
-        impl Drop for Exit<'_> {
-            fn drop(&mut self) {
-                lock(&self.0.state).exited = true;
-                self.0.done.notify_all();
-            }
-        }
-        let _exit = Exit(self);
+        let _exit = OnExit(|| {
+            lock(&self.state).exited = true;
+            self.done.notify_all();
+        });
         let mut state = lock(&self.state);
         loop {
             if state.failure.is_some() || state.stop {

@@ -1,14 +1,14 @@
-//! `secure_ds._native`: native fast paths for the DLP scanner and for the audit log's
-//! canonical JSON.
+//! `secure_ds._native`: native fast paths for the DLP scanner and for the audit log
+//! (canonical JSON checks, record signatures, the append path and group commit).
 //!
-//! Each function here has a Python reference in `secure_ds.dlp`, which stays the
-//! definition of what is found: the tests run both and require identical findings.
-//! The scanner uses this module when it is built (`pip install` compiles it when a
-//! Rust toolchain is present) and the Python code otherwise.
+//! Each function here has a Python reference (`secure_ds.dlp`, `secure_ds.audit`),
+//! which stays the definition of what is found and written: the tests run both and
+//! require identical findings and identical lines. secure-ds uses this module when it
+//! is built (`pip install` compiles it when a Rust toolchain is present) and the Python
+//! code otherwise.
 
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
-use std::thread::JoinHandle;
+use std::sync::Arc;
 
 use pyo3::exceptions::{PyOSError, PyValueError};
 use pyo3::prelude::*;
@@ -25,6 +25,7 @@ mod secrets;
 mod sync;
 mod text;
 mod tokens;
+mod worker;
 
 use text::Event;
 
@@ -373,7 +374,7 @@ fn check_batch(key_id: &str, prev: &[u8], bodies: &[PyBackedBytes]) -> PyResult<
 #[pyclass(frozen, module = "secure_ds._native")]
 struct GroupSync {
     syncer: Arc<sync::Syncer>,
-    thread: Mutex<Option<JoinHandle<()>>>,
+    thread: worker::Worker,
 }
 
 #[pymethods]
@@ -385,11 +386,9 @@ impl GroupSync {
     #[pyo3(signature = (fd, side_fd, dev, ino))]
     fn new(fd: i32, side_fd: Option<i32>, dev: u64, ino: u64) -> PyResult<Self> {
         let syncer = Arc::new(sync::Syncer::new(fd, side_fd, dev, ino));
-        let thread = sync::spawn(syncer.clone())?;
-        Ok(GroupSync {
-            syncer,
-            thread: Mutex::new(Some(thread)),
-        })
+        let runner = syncer.clone();
+        let thread = worker::Worker::spawn("secure-ds-audit-fsync", move || runner.run())?;
+        Ok(GroupSync { syncer, thread })
     }
 
     /// Returns once the log's bytes below `end` (written, whole lines) are fsynced;
@@ -409,12 +408,7 @@ impl GroupSync {
     /// side file; a later `wait` beyond the synced bytes gets ECANCELED.
     fn close(&self, py: Python<'_>) {
         self.syncer.stop();
-        let thread = self.thread.lock().unwrap_or_else(|e| e.into_inner()).take();
-        if let Some(thread) = thread {
-            py.detach(|| {
-                let _ = thread.join();
-            });
-        }
+        self.thread.join(py);
         self.syncer.close_side();
     }
 }
@@ -453,7 +447,7 @@ fn outcome(py: Python<'_>, seq: u64, outcome: committer::Outcome) -> PyResult<Op
 #[pyclass(frozen, module = "secure_ds._native")]
 struct Committer {
     inner: Arc<committer::Committer>,
-    thread: Mutex<Option<JoinHandle<()>>>,
+    thread: worker::Worker,
 }
 
 #[pymethods]
@@ -490,13 +484,8 @@ impl Committer {
             group.map(|g| g.syncer.clone()),
         ));
         let runner = inner.clone();
-        let thread = std::thread::Builder::new()
-            .name("secure-ds-audit-commit".into())
-            .spawn(move || runner.run())?;
-        Ok(Committer {
-            inner,
-            thread: Mutex::new(Some(thread)),
-        })
+        let thread = worker::Worker::spawn("secure-ds-audit-commit", move || runner.run())?;
+        Ok(Committer { inner, thread })
     }
 
     /// Queues `body` (a canonical JSON object) and waits, without the interpreter
@@ -601,12 +590,7 @@ impl Committer {
     /// Stops and joins the thread; appends not yet written fail.
     fn close(&self, py: Python<'_>) {
         self.inner.stop();
-        let thread = self.thread.lock().unwrap_or_else(|e| e.into_inner()).take();
-        if let Some(thread) = thread {
-            py.detach(|| {
-                let _ = thread.join();
-            });
-        }
+        self.thread.join(py);
     }
 }
 

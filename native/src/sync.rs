@@ -17,8 +17,9 @@
 //! the syncer fsyncs alone, as the Python class does.
 
 use std::sync::{Condvar, Mutex, MutexGuard};
-use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
+
+use crate::worker::OnExit;
 
 const SIDE_LEN: usize = 24; // st_dev, st_ino of the log, bytes synced: three u64, little-endian
 
@@ -180,15 +181,10 @@ impl Syncer {
     /// writer (one record per fsync) never waits. PostgreSQL's `commit_delay` with
     /// `commit_siblings` is the same idea.
     pub fn run(&self) {
-        // However the loop ends (a panic included), waiters stop waiting.
-        struct Exit<'a>(&'a Syncer);
-        impl Drop for Exit<'_> {
-            fn drop(&mut self) {
-                lock(&self.0.state).exited = true;
-                self.0.done.notify_all();
-            }
-        }
-        let _exit = Exit(self);
+        let _exit = OnExit(|| {
+            lock(&self.state).exited = true;
+            self.done.notify_all();
+        });
         let mut gather: Option<(u64, Duration)> = None;
         loop {
             let (target, target_records) = {
@@ -292,11 +288,4 @@ impl Syncer {
             unsafe { libc::close(s.fd) };
         }
     }
-}
-
-/// The thread that runs a syncer's loop.
-pub fn spawn(syncer: std::sync::Arc<Syncer>) -> std::io::Result<JoinHandle<()>> {
-    std::thread::Builder::new()
-        .name("secure-ds-audit-fsync".into())
-        .spawn(move || syncer.run())
 }

@@ -11,6 +11,16 @@ writer opens it with another key, every ``checkpoint_every`` records, at most
 ``checkpoint_interval`` seconds after the newest unsealed record, and on close.
 ``secure-ds audit verify`` checks all of it (:mod:`._verify`).
 
+Two append paths, one file format. With a software Ed25519 key and ``secure_ds._native``
+built (the default), records take the *native path*: the appending thread chains and
+signs its own record without the GIL, a committer thread writes the signed lines in
+order, and (``"always"``) a syncer thread runs the fsyncs (``native/src/committer.rs``,
+``native/src/sync.rs``). The rare cases are *handed back* to the Python path: a batch
+that needs a checkpoint or finds another writer's lines, timed checkpoints, rotation and
+close pause the committer (:meth:`_paused`) and run :meth:`_commit` and friends, which
+are also the whole path for other keys (ECDSA, PKCS#11) and for ``native=False``. The
+lines are byte for byte the same either way (tests/audit/test_native_append.py).
+
 Invariants (the rest of secure-ds relies on them):
 
 1. A record handed to :meth:`AuditLog.append` is in the file (``write(2)`` done, so it
@@ -21,10 +31,13 @@ Invariants (the rest of secure-ds relies on them):
      before the call returns): ``append`` returns only after the record is fsynced.
      Concurrent callers are group-committed: one ``write`` for everyone queued, and one
      ``fsync`` for every record written before it started; the next batch is signed and
-     written while the previous one syncs. Writer *processes* of one file share their
-     fsyncs too, through a small side file ``<log>.synced`` (:class:`_SharedSync`):
-     one fsync at a time, and a writer whose lines an fsync that began after them
-     already covered returns without its own.
+     written while the previous one syncs. (Native path: the syncer runs fsyncs back to
+     back, and after one that released several writers it waits, at most as long as
+     that fsync took, for as many records again before the next.) Writer *processes*
+     of one file share their fsyncs too, through a small side file ``<log>.synced``
+     (:class:`_SharedSync`; the native syncer follows the same protocol): one fsync at
+     a time, and a writer whose lines an fsync that began after them already covered
+     returns without its own.
    * ``"background"``: a flusher thread fsyncs unsynced data every ``fsync_interval``
      seconds (20 ms by default), so a power loss or kernel crash can take at most the
      records of that window plus one fsync; a crash of the process itself loses nothing.
@@ -59,6 +72,13 @@ Invariants (the rest of secure-ds relies on them):
    file, or opening a file whose newest checkpoint is the rotation); one that opens the
    file later with the retired key is not stopped here, but ``verify`` names each line
    it signs a ``wrong key``.
+8. Native path: the committer's chain state is the file as this writer last wrote or
+   read it; Python's (``_tree``, ``_prev``, ``_end``) catches up with it whenever the
+   committer is paused, and only one side writes at a time (Python only while it holds
+   the committer paused, under the io_lock). A record signed for a chain position that
+   may no longer hold is chained and signed again; its append returns only once its
+   line is in the file (and fsynced, with ``"always"``). A log opened before ``fork``
+   refuses appends in the child (the threads do not come along).
 """
 
 from __future__ import annotations
@@ -203,22 +223,28 @@ class AuditLog:
         # Python, used without it)
         self._group: GroupSync | None = None
         if self._native_signer is not None and Committer is not None:
-            if self._shared is not None:
-                st = os.fstat(self._fd)
-                side = self._shared.handover()
-                self._shared = None
-                self._group = GroupSync(self._fd, side, st.st_dev, st.st_ino)
-            self._core = Committer(
-                self._fd,
-                self._native_signer,
-                self._key_id,
-                self.checkpoint_every,
-                self._tree.size,
-                self._prev,
-                self._end,
-                max(self._sealed, 0),
-                self._group,
-            )
+            try:
+                if self._shared is not None:
+                    st = os.fstat(self._fd)
+                    side = self._shared.handover()
+                    self._shared = None
+                    self._group = GroupSync(self._fd, side, st.st_dev, st.st_ino)
+                self._core = Committer(
+                    self._fd,
+                    self._native_signer,
+                    self._key_id,
+                    self.checkpoint_every,
+                    self._tree.size,
+                    self._prev,
+                    self._end,
+                    max(self._sealed, 0),
+                    self._group,
+                )
+            except BaseException:  # no thread may outlive the descriptor it uses
+                if self._group is not None:
+                    self._group.close()
+                os.close(self._fd)
+                raise
         self._flusher: threading.Thread | None = None
         if fsync == "background":
             self._flusher = threading.Thread(
@@ -368,11 +394,20 @@ class AuditLog:
     def _take_back(self) -> None:
         """Commit, in Python, the queue the native committer handed back (a checkpoint
         is due, or another writer appended)."""
-        with self._io_lock:
-            self.check()  # closed (its file descriptor with it) or failed meanwhile
-            with self._paused(take=True) as bodies:
-                if bodies:
-                    self._commit(bodies)
+        # This thread was sent to do it: if it gives up, the other appenders would wait
+        # for ever, so anything that stops it fails the log (as a failed commit does).
+        try:
+            with self._io_lock:
+                if self._closed or self._failure is not None:
+                    self.check()  # raises; close or the failure released the others
+                with self._paused(take=True) as bodies:
+                    if bodies:
+                        self._commit(bodies)
+        except BaseException:
+            if self._failure is None and not self._closed and self._core is not None:
+                self._failure = "a batch handed back to Python was not committed"
+                self._core.fail()
+            raise
 
     @contextlib.contextmanager
     def _paused(self, *, take: bool = False) -> Iterator[list[bytes]]:

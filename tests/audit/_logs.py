@@ -3,11 +3,24 @@
 from __future__ import annotations
 
 import json
+import struct
 from pathlib import Path
 
 from secure_ds.audit import AuditLog, Signer, default_key_path
+from secure_ds.audit._log import synced_path
 
 CHECKPOINT_PREFIX = b'{"checkpoint":'
+SYNCED_LAYOUT = struct.Struct("<QQQ")  # the side file <log>.synced: st_dev, st_ino, bytes
+
+
+def synced_count(log: Path) -> int:
+    """What the side file says is fsynced of ``log`` (0 when it names another file)."""
+    raw = synced_path(log).read_bytes()
+    if len(raw) != SYNCED_LAYOUT.size:
+        return 0
+    dev, ino, synced = SYNCED_LAYOUT.unpack(raw)
+    st = log.stat()
+    return int(synced) if (dev, ino) == (st.st_dev, st.st_ino) else 0
 
 
 def make_log(

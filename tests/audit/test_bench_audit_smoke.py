@@ -15,7 +15,9 @@ def test_bench_audit_reports_the_floor_appends_and_verification(tmp_path: Path) 
     out = tmp_path / "bench.json"
     run_bench(BENCH, "--records", "160", "--processes", "2", "--json", str(out))
     report = json.loads(out.read_text())
-    assert len(report["rows"]) == 9
+    assert len(report["rows"]) == 13
+    python_path = [r for r in report["rows"] if "Python path" in r["row"]]
+    assert len(python_path) == 1  # the baseline of the native append path, same run
     for row in report["rows"]:
         assert row["records_per_s"] > 0
         assert row["vs_floor"] > 0

@@ -19,7 +19,6 @@ import itertools
 import json
 import os
 import random
-import struct
 import subprocess
 import sys
 import threading
@@ -34,10 +33,9 @@ from secure_ds import AuditError
 from secure_ds.audit import AuditLog, _log, generate_key_file, load_signer, read_records, verify_log
 from secure_ds.audit._entry import leaf_data, leaf_hash_of, render_line
 from secure_ds.audit._jcs import canonicalize
-from secure_ds.audit._log import synced_path
 
 from .._services import skip_unless_required
-from ._logs import CHECKPOINT_PREFIX, lines
+from ._logs import CHECKPOINT_PREFIX, lines, synced_count
 
 try:
     from secure_ds._native import Committer, GroupSync, RecordSigner
@@ -45,7 +43,6 @@ except ImportError:  # pragma: no cover - checked by the fixture below
     Committer = GroupSync = RecordSigner = None  # type: ignore[assignment,misc]
 
 REPO = Path(__file__).parents[2]
-LAYOUT = struct.Struct("<QQQ")
 
 
 @pytest.fixture(autouse=True)
@@ -94,16 +91,6 @@ def _python_lines(
         hashes.append(h)
         prev = h
     return b"".join(out), b"".join(hashes)
-
-
-def _count(log: Path) -> int:
-    """What the side file says is fsynced of ``log`` (0 when it names another file)."""
-    raw = synced_path(log).read_bytes()
-    if len(raw) != LAYOUT.size:
-        return 0
-    dev, ino, synced = LAYOUT.unpack(raw)
-    st = log.stat()
-    return int(synced) if (dev, ino) == (st.st_dev, st.st_ino) else 0
 
 
 def _appender(
@@ -223,7 +210,7 @@ def test_each_append_returns_only_once_its_bytes_are_fsynced(tmp_path: Path) -> 
         for i in range(20):
             log.append({"event_id": f"e-{i}"})
             # the side file is written after an fsync returned, with the bytes it covered
-            assert _count(path) >= path.stat().st_size
+            assert synced_count(path) >= path.stat().st_size
         fsyncs, fsync_seconds, _ = log._group.stats()
         assert fsyncs >= 20  # one writer: one fsync per record
         assert fsync_seconds > 0
@@ -328,10 +315,10 @@ def test_a_failed_fsync_fails_the_log_closed(
     monkeypatch.setattr(_log, "GroupSync", on_a_pipe)
     path = tmp_path / "audit.jsonl"
     log = AuditLog(path, fsync="always")
-    before = _count(path)
+    before = synced_count(path)
     with pytest.raises(AuditError, match="Invalid argument"):
         log.append({"i": 1})
-    assert _count(path) == before  # nothing claimed for the failed fsync
+    assert synced_count(path) == before  # nothing claimed for the failed fsync
     with pytest.raises(AuditError, match="failed earlier"):
         log.check()
     with pytest.raises(AuditError):
@@ -467,3 +454,75 @@ def test_coroutines_appending_at_once_share_fsyncs(tmp_path: Path) -> None:
         assert log._pool._max_workers == 32
     assert 1 <= fsyncs < 128
     assert sorted(r["i"] for r in read_records(path)) == list(range(128))
+
+
+def test_everything_at_once_keeps_one_verifiable_chain(tmp_path: Path) -> None:
+    # Two writers of one file (separate open file descriptions, as two processes),
+    # threads appending through both, checkpoints by count, by timer and on demand,
+    # and a key rotation in the middle: every hand-back path of the native committer
+    # runs while records are in flight. Every record must land once, in one chain.
+    path = tmp_path / "audit.jsonl"
+    keys = {name: tmp_path / f"{name}.pem" for name in ("a1", "a2", "b")}
+    for key in keys.values():
+        generate_key_file(key)
+    a = AuditLog(
+        path,
+        fsync="never",
+        signer=load_signer(keys["a1"]),
+        checkpoint_every=13,
+        checkpoint_interval=0.05,
+    )
+    b = AuditLog(path, fsync="always", signer=load_signer(keys["b"]), checkpoint_every=29)
+    errors: list[BaseException] = []
+    threads = [_appender(a if t % 2 else b, t * 150, 150, errors) for t in range(8)]
+    stop = threading.Event()
+
+    def meddle() -> None:
+        try:
+            n = 0
+            while not stop.is_set():
+                n += 1
+                (a if n % 2 else b).checkpoint()
+                if n == 5:
+                    a.rotate_key(load_signer(keys["a2"]))
+                time.sleep(0.003)
+        except BaseException as exc:  # seen by the assertion below
+            errors.append(exc)
+
+    meddler = threading.Thread(target=meddle)
+    meddler.start()
+    _run_threads(threads)
+    stop.set()
+    meddler.join(30)
+    a.close()
+    b.close()
+    assert not errors, errors
+    result = verify_log(path)
+    assert result.ok, result
+    records = list(read_records(path))
+    assert [r["integrity"]["index"] for r in records] == list(range(1200))
+    assert sorted(r["i"] for r in records) == list(range(1200))
+    signed_by = {r["integrity"]["key"] for r in records}
+    assert len(signed_by) == 3  # a's two keys (the rotation happened mid-run) and b's
+
+
+def test_a_hand_back_that_fails_fails_the_log_and_releases_every_waiter(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The appender sent to commit a handed-back batch in Python raises: the others
+    # waiting on that batch must not wait for ever, and the log must fail closed.
+    def broken(self: AuditLog, bodies: list[bytes]) -> None:
+        raise RuntimeError("a bug in the Python commit")
+
+    path = tmp_path / "audit.jsonl"
+    log = AuditLog(path, fsync="always", checkpoint_every=3)  # a hand-back every few
+    monkeypatch.setattr(AuditLog, "_commit", broken)
+    errors: list[BaseException] = []
+    _run_threads([_appender(log, t * 20, 20, errors) for t in range(6)])  # all return
+    assert errors  # the appends of the lost batch (and every later one) failed
+    assert all(isinstance(e, RuntimeError | AuditError) for e in errors)
+    with pytest.raises(AuditError, match="failed earlier"):
+        log.check()
+    monkeypatch.undo()
+    log.close()
+    assert verify_log(path).ok  # what was written before is intact

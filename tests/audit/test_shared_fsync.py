@@ -12,7 +12,6 @@ protocol with real system calls, tested in ``test_native_append.py``."""
 from __future__ import annotations
 
 import os
-import struct
 import threading
 from collections.abc import Callable
 from pathlib import Path
@@ -23,22 +22,12 @@ from secure_ds import AuditError
 from secure_ds.audit import AuditLog, repair_log, verify_log
 from secure_ds.audit._log import synced_path
 
-LAYOUT = struct.Struct("<QQQ")
-
-
-def _count(log: Path) -> int:
-    """What the side file says is synced of ``log`` (0 when it names another file)."""
-    raw = synced_path(log).read_bytes()
-    if len(raw) != LAYOUT.size:
-        return 0
-    dev, ino, synced = LAYOUT.unpack(raw)
-    st = log.stat()
-    return synced if (dev, ino) == (st.st_dev, st.st_ino) else 0
+from ._logs import SYNCED_LAYOUT, synced_count
 
 
 def _set_count(log: Path, synced: int) -> None:
     st = log.stat()
-    synced_path(log).write_bytes(LAYOUT.pack(st.st_dev, st.st_ino, synced))
+    synced_path(log).write_bytes(SYNCED_LAYOUT.pack(st.st_dev, st.st_ino, synced))
 
 
 def _record(i: int) -> dict[str, object]:
@@ -89,7 +78,7 @@ def test_a_writer_whose_lines_another_fsync_covered_skips_its_own(
     # one fsync for the first line; the next covers both others' lines, which were
     # written before it began: the last writer returns without an fsync of its own
     assert len(calls) == 2
-    assert _count(path) == path.stat().st_size
+    assert synced_count(path) == path.stat().st_size
     for log in logs:
         log.close()
     result = verify_log(path)
@@ -136,7 +125,7 @@ def test_a_failed_fsync_is_not_counted_and_the_next_writer_syncs_itself(
     path = tmp_path / "audit.jsonl"
     failing = AuditLog(path, fsync="always", native=False)
     other = AuditLog(path, fsync="always", native=False)
-    before = _count(path)
+    before = synced_count(path)
     real_fsync = os.fsync
 
     def broken(fd: int) -> None:
@@ -145,7 +134,7 @@ def test_a_failed_fsync_is_not_counted_and_the_next_writer_syncs_itself(
     monkeypatch.setattr(os, "fsync", broken)
     with pytest.raises(AuditError, match="Input/output error"):
         failing.append(_record(0))
-    assert _count(path) == before  # nothing claimed for the failed fsync
+    assert synced_count(path) == before  # nothing claimed for the failed fsync
     calls: list[int] = []
 
     def counting(fd: int) -> None:
@@ -155,7 +144,7 @@ def test_a_failed_fsync_is_not_counted_and_the_next_writer_syncs_itself(
     monkeypatch.setattr(os, "fsync", counting)
     other.append(_record(1))
     assert len(calls) == 1  # its own fsync, covering both lines
-    assert _count(path) == path.stat().st_size
+    assert synced_count(path) == path.stat().st_size
     other.close()
     failing.close()
 
@@ -164,19 +153,19 @@ def test_a_count_beyond_the_file_is_forgotten_on_open_and_by_repair(tmp_path: Pa
     path = tmp_path / "audit.jsonl"
     with AuditLog(path, fsync="always") as log:
         log.append(_record(0))
-        assert _count(path) == path.stat().st_size
+        assert synced_count(path) == path.stat().st_size
     size = path.stat().st_size  # with the closing checkpoint
     # A writer counted a line while it was being written, then died: repair cuts it.
     with path.open("ab") as f:
         f.write(b'{"event_id":"torn')
     _set_count(path, size + 10)
     assert repair_log(path).removed_bytes == len(b'{"event_id":"torn')
-    assert _count(path) == size  # never more than what is left
+    assert synced_count(path) == size  # never more than what is left
     # A count that claims more than the file holds (a file put in its place, a cut made
     # without repair) is dropped when a writer opens the log.
     _set_count(path, size + 500)
     with AuditLog(path, fsync="always") as log:
-        assert _count(path) in (0, path.stat().st_size)
+        assert synced_count(path) in (0, path.stat().st_size)
         log.append(_record(1))
     assert verify_log(path).ok
 
@@ -184,10 +173,10 @@ def test_a_count_beyond_the_file_is_forgotten_on_open_and_by_repair(tmp_path: Pa
 def test_a_count_for_another_file_is_not_trusted(tmp_path: Path) -> None:
     path = tmp_path / "audit.jsonl"
     AuditLog(path, fsync="always").close()
-    synced_path(path).write_bytes(LAYOUT.pack(1, 2, 1 << 40))  # another device and inode
+    synced_path(path).write_bytes(SYNCED_LAYOUT.pack(1, 2, 1 << 40))  # another device and inode
     with AuditLog(path, fsync="always") as log:
         log.append(_record(0))
-        assert _count(path) == path.stat().st_size
+        assert synced_count(path) == path.stat().st_size
 
 
 def test_a_side_file_that_is_a_symlink_is_not_followed(
