@@ -139,12 +139,27 @@ pub fn commit(
     Batch { lines, hashes }
 }
 
+/// The records other writers appended since this one last wrote, taken in: their
+/// leaf hashes, and the tree size and file size after them.
+pub struct CaughtUp {
+    pub hashes: Vec<u8>,
+    pub index: u64,
+    pub end: u64,
+}
+
 /// How `write_lines` ended.
 pub enum Written {
-    /// The lines are in the file (this many bytes).
-    Done(usize),
-    /// The file is not `end` bytes long: another writer appended (or it changed);
-    /// nothing was written, and the caller takes the other lines in first.
+    /// The lines are in the file (`bytes` of them). With `caught_up`, other writers had
+    /// appended records first: they were taken in, and the batch chained again after
+    /// them (`rechained`: its leaf hashes) before it was written.
+    Done {
+        bytes: usize,
+        caught_up: Option<CaughtUp>,
+        rechained: Option<Vec<u8>>,
+    },
+    /// The file changed in a way only Python takes in (a checkpoint line, a line that
+    /// does not chain, a torn line, a file that shrank), or the batch must not be
+    /// written as it is (`rechain` said so): nothing was written.
     Moved,
     /// A system call failed (errno); the file is as it was (a partial write is cut
     /// back under the lock).
@@ -157,27 +172,99 @@ fn errno() -> i32 {
         .unwrap_or(libc::EIO)
 }
 
-/// Appends `lines` to the log `fd` (opened with O_APPEND) under its `flock`, if the
-/// file still ends at `end` (no other writer appended since this one last wrote or
-/// read); a write that fails part-way is truncated back to `end` before the lock is
-/// released, so no other process ever reads half a line.
-pub fn write_lines(fd: i32, end: u64, lines: &[u8]) -> Written {
+/// Appends `lines` (records `index`, ... chained to `prev`) to the log `fd` (opened
+/// with O_APPEND) under its `flock`. If the file no longer ends at `end`, the records
+/// other writers appended are taken in (`foreign::take_in`, as `_log._catch_up` does)
+/// and `rechain(index, prev)` makes the batch again after them, all under the lock; a
+/// line only Python takes in means `Moved`. A write that fails part-way is truncated
+/// back before the lock is released, so no other process ever reads half a line.
+pub fn write_lines(
+    fd: i32,
+    end: u64,
+    index: u64,
+    prev: &[u8; 32],
+    lines: &[u8],
+    rechain: impl FnOnce(u64, &[u8; 32]) -> Option<Batch>,
+) -> Written {
     if unsafe { libc::flock(fd, libc::LOCK_EX) } != 0 {
         return Written::Failed(errno());
     }
-    let outcome = write_locked(fd, end, lines);
+    let outcome = write_locked(fd, end, index, prev, lines, rechain);
     unsafe { libc::flock(fd, libc::LOCK_UN) };
     outcome
 }
 
-fn write_locked(fd: i32, end: u64, lines: &[u8]) -> Written {
+fn write_locked(
+    fd: i32,
+    end: u64,
+    index: u64,
+    prev: &[u8; 32],
+    lines: &[u8],
+    rechain: impl FnOnce(u64, &[u8; 32]) -> Option<Batch>,
+) -> Written {
     let mut st: libc::stat = unsafe { std::mem::zeroed() };
     if unsafe { libc::fstat(fd, &mut st) } != 0 {
         return Written::Failed(errno());
     }
-    if st.st_size as u64 != end {
-        return Written::Moved;
+    let size = st.st_size as u64;
+    if size == end {
+        return match append_all(fd, end, lines) {
+            Ok(()) => Written::Done {
+                bytes: lines.len(),
+                caught_up: None,
+                rechained: None,
+            },
+            Err(e) => Written::Failed(e),
+        };
     }
+    if size < end {
+        return Written::Moved; // it shrank: Python fails the log closed
+    }
+    let mut data = vec![0u8; (size - end) as usize];
+    let mut read = 0;
+    while read < data.len() {
+        let n = unsafe {
+            libc::pread(
+                fd,
+                data[read..].as_mut_ptr().cast(),
+                data.len() - read,
+                (end + read as u64) as libc::off_t,
+            )
+        };
+        if n < 0 {
+            let e = errno();
+            if e == libc::EINTR {
+                continue;
+            }
+            return Written::Failed(e);
+        }
+        if n == 0 {
+            return Written::Moved;
+        }
+        read += n as usize;
+    }
+    let Some((hashes, index, prev)) = crate::foreign::take_in(&data, index, prev) else {
+        return Written::Moved;
+    };
+    let Some(batch) = rechain(index, &prev) else {
+        return Written::Moved;
+    };
+    match append_all(fd, size, &batch.lines) {
+        Ok(()) => Written::Done {
+            bytes: batch.lines.len(),
+            caught_up: Some(CaughtUp {
+                hashes,
+                index,
+                end: size,
+            }),
+            rechained: Some(batch.hashes),
+        },
+        Err(e) => Written::Failed(e),
+    }
+}
+
+/// `write(2)` until all of `lines` is in; on failure, cut the file back to `start`.
+fn append_all(fd: i32, start: u64, lines: &[u8]) -> Result<(), i32> {
     let mut rest = lines;
     while !rest.is_empty() {
         let n = unsafe { libc::write(fd, rest.as_ptr().cast(), rest.len()) };
@@ -186,10 +273,10 @@ fn write_locked(fd: i32, end: u64, lines: &[u8]) -> Written {
             if e == libc::EINTR {
                 continue;
             }
-            unsafe { libc::ftruncate(fd, end as libc::off_t) };
-            return Written::Failed(e);
+            unsafe { libc::ftruncate(fd, start as libc::off_t) };
+            return Err(e);
         }
         rest = &rest[n as usize..];
     }
-    Written::Done(lines.len())
+    Ok(())
 }

@@ -11,11 +11,14 @@
 //!    is fsynced).
 //!
 //! The committer thread writes the signed lines in index order, as many as are ready,
-//! with one `write(2)` under the log's `flock` after checking that no other writer
-//! appended (`audit::write_lines`), and tells the syncer how far the file is written.
+//! with one `write(2)` under the log's `flock` (`audit::write_lines`), and tells the
+//! syncer how far the file is written. If other writers (processes) appended records
+//! meanwhile, it takes them in under the lock as `_log._catch_up` does (`foreign.rs`)
+//! and chains and signs the batch again after them.
 //!
 //! Python stays the reference and keeps every rare case. A batch that needs a
-//! checkpoint, or finds lines of another writer in the file, is *handed back*: one
+//! checkpoint, or finds a line in the file that only Python takes in (another writer's
+//! checkpoint, or anything that does not chain), is *handed back*: one
 //! waiting appender returns to Python, pauses the committer and takes every record not
 //! yet written (`pause(take=True)`; their signatures, made for a chain position that
 //! may no longer hold, are dropped), commits them with `_log.AuditLog._commit`
@@ -345,39 +348,80 @@ impl Committer {
                 continue;
             }
             let mut lines = Vec::new();
+            let mut bodies = Vec::with_capacity(ready); // to chain again after others' lines
             for entry in state.entries.iter().take(ready) {
                 lines.extend_from_slice(entry.line.as_deref().unwrap_or_default());
+                bodies.push(entry.body.clone());
             }
-            let end = state.chain.end;
+            let Some(key) = state.key.clone() else {
+                continue; // not reached: without a key everything was handed back above
+            };
+            let chain = state.chain;
             state.busy = true;
             drop(state);
 
-            let written = audit::write_lines(self.fd, end, &lines);
+            let count = ready as u64;
+            let written = audit::write_lines(
+                self.fd,
+                chain.end,
+                chain.index,
+                &chain.prev,
+                &lines,
+                |index, prev| {
+                    // another writer appended records: this batch comes after them
+                    // (unless a checkpoint is due by then: Python writes it)
+                    if index + count - chain.sealed >= self.every {
+                        return None;
+                    }
+                    let slices: Vec<&[u8]> = bodies.iter().map(|b| &b[..]).collect();
+                    Some(audit::commit(&key.0, ALG, &key.1, index, prev, &slices))
+                },
+            );
 
             state = lock(&self.state);
             state.busy = false;
             match written {
-                Written::Done(n) => {
+                Written::Done {
+                    bytes,
+                    caught_up,
+                    rechained,
+                } => {
                     let mut last = 0;
                     for _ in 0..ready {
                         let entry = state.entries.pop_front().expect("ready entries");
-                        state.new_hashes.extend_from_slice(&entry.leaf.hash);
-                        state.chain.prev = entry.leaf.hash;
+                        if caught_up.is_none() {
+                            state.new_hashes.extend_from_slice(&entry.leaf.hash);
+                            state.chain.prev = entry.leaf.hash;
+                        }
                         last = entry.seq;
                     }
-                    state.chain.index += ready as u64;
-                    state.chain.end += n as u64;
+                    match (caught_up, rechained) {
+                        (Some(others), Some(ours)) => {
+                            state.new_hashes.extend_from_slice(&others.hashes);
+                            state.new_hashes.extend_from_slice(&ours);
+                            state.chain.prev.copy_from_slice(&ours[ours.len() - 32..]);
+                            state.chain.index = others.index + count;
+                            state.chain.end = others.end + bytes as u64;
+                            // the records chained since were chained to the old position
+                            state.unchain();
+                        }
+                        _ => {
+                            state.chain.index += count;
+                            state.chain.end += bytes as u64;
+                        }
+                    }
                     state.written_seq = state.written_seq.max(last + 1);
                     state.written_end = state.chain.end;
                     if state.unsealed_since.is_none() {
                         state.unsealed_since = Some(Instant::now());
                     }
                     if let Some(syncer) = &self.syncer {
-                        syncer.mark_written(state.chain.end, ready as u64);
+                        syncer.mark_written(state.chain.end, count);
                     }
                 }
                 Written::Moved => {
-                    // another writer appended: Python takes its lines in first
+                    // another writer appended what Python takes in (or a checkpoint is
+                    // due after its records): Python commits this batch
                     state.unchain();
                     state.sequencing = false;
                     state.hand_back = true;

@@ -19,6 +19,7 @@ use regex::Regex;
 mod addresses;
 mod audit;
 mod committer;
+mod foreign;
 mod jcs;
 mod numbers;
 mod secrets;
@@ -380,12 +381,18 @@ struct GroupSync {
 #[pymethods]
 impl GroupSync {
     /// Starts the thread. `fd`: the log (owned by the caller, open until `close`);
-    /// `side_fd`: the side file `<log>.synced` (owned from now on), with the log's
-    /// device and inode numbers.
+    /// `side_fd`: the side file `<log>.synced`, and `probe_fd`: the log opened again
+    /// (both owned from now on), with the log's device and inode numbers.
     #[new]
-    #[pyo3(signature = (fd, side_fd, dev, ino))]
-    fn new(fd: i32, side_fd: Option<i32>, dev: u64, ino: u64) -> PyResult<Self> {
-        let syncer = Arc::new(sync::Syncer::new(fd, side_fd, dev, ino));
+    #[pyo3(signature = (fd, side_fd, dev, ino, probe_fd=None))]
+    fn new(
+        fd: i32,
+        side_fd: Option<i32>,
+        dev: u64,
+        ino: u64,
+        probe_fd: Option<i32>,
+    ) -> PyResult<Self> {
+        let syncer = Arc::new(sync::Syncer::new(fd, side_fd, probe_fd, dev, ino));
         let runner = syncer.clone();
         let thread = worker::Worker::spawn("secure-ds-audit-fsync", move || runner.run())?;
         Ok(GroupSync { syncer, thread })
@@ -417,6 +424,24 @@ impl Drop for GroupSync {
     fn drop(&mut self) {
         self.syncer.stop(); // the thread ends on its own; close() also joins it
     }
+}
+
+/// `_log.AuditLog._catch_up` over record lines, natively (`foreign.rs`): the leaf
+/// hashes of the records in `data` chained after record `index - 1` (leaf hash
+/// `prev`), and the tree size and newest leaf hash after them; None when Python must
+/// take them in. For the tests, which hold it to the Python code.
+#[pyfunction]
+fn take_in_records<'py>(
+    py: Python<'py>,
+    data: &[u8],
+    index: u64,
+    prev: &[u8],
+) -> PyResult<Option<(Bound<'py, PyBytes>, u64, Bound<'py, PyBytes>)>> {
+    let prev: [u8; 32] = prev
+        .try_into()
+        .map_err(|_| PyValueError::new_err("prev is a 32-byte leaf hash"))?;
+    Ok(foreign::take_in(data, index, &prev)
+        .map(|(hashes, index, prev)| (PyBytes::new(py, &hashes), index, PyBytes::new(py, &prev))))
 }
 
 /// `OSError(errno, strerror)`, as `os` functions raise it (the errno's subclass, and
@@ -604,6 +629,7 @@ impl Drop for Committer {
 fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(has_non_finite, m)?)?;
     m.add_function(wrap_pyfunction!(orjson_agrees, m)?)?;
+    m.add_function(wrap_pyfunction!(take_in_records, m)?)?;
     m.add_class::<ScanText>()?;
     m.add_class::<SecretScanner>()?;
     m.add_class::<NumberScanner>()?;

@@ -40,6 +40,9 @@ struct Side {
     fd: i32,
     dev: u64,
     ino: u64,
+    // the log again, through an open file description of its own: its flock excludes
+    // this process's committer too, so the size read under it is whole (see `settled`)
+    probe: Option<i32>,
 }
 
 pub struct Syncer {
@@ -62,6 +65,37 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 }
 
 impl Side {
+    /// How far the log is whole, as `_log.AuditLog._settled_size` learns it without
+    /// waiting: its size read under its flock when the flock is free (no writer of any
+    /// process is between a write and its cut-back), else `written_end`, where this
+    /// process's own lines end. Every byte below it was in the file before the fsync
+    /// that follows began, so that fsync covers the other processes' lines too.
+    fn settled(&self, written_end: u64) -> u64 {
+        let Some(probe) = self.probe else {
+            return written_end;
+        };
+        if unsafe { libc::flock(probe, libc::LOCK_EX | libc::LOCK_NB) } != 0 {
+            return written_end;
+        }
+        let mut st: libc::stat = unsafe { std::mem::zeroed() };
+        let size = if unsafe { libc::fstat(probe, &mut st) } == 0
+            && (st.st_dev as u64, st.st_ino as u64) == (self.dev, self.ino)
+        {
+            st.st_size as u64
+        } else {
+            0
+        };
+        unsafe { libc::flock(probe, libc::LOCK_UN) };
+        written_end.max(size)
+    }
+
+    fn close(&self) {
+        unsafe { libc::close(self.fd) };
+        if let Some(probe) = self.probe {
+            unsafe { libc::close(probe) };
+        }
+    }
+
     fn synced(&self) -> Result<u64, i32> {
         let mut raw = [0u8; SIDE_LEN];
         let n = unsafe { libc::pread(self.fd, raw.as_mut_ptr().cast(), SIDE_LEN, 0) };
@@ -100,7 +134,7 @@ enum SideOutcome {
 }
 
 impl Syncer {
-    pub fn new(fd: i32, side_fd: Option<i32>, dev: u64, ino: u64) -> Self {
+    pub fn new(fd: i32, side_fd: Option<i32>, probe: Option<i32>, dev: u64, ino: u64) -> Self {
         Syncer {
             fd,
             state: Mutex::new(State {
@@ -115,7 +149,12 @@ impl Syncer {
                 fsync_time: Duration::ZERO,
                 gather_time: Duration::ZERO,
             }),
-            side: Mutex::new(side_fd.map(|fd| Side { fd, dev, ino })),
+            side: Mutex::new(side_fd.map(|fd| Side {
+                fd,
+                dev,
+                ino,
+                probe,
+            })),
             work: Condvar::new(),
             done: Condvar::new(),
         }
@@ -242,7 +281,7 @@ impl Syncer {
                 SideOutcome::Synced(ours) => return Ok(ours),
                 SideOutcome::LogFailed(e) => return Err(e),
                 SideOutcome::SideFailed => {
-                    unsafe { libc::close(s.fd) };
+                    s.close();
                     *side = None;
                 }
             }
@@ -258,14 +297,17 @@ impl Syncer {
         let outcome = match side.synced() {
             Err(_) => SideOutcome::SideFailed,
             Ok(already) if already >= target => SideOutcome::Synced(false),
-            Ok(already) => match self.fsync() {
-                Err(e) => SideOutcome::LogFailed(e),
-                // the fsync succeeded: a side file that fails now only shares less
-                Ok(()) => {
-                    let _ = side.store(target.max(already));
-                    SideOutcome::Synced(true)
+            Ok(already) => {
+                let claim = side.settled(target);
+                match self.fsync() {
+                    Err(e) => SideOutcome::LogFailed(e),
+                    // the fsync succeeded: a side file that fails now only shares less
+                    Ok(()) => {
+                        let _ = side.store(claim.max(already));
+                        SideOutcome::Synced(true)
+                    }
                 }
-            },
+            }
         };
         unsafe { libc::flock(side.fd, libc::LOCK_UN) };
         outcome
@@ -285,7 +327,7 @@ impl Syncer {
 
     pub fn close_side(&self) {
         if let Some(s) = lock(&self.side).take() {
-            unsafe { libc::close(s.fd) };
+            s.close();
         }
     }
 }

@@ -15,9 +15,10 @@ Two append paths, one file format. With a software Ed25519 key and ``secure_ds._
 built (the default), records take the *native path*: the appending thread chains and
 signs its own record without the GIL, a committer thread writes the signed lines in
 order, and (``"always"``) a syncer thread runs the fsyncs (``native/src/committer.rs``,
-``native/src/sync.rs``). The rare cases are *handed back* to the Python path: a batch
-that needs a checkpoint or finds another writer's lines, timed checkpoints, rotation and
-close pause the committer (:meth:`_paused`) and run :meth:`_commit` and friends, which
+``native/src/sync.rs``); other writers' record lines are taken in natively too
+(``native/src/foreign.rs``, as :meth:`_catch_up` does). The rare cases are *handed back*
+to the Python path: a batch that needs a checkpoint or finds another writer's checkpoint
+(or a line that does not chain), timed checkpoints, rotation and close pause the committer (:meth:`_paused`) and run :meth:`_commit` and friends, which
 are also the whole path for other keys (ECDSA, PKCS#11) and for ``native=False``. The
 lines are byte for byte the same either way (tests/audit/test_native_append.py).
 
@@ -228,7 +229,9 @@ class AuditLog:
                     st = os.fstat(self._fd)
                     side = self._shared.handover()
                     self._shared = None
-                    self._group = GroupSync(self._fd, side, st.st_dev, st.st_ino)
+                    self._group = GroupSync(
+                        self._fd, side, st.st_dev, st.st_ino, _probe(self.path, st)
+                    )
                 self._core = Committer(
                     self._fd,
                     self._native_signer,
@@ -993,6 +996,21 @@ def _record_signer(signer: Signer) -> Signer:
             "checkpoints beside one of those (SECURE_DS_AUDIT_PQ_KEY).",
         )
     return signer
+
+
+def _probe(path: Path, st: os.stat_result) -> int | None:
+    """The log opened again for the native syncer (``GroupSync``), whose flock on this
+    separate open file description also excludes this process's own writer, so it can
+    read how far the file is whole (``_settled_size``); None if it is not the same file."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC | os.O_NOFOLLOW)
+    except OSError:
+        return None
+    again = os.fstat(fd)
+    if (again.st_dev, again.st_ino) != (st.st_dev, st.st_ino):
+        os.close(fd)
+        return None
+    return fd
 
 
 def _fsync_dir(directory: Path) -> None:

@@ -31,16 +31,23 @@ from cryptography.hazmat.primitives.asymmetric import ed25519
 
 from secure_ds import AuditError
 from secure_ds.audit import AuditLog, _log, generate_key_file, load_signer, read_records, verify_log
-from secure_ds.audit._entry import leaf_data, leaf_hash_of, render_line
+from secure_ds.audit._entry import (
+    EntryError,
+    leaf_data,
+    leaf_hash_in_place,
+    leaf_hash_of,
+    render_line,
+    split_line,
+)
 from secure_ds.audit._jcs import canonicalize
 
 from .._services import skip_unless_required
 from ._logs import CHECKPOINT_PREFIX, lines, synced_count
 
 try:
-    from secure_ds._native import Committer, GroupSync, RecordSigner
+    from secure_ds._native import Committer, GroupSync, RecordSigner, take_in_records
 except ImportError:  # pragma: no cover - checked by the fixture below
-    Committer = GroupSync = RecordSigner = None  # type: ignore[assignment,misc]
+    Committer = GroupSync = RecordSigner = take_in_records = None  # type: ignore[assignment,misc]
 
 REPO = Path(__file__).parents[2]
 
@@ -309,8 +316,10 @@ def test_a_failed_fsync_fails_the_log_closed(
     read_end, write_end = os.pipe()
     real = GroupSync
 
-    def on_a_pipe(fd: int, side_fd: int | None, dev: int, ino: int) -> GroupSync:
-        return real(write_end, side_fd, dev, ino)
+    def on_a_pipe(
+        fd: int, side_fd: int | None, dev: int, ino: int, probe_fd: int | None = None
+    ) -> GroupSync:
+        return real(write_end, side_fd, dev, ino, probe_fd)
 
     monkeypatch.setattr(_log, "GroupSync", on_a_pipe)
     path = tmp_path / "audit.jsonl"
@@ -526,3 +535,142 @@ def test_a_hand_back_that_fails_fails_the_log_and_releases_every_waiter(
     monkeypatch.undo()
     log.close()
     assert verify_log(path).ok  # what was written before is intact
+
+
+# ---------------------------------------------------------------------- other writers
+
+
+def _python_takes_in(line: bytes, index: int, prev: bytes) -> bytes | None:
+    """The leaf hash `_log.AuditLog._catch_up` / `_apply_record` accept ``line`` with
+    as record ``index`` after ``prev``, or None where they refuse it (or, for a
+    checkpoint line, take it in some other way)."""
+    if line.startswith(CHECKPOINT_PREFIX):
+        return None
+    try:
+        end, m = split_line(line)
+    except EntryError:
+        return None
+    _, h_hex, idx, _, prev_hex, _ = m.groups()
+    h = leaf_hash_in_place(line, end, m)
+    if int(idx) != index or prev_hex != prev.hex().encode() or h_hex != h.hex().encode():
+        return None
+    return h
+
+
+def _native_takes_in(line: bytes, index: int, prev: bytes) -> bytes | None:
+    taken = take_in_records(line + b"\n", index, prev)
+    if taken is None:
+        return None
+    hashes, after, newest = taken
+    assert (after, newest) == (index + 1, hashes)
+    return hashes
+
+
+def test_other_writers_lines_are_taken_in_natively_exactly_as_python_does(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "audit.jsonl"
+    rng = random.Random(5)
+    with AuditLog(path, fsync="never", native=False) as log:
+        log.append({})  # the empty record
+        for i in range(60):
+            log.append(_random_record(rng, i))
+    content = lines(path)
+    records = [x.rstrip(b"\n") for x in content if not x.startswith(CHECKPOINT_PREFIX)]
+    # every record line chains after the one before it, both ways alike
+    prev, chained = bytes(32), []
+    for index, line in enumerate(records):
+        h = _python_takes_in(line, index, prev)
+        assert h is not None
+        assert _native_takes_in(line, index, prev) == h
+        chained.append(h)
+        prev = h
+    whole = take_in_records(b"\n".join(records) + b"\n", 0, bytes(32))
+    assert whole == (b"".join(chained), len(records), chained[-1])
+    # ...and every damaged line is refused by both, or accepted by both with one hash
+    alphabet = b'0123456789abcdefABCDEF{}[],:"\\=+/ xyz\n\x00\xff'
+    checked = 0
+    for _ in range(6000):
+        index = rng.randrange(len(records))
+        line = bytearray(records[index])
+        prev = chained[index - 1] if index else bytes(32)
+        at = rng.randrange(len(line))
+        kind = rng.randrange(4)
+        if kind == 0:
+            line[at] = rng.choice(alphabet)
+        elif kind == 1:
+            del line[at]
+        elif kind == 2:
+            line.insert(at, rng.choice(alphabet))
+        else:  # near the integrity member, where the parsing happens
+            tail = len(line) - rng.randrange(1, 300)
+            line[max(tail, 0)] = rng.choice(alphabet)
+        damaged = bytes(line)
+        if b"\n" in damaged:
+            continue  # two lines: not one line's question
+        wrong_place = rng.random() < 0.1
+        expected_index = index + 1 if wrong_place else index
+        assert _native_takes_in(damaged, expected_index, prev) == _python_takes_in(
+            damaged, expected_index, prev
+        ), damaged
+        checked += 1
+    assert checked > 5000
+    # a checkpoint line, a torn last line and an empty line are left to Python
+    checkpoint = next(x for x in content if x.startswith(CHECKPOINT_PREFIX))
+    assert take_in_records(checkpoint, 0, bytes(32)) is None
+    assert take_in_records(records[0], 0, bytes(32)) is None  # no newline: torn
+    assert take_in_records(b"\n", 0, bytes(32)) is None
+
+
+def test_writers_of_one_file_take_in_each_others_records_natively(tmp_path: Path) -> None:
+    # Two logs on one file: each batch finds the other's records, takes them in under
+    # the lock and chains itself after them, without a hand-back to Python.
+    path = tmp_path / "audit.jsonl"
+    a = AuditLog(path, fsync="never", checkpoint_every=10_000)
+    b = AuditLog(path, fsync="never", checkpoint_every=10_000)
+    for i in range(50):
+        (a if i % 2 else b).append({"i": i})
+
+    def no_hand_back() -> None:
+        raise AssertionError("a batch was handed back to Python")
+
+    for log in (a, b):
+        log._take_back = no_hand_back  # type: ignore[method-assign]
+    for i in range(50, 100):
+        (a if i % 2 else b).append({"i": i})
+    assert (a.size, b.size) == (100, 99)  # b has not read a's newest record yet
+    a.close()
+    b.close()
+    result = verify_log(path)
+    assert result.ok, result
+    assert [r["i"] for r in read_records(path)] == list(range(100))
+
+
+def test_an_fsync_claims_the_whole_file_only_while_no_writer_holds_its_lock(
+    tmp_path: Path,
+) -> None:
+    # The native syncer claims, in the side file, how far its fsync covered: the file's
+    # size read under the log's flock (other writers' complete lines included, so
+    # they skip their own fsync) when the flock is free, else only its own lines.
+    import fcntl
+
+    path = tmp_path / "audit.jsonl"
+    path.write_bytes(b"x" * 100)
+    side = tmp_path / "audit.jsonl.synced"
+    for held, expected in ((False, 100), (True, 10)):
+        side.write_bytes(b"")
+        fd = os.open(path, os.O_RDWR)
+        st = os.fstat(fd)
+        side_fd = os.open(side, os.O_RDWR)
+        probe = os.open(path, os.O_RDONLY)
+        other = os.open(path, os.O_RDWR)  # another writer (its own open file description)
+        if held:
+            fcntl.flock(other, fcntl.LOCK_EX)
+        group = GroupSync(fd, side_fd, st.st_dev, st.st_ino, probe)
+        try:
+            group.wait(10)  # this writer's own lines end at 10
+            assert synced_count(path) == expected
+        finally:
+            group.close()  # closes side_fd and probe
+            os.close(other)
+            os.close(fd)
