@@ -510,7 +510,7 @@ def _check_dlp(state: _State) -> None:
         "warn",
         "secure_ds._native was not built, so the DLP scanner runs its Python detectors "
         "only (the same findings, about 3x slower) and audit records take the Python "
-        "append path (the same lines, about half the durable rate with 8 writers)",
+        "append path (the same lines, about 60 % of the durable rate with 8 writers)",
         "Install a Rust toolchain (https://rustup.rs) and reinstall secure-ds (make install).",
     )
 

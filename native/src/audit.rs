@@ -186,22 +186,10 @@ pub fn write_lines(
     lines: &[u8],
     rechain: impl FnOnce(u64, &[u8; 32]) -> Option<Batch>,
 ) -> Written {
-    if unsafe { libc::flock(fd, libc::LOCK_EX) } != 0 {
-        return Written::Failed(errno());
-    }
-    let outcome = write_locked(fd, end, index, prev, lines, rechain);
-    unsafe { libc::flock(fd, libc::LOCK_UN) };
-    outcome
-}
-
-fn write_locked(
-    fd: i32,
-    end: u64,
-    index: u64,
-    prev: &[u8; 32],
-    lines: &[u8],
-    rechain: impl FnOnce(u64, &[u8; 32]) -> Option<Batch>,
-) -> Written {
+    let _lock = match FileLock::exclusive(fd) {
+        Ok(lock) => lock,
+        Err(e) => return Written::Failed(e),
+    };
     let mut st: libc::stat = unsafe { std::mem::zeroed() };
     if unsafe { libc::fstat(fd, &mut st) } != 0 {
         return Written::Failed(errno());
@@ -260,6 +248,24 @@ fn write_locked(
             rechained: Some(batch.hashes),
         },
         Err(e) => Written::Failed(e),
+    }
+}
+
+/// The log's `flock`, held until dropped (however `write_lines` returns).
+struct FileLock(i32);
+
+impl FileLock {
+    fn exclusive(fd: i32) -> Result<Self, i32> {
+        if unsafe { libc::flock(fd, libc::LOCK_EX) } != 0 {
+            return Err(errno());
+        }
+        Ok(FileLock(fd))
+    }
+}
+
+impl Drop for FileLock {
+    fn drop(&mut self) {
+        unsafe { libc::flock(self.0, libc::LOCK_UN) };
     }
 }
 

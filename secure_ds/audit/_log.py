@@ -16,11 +16,12 @@ built (the default), records take the *native path*: the appending thread chains
 signs its own record without the GIL, a committer thread writes the signed lines in
 order, and (``"always"``) a syncer thread runs the fsyncs (``native/src/committer.rs``,
 ``native/src/sync.rs``); other writers' record lines are taken in natively too
-(``native/src/foreign.rs``, as :meth:`_catch_up` does). The rare cases are *handed back*
-to the Python path: a batch that needs a checkpoint or finds another writer's checkpoint
-(or a line that does not chain), timed checkpoints, rotation and close pause the committer (:meth:`_paused`) and run :meth:`_commit` and friends, which
-are also the whole path for other keys (ECDSA, PKCS#11) and for ``native=False``. The
-lines are byte for byte the same either way (tests/audit/test_native_append.py).
+(``native/src/foreign.rs``, as :meth:`_catch_up` does). The rare cases are *handed
+back* to the Python path: a batch that needs a checkpoint or finds another writer's
+checkpoint (or a line that does not chain), timed checkpoints, rotation and close pause
+the committer (:meth:`_paused`) and run :meth:`_commit` and friends, which are also the
+whole path for other keys (ECDSA, PKCS#11) and for ``native=False``. The lines are byte
+for byte the same either way (tests/audit/test_native_append.py).
 
 Invariants (the rest of secure-ds relies on them):
 
@@ -132,7 +133,7 @@ _TAIL_CHUNK = 1 << 18
 _RESERVED = ("integrity", "checkpoint")
 _SYNCED = struct.Struct("<QQQ")  # the side file: st_dev, st_ino of the log, bytes synced
 # Durable appends of coroutines in flight at once (append_async): with 8 writers an fsync
-# covers ~7 records, with 32 ~17 (measured, bench/bench_audit.py)
+# covers ~7 records, with 32 ~16 (measured, bench/bench_audit.py)
 _ASYNC_APPENDERS = 32
 
 
