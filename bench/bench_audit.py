@@ -402,7 +402,7 @@ def main(argv: list[str] | None = None) -> int:
         ):
             path = d / f"{fsync}-{threads}-{native}.jsonl"
             rate, per_fsync = appends(path, n, threads, fsync, key, native=native)
-            target = TARGETS["append"] if fsync == "always" and threads > 1 else None
+            target = TARGETS["append"] if fsync == "always" else None
             rows.append(
                 {"row": label, "records_per_s": rate, "target": target, "per_fsync": per_fsync}
             )
