@@ -220,19 +220,19 @@ class AuditLog:
                 self._shared.close()
             os.close(self._fd)
             raise
-        # fsync="always" with the extension built: a native thread runs the fsyncs
-        # (_native.GroupSync; _sync_through and _SharedSync are the same protocol in
-        # Python, used without it)
+        # The native path (module docstring): a committer thread writes and, with
+        # fsync="always", a syncer thread runs the fsyncs (GroupSync; _sync_through and
+        # _SharedSync are the same in Python). Without a usable side file the syncer
+        # still fsyncs every append, alone.
         self._group: GroupSync | None = None
         if self._native_signer is not None and Committer is not None:
             try:
-                if self._shared is not None:
+                if fsync == "always":
                     st = os.fstat(self._fd)
-                    side = self._shared.handover()
+                    side = self._shared.handover() if self._shared is not None else None
                     self._shared = None
-                    self._group = GroupSync(
-                        self._fd, side, st.st_dev, st.st_ino, _probe(self.path, st)
-                    )
+                    probe = _probe(self.path, st) if side is not None else None
+                    self._group = GroupSync(self._fd, side, st.st_dev, st.st_ino, probe)
                 self._core = Committer(
                     self._fd,
                     self._native_signer,

@@ -674,3 +674,20 @@ def test_an_fsync_claims_the_whole_file_only_while_no_writer_holds_its_lock(
             group.close()  # closes side_fd and probe
             os.close(other)
             os.close(fd)
+
+
+def test_without_a_usable_side_file_each_append_is_still_fsynced(tmp_path: Path) -> None:
+    # A side file that is a symlink is not followed (guarantee 44): the writer then
+    # syncs alone, and every append must still wait for its own fsync.
+    path = tmp_path / "audit.jsonl"
+    target = tmp_path / "elsewhere"
+    target.write_bytes(b"keep")
+    (tmp_path / "audit.jsonl.synced").symlink_to(target)
+    with AuditLog(path, fsync="always") as log:
+        assert log._core is not None
+        assert log._group is not None, "no syncer: appends would return unsynced"
+        for i in range(3):
+            log.append({"i": i})
+        assert log._group.stats()[0] >= 3  # one fsync per append, alone
+    assert target.read_bytes() == b"keep"
+    assert verify_log(path).ok
