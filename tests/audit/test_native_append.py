@@ -392,13 +392,44 @@ def test_a_write_that_fails_part_way_is_cut_back_and_fails_the_log_closed(
 
 
 def test_an_append_racing_the_close_fails_rather_than_hangs(tmp_path: Path) -> None:
+    # Threads append while the log closes: every append returns (its record in the
+    # file) or raises AuditError; none waits for ever on a committer that stopped.
     path = tmp_path / "audit.jsonl"
     log = AuditLog(path, fsync="always")
-    log.append({"i": 0})
+    acked: list[int] = []
+    refused: list[BaseException] = []
+    unexpected: list[BaseException] = []
+    started = threading.Barrier(9)
+
+    def run(first: int) -> None:
+        started.wait()
+        for i in range(first, first + 10_000):
+            try:
+                log.append({"i": i})
+            except AuditError as exc:
+                refused.append(exc)
+                return
+            except BaseException as exc:  # seen by the assertion below
+                unexpected.append(exc)
+                return
+            acked.append(i)
+
+    threads = [threading.Thread(target=run, args=(t * 10_000,)) for t in range(8)]
+    for t in threads:
+        t.start()
+    started.wait()
+    while len(acked) < 200:
+        time.sleep(0.001)
     log.close()
-    with pytest.raises(AuditError, match="closed"):
-        log.append({"i": 1})
-    assert verify_log(path).records == 1
+    for t in threads:
+        t.join(30)
+        assert not t.is_alive(), "an append racing close() never returned"
+    assert not unexpected, unexpected
+    assert len(refused) == 8  # every thread was stopped by the close
+    assert all("closed" in str(e) for e in refused)
+    result = verify_log(path)
+    assert result.ok, result
+    assert set(acked) <= {r["i"] for r in read_records(path)}  # acknowledged: kept
 
 
 def test_the_group_sync_reports_a_failed_fsync_to_every_waiter() -> None:
