@@ -45,6 +45,7 @@ fn push_hex(out: &mut Vec<u8>, bytes: &[u8]) {
 }
 
 /// A record placed in the chain: its leaf data (what is signed) and leaf hash.
+#[derive(Clone)]
 pub struct Leaf {
     pub index: u64,
     pub prev: [u8; 32],

@@ -68,7 +68,7 @@ pub enum Outcome {
     Closed,
 }
 
-#[derive(Clone, Copy, PartialEq, Eq)]
+#[derive(Clone, Copy)]
 pub struct Chain {
     pub index: u64,
     pub prev: [u8; 32],
@@ -95,8 +95,7 @@ struct State {
     epoch: u64,
     sequencing: bool, // false while Python holds the records (a hand-back or a pause)
     next_seq: u64,
-    written_seq: u64, // every record numbered below this is in the file ...
-    written_end: u64, // ... which ends here
+    written_seq: u64, // every record numbered below this is in the file (chain.end)
     new_hashes: Vec<u8>,
     unsealed_since: Option<Instant>,
     key: Option<Key>, // None: every batch is handed back
@@ -197,7 +196,6 @@ impl Committer {
                 sequencing: true,
                 next_seq: 0,
                 written_seq: 0,
-                written_end: chain.end,
                 new_hashes: Vec::new(),
                 unsealed_since: None,
                 key: Some((key, key_id)),
@@ -240,15 +238,7 @@ impl Committer {
         let (leaf, body) = {
             let entry = &state.entries[(index - state.chain.index) as usize];
             // copies (~2 KB) so the signature is made without the mutex
-            (
-                Leaf {
-                    index: entry.leaf.index,
-                    prev: entry.leaf.prev,
-                    data: entry.leaf.data.clone(),
-                    hash: entry.leaf.hash,
-                },
-                entry.body.clone(),
-            )
+            (entry.leaf.clone(), entry.body.clone())
         };
         drop(state);
         let mut line = Vec::with_capacity(body.len() + 400);
@@ -275,7 +265,7 @@ impl Committer {
                 return Outcome::Failed(f);
             }
             if state.written_seq > seq {
-                break state.written_end;
+                break state.chain.end;
             }
             if state.hand_back && !state.handed_to {
                 state.handed_to = true;
@@ -311,11 +301,16 @@ impl Committer {
                 state = wait(&self.work, state);
                 continue;
             }
-            if state.key.is_none() && (!state.unsequenced.is_empty() || !state.entries.is_empty()) {
-                state.hand_back = true; // no native key (rotated to one Python signs)
-                self.done.notify_all();
+            let Some(key) = state.key.clone() else {
+                // no native key (rotated to one Python signs): every record to Python
+                if state.unsequenced.is_empty() && state.entries.is_empty() {
+                    state = wait(&self.work, state);
+                } else {
+                    state.hand_back = true;
+                    self.done.notify_all();
+                }
                 continue;
-            }
+            };
             if state.sequencing {
                 state.sequence_waiting();
             }
@@ -329,7 +324,7 @@ impl Committer {
                 .map(|(i, _)| i)
                 .collect();
             if !unsigned.is_empty() {
-                self.sign_here(state, &unsigned);
+                self.sign_here(state, &key, &unsigned);
                 state = lock(&self.state);
                 continue;
             }
@@ -353,9 +348,6 @@ impl Committer {
                 lines.extend_from_slice(entry.line.as_deref().unwrap_or_default());
                 bodies.push(entry.body.clone());
             }
-            let Some(key) = state.key.clone() else {
-                continue; // not reached: without a key everything was handed back above
-            };
             let chain = state.chain;
             state.busy = true;
             drop(state);
@@ -411,7 +403,6 @@ impl Committer {
                         }
                     }
                     state.written_seq = state.written_seq.max(last + 1);
-                    state.written_end = state.chain.end;
                     if state.unsealed_since.is_none() {
                         state.unsealed_since = Some(Instant::now());
                     }
@@ -433,22 +424,13 @@ impl Committer {
     }
 
     /// Signs the entries at `positions` (chained for the committer) outside the mutex.
-    fn sign_here(&self, state: MutexGuard<'_, State>, positions: &[usize]) {
-        let Some(key) = state.key.clone() else {
-            return;
-        };
+    fn sign_here(&self, state: MutexGuard<'_, State>, key: &Key, positions: &[usize]) {
         let epoch = state.epoch;
         let jobs: Vec<(usize, Leaf, Vec<u8>)> = positions
             .iter()
             .map(|&i| {
                 let e = &state.entries[i];
-                let leaf = Leaf {
-                    index: e.leaf.index,
-                    prev: e.leaf.prev,
-                    data: e.leaf.data.clone(),
-                    hash: e.leaf.hash,
-                };
-                (i, leaf, e.body.clone())
+                (i, e.leaf.clone(), e.body.clone())
             })
             .collect();
         drop(state);
@@ -512,7 +494,6 @@ impl Committer {
         if let Some(seq) = written_through {
             state.written_seq = state.written_seq.max(seq + 1);
         }
-        state.written_end = chain.end;
         state.sequencing = true;
         // a hand-back no appender has taken yet is retried with the new chain
         if !state.handed_to {

@@ -454,8 +454,7 @@ fn os_error(errno: i32) -> PyErr {
     PyOSError::new_err((errno, text))
 }
 
-fn outcome(py: Python<'_>, seq: u64, outcome: committer::Outcome) -> PyResult<Option<u64>> {
-    let _ = py;
+fn outcome(seq: u64, outcome: committer::Outcome) -> PyResult<Option<u64>> {
     match outcome {
         committer::Outcome::Done => Ok(None),
         committer::Outcome::HandBack => Ok(Some(seq)),
@@ -525,13 +524,13 @@ impl Committer {
         }
         let body = body.to_vec();
         let (seq, result) = py.detach(|| self.inner.append(body));
-        outcome(py, seq, result)
+        outcome(seq, result)
     }
 
     /// `append`'s wait, again, after a hand-back.
     fn wait(&self, py: Python<'_>, seq: u64) -> PyResult<Option<u64>> {
         let result = py.detach(|| self.inner.wait(seq));
-        outcome(py, seq, result)
+        outcome(seq, result)
     }
 
     /// Stops the committer between batches: (tree size, newest leaf hash, file size,
