@@ -10,20 +10,22 @@
 use base64::engine::general_purpose::STANDARD;
 use base64::Engine;
 use ed25519_dalek::{Signer, SigningKey};
+use zeroize::Zeroize;
 use sha2::{Digest, Sha256};
 
-/// An Ed25519 private key (its 32-byte seed); the key's bytes are zeroed when it is
-/// dropped (ed25519-dalek's `ZeroizeOnDrop`).
+/// An Ed25519 private key (its 32-byte seed). ed25519-dalek zeroes the key's bytes
+/// when it is dropped (`ZeroizeOnDrop`), and `from_seed` zeroes its own copy; the
+/// caller's bytes (a Python `bytes` object) are not.
 pub struct RecordKey {
     key: SigningKey,
 }
 
 impl RecordKey {
     pub fn from_seed(seed: &[u8]) -> Option<Self> {
-        let seed: [u8; 32] = seed.try_into().ok()?;
-        Some(Self {
-            key: SigningKey::from_bytes(&seed),
-        })
+        let mut seed: [u8; 32] = seed.try_into().ok()?;
+        let key = SigningKey::from_bytes(&seed);
+        seed.zeroize();
+        Some(Self { key })
     }
 
     pub fn public_key(&self) -> [u8; 32] {
