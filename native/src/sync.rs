@@ -188,7 +188,8 @@ impl Syncer {
         let mut state = lock(&self.state);
         state.written_records += records;
         if end > state.written || records > 0 {
-            state.written = end;
+            // never lower: a gathering syncer counts records, and bytes only grow
+            state.written = state.written.max(end);
             self.work.notify_one();
         }
     }
